@@ -1,0 +1,1 @@
+"""Shared pieces of healthpipe: config, errors, the Kafka message contract, clients, observability."""

@@ -1,0 +1,103 @@
+"""The `healthpipe` command: one entry point, a subcommand per job. Imports are lazy per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from common.errors import ConfigError, HealthpipeError
+
+EXIT_CONFIG = 2
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from common import stack
+
+    names = args.services or None
+    if args.action == "up":
+        stack.up(names)
+    elif args.action == "down":
+        stack.down(names)
+    elif args.action == "status":
+        return 0 if stack.status() else 1
+    return 0
+
+
+def _demo_app(args: argparse.Namespace) -> int:
+    from common.demo_app import serve
+
+    logging.basicConfig(level="INFO")
+    serve(args.host, args.port, args.seed)
+    return 0
+
+
+def _producer(args: argparse.Namespace) -> int:
+    from producer.service import main
+
+    return main(args.config, once=args.once)
+
+
+def _consumer(args: argparse.Namespace) -> int:
+    from consumer.service import main
+
+    return main(args.config, until_idle=args.until_idle)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from producer.backfill import main
+
+    return main(args.config, args.start, args.end, args.query)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="healthpipe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="the native stack: real Kafka, Prometheus, InfluxDB and the demo app")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("services", nargs="*", help="only these services (default: all)")
+    p.set_defaults(func=_stack)
+
+    p = sub.add_parser("demo-app", help="serve the demo app's /metrics (simulated web traffic)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=_demo_app)
+
+    p = sub.add_parser("producer", help="process 1: poll Prometheus, publish to Kafka")
+    p.add_argument("--config", help="YAML config (default: $HEALTHPIPE_CONFIG or config/healthpipe.yaml)")
+    p.add_argument("--once", action="store_true", help="run one cycle and exit")
+    p.set_defaults(func=_producer)
+
+    p = sub.add_parser("consumer", help="process 2: consume from Kafka, clean, load into InfluxDB")
+    p.add_argument("--config")
+    p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
+                   help="exit after this many seconds without new messages")
+    p.set_defaults(func=_consumer)
+
+    p = sub.add_parser("backfill", help="publish a historical window without touching watermarks")
+    p.add_argument("--config")
+    p.add_argument("--start", required=True, help="ISO 8601 time or unix seconds")
+    p.add_argument("--end", required=True, help="ISO 8601 time or unix seconds")
+    p.add_argument("--query", default=None, help="only this query (default: all)")
+    p.set_defaults(func=_backfill)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"healthpipe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except HealthpipeError as exc:
+        print(f"healthpipe: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""healthpipe's configuration: one YAML file plus `HEALTHPIPE_<SECTION>__<KEY>` environment overrides.
+
+The shape keeps the original plan's sections (`extract`, `transform`, `load.influxdb`, `pipeline`) and
+adds `kafka`, `producer` and `consumer`. Every model forbids unknown keys, so a typo is an error that
+names the key path instead of a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from common.durations import parse_duration
+from common.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/healthpipe.yaml")
+CONFIG_PATH_ENV = "HEALTHPIPE_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = "health-metrics"
+    dead_letter_topic: str = "health-metrics-dlq"
+    watermark_topic: str = "health-metrics-watermarks"
+    group_id: str = "healthpipe-consumer"
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    retention: str = "7d"
+    # Passed to librdkafka as is: security.protocol, sasl.*, ssl.* and the like.
+    client_config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("retention")
+    @classmethod
+    def _check_retention(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @property
+    def retention_ms(self) -> int:
+        return int(parse_duration(self.retention) * 1000)
+
+    def as_librdkafka_dict(self) -> dict[str, Any]:
+        """The common librdkafka settings; the only place where dotted keys are spelled."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config}
+
+
+class QuerySettings(_Section):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+    promql: str = Field(min_length=1)
+    mode: Literal["raw", "range"] = "range"
+    step: str = "15s"
+    metric_type: str = "gauge"
+
+    @field_validator("step")
+    @classmethod
+    def _check_step(cls, v: str) -> str:
+        if parse_duration(v) < 0.001:
+            raise ValueError("step must be at least 1ms")
+        return v
+
+    @property
+    def step_ms(self) -> int:
+        return int(parse_duration(self.step) * 1000)
+
+
+def default_queries() -> list[QuerySettings]:
+    """The original plan's four core queries: availability, request rate, p95 latency, error rate."""
+    return [
+        QuerySettings(name="availability", promql='up{job="test-app"}', mode="raw", metric_type="availability"),
+        QuerySettings(name="request_rate", promql="sum by (job, instance, method, path) "
+                      "(rate(http_requests_total[1m]))", metric_type="throughput"),
+        QuerySettings(name="latency_p95", promql="histogram_quantile(0.95, sum by (job, instance, le) "
+                      "(rate(http_request_duration_seconds_bucket[1m])))", metric_type="latency"),
+        QuerySettings(name="error_rate", promql='sum by (job, instance) (rate(http_requests_total{status=~"5.."}[1m]))'
+                      " / sum by (job, instance) (rate(http_requests_total[1m]))", metric_type="error_rate"),
+    ]
+
+
+class ExtractSettings(_Section):
+    prometheus_url: str = "http://localhost:9090"
+    # How often the producer polls; falls back to pipeline.interval_seconds when unset.
+    interval_seconds: float | None = Field(None, gt=0)
+    # Never read newer than now - lag: Prometheus may still be ingesting the last scrape.
+    lag_seconds: float = Field(10, ge=0)
+    # How far back to read on first start, and the oldest gap an outage may leave to backfill.
+    max_backfill: str = "6h"
+    # A raw-mode window is at most this long per request (range mode chunks by 11,000 points instead).
+    raw_chunk: str = "30m"
+    request_timeout_seconds: float = Field(10, gt=0)
+    max_retries: int = Field(4, ge=0)
+    queries: list[QuerySettings] = Field(default_factory=default_queries)
+
+    @field_validator("max_backfill", "raw_chunk")
+    @classmethod
+    def _check_duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ExtractSettings:
+        names = [q.name for q in self.queries]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"query names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+
+class TransformSettings(_Section):
+    # Metric names (`__name__`, or the query name for computed series) that may enter InfluxDB.
+    # Empty list = accept every metric.
+    valid_metrics: list[str] = Field(default_factory=lambda: [
+        "up", "availability", "request_rate", "latency_p95", "error_rate",
+        "http_requests_total", "http_request_duration_seconds_bucket",
+    ])
+    max_future_skew_seconds: float = Field(300, ge=0)
+    # Labels copied to tags besides service/instance/metric_type/metric. None = all.
+    include_labels: list[str] | None = None
+    exclude_labels: list[str] = Field(default_factory=list)
+
+
+class InfluxSettings(_Section):
+    url: str = "http://localhost:8086"
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+    org: str = "healthpipe"
+    bucket: str = "health_metrics"
+    batch_size: int = Field(5000, ge=1)
+    gzip: bool = False
+    timeout_seconds: float = Field(30, gt=0)
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> InfluxSettings:
+        if self.token_file is not None:
+            try:
+                self.token = SecretStr(self.token_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"cannot read token_file {self.token_file}: {exc.strerror}") from None
+        return self
+
+
+class LoadSettings(_Section):
+    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+
+
+class PipelineSettings(_Section):
+    interval_seconds: float = Field(15, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ProducerSettings(_Section):
+    transactional_id: str = "healthpipe-producer"
+    # Samples per Kafka message and bytes per message: one message = one series' samples of one window.
+    max_samples_per_message: int = Field(1000, ge=1)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    metrics_port: int = Field(8001, ge=0, le=65535)
+
+
+class ConsumerSettings(_Section):
+    batch_max_age_seconds: float = Field(2.0, gt=0)
+    poll_batch: int = Field(500, ge=1)
+    max_message_bytes: int = Field(1024 * 1024, ge=1024)
+    revoke_deadline_seconds: float = Field(10, gt=0)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    metrics_port: int = Field(8002, ge=0, le=65535)
+
+
+class HealthpipeConfig(BaseSettings):
+    """The whole configuration. Build it with `load_config()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEALTHPIPE_", env_nested_delimiter="__", extra="forbid", validate_default=True,
+    )
+
+    extract: ExtractSettings = Field(default_factory=ExtractSettings)
+    transform: TransformSettings = Field(default_factory=TransformSettings)
+    load: LoadSettings = Field(default_factory=LoadSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    producer: ProducerSettings = Field(default_factory=ProducerSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the YAML file (passed as init kwargs), key by key.
+        return env_settings, init_settings
+
+    @property
+    def poll_interval_seconds(self) -> float:
+        return self.extract.interval_seconds or self.pipeline.interval_seconds
+
+    def secrets(self) -> list[str]:
+        """Secret values to scrub from every log line and error message."""
+        token = self.load.influxdb.token.get_secret_value()
+        extra = [v for k, v in self.kafka.client_config.items() if "password" in k or "secret" in k]
+        return [s for s in [token, *extra] if s]
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    # Never echo input values: they may be secrets.
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def config_path(path: str | Path | None = None) -> Path | None:
+    """The config file to read: the argument, else $HEALTHPIPE_CONFIG, else config/healthpipe.yaml if it exists."""
+    if path:
+        return Path(path)
+    if os.environ.get(CONFIG_PATH_ENV):
+        return Path(os.environ[CONFIG_PATH_ENV])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> HealthpipeConfig:
+    """Read the YAML file (if any), apply env overrides, validate. Raises ConfigError naming the key."""
+    file = config_path(path)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file}: expected a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    data.update(overrides)
+    try:
+        return HealthpipeConfig(**data)
+    except ValidationError as exc:
+        where = f" in {file}" if file else ""
+        raise ConfigError(f"invalid configuration{where}:\n{_format_validation_error(exc)}") from None

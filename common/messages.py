@@ -1,0 +1,130 @@
+"""The Kafka message contract between producer and consumer (schema version 1).
+
+One message = one series' samples from one extraction window:
+
+    {"v": 1, "query": "availability", "metric_type": "availability",
+     "labels": {"__name__": "up", "job": "test-app", "instance": "localhost:8000"},
+     "window": [start_ms, end_ms],              # the window (start, end] the samples came from
+     "samples": [[1732550400123, "1"], ...]}    # [timestamp ms, value exactly as Prometheus gave it]
+
+Values stay strings ("NaN", "+Inf" included): the consumer decides what InfluxDB can store.
+Key: `series_key(query, labels)`, so a series always lands on the same partition.
+Headers: `healthpipe-schema` = the version. docs/message-format.md holds the JSON Schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import orjson
+
+SCHEMA_VERSION = 1
+SCHEMA_HEADER = "healthpipe-schema"
+
+JSON_SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://healthpipe.dev/schemas/series-window-v1.json",
+    "title": "healthpipe series window",
+    "type": "object",
+    "required": ["v", "query", "metric_type", "labels", "window", "samples"],
+    "additionalProperties": False,
+    "properties": {
+        "v": {"const": SCHEMA_VERSION},
+        "query": {"type": "string", "minLength": 1},
+        "metric_type": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "window": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}],
+                   "minItems": 2, "maxItems": 2},
+        "samples": {"type": "array", "items": {
+            "type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}],
+            "minItems": 2, "maxItems": 2}},
+    },
+}
+
+
+class MalformedMessage(ValueError):
+    """A Kafka message that does not follow the contract; `reason` is a short machine-readable word."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesWindow:
+    """One series' samples from one window (start_ms, end_ms]."""
+
+    query: str
+    metric_type: str
+    labels: Mapping[str, str]
+    start_ms: int
+    end_ms: int
+    samples: list[tuple[int, str]]
+
+    @property
+    def key(self) -> bytes:
+        return series_key(self.query, self.labels)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({
+            "v": SCHEMA_VERSION, "query": self.query, "metric_type": self.metric_type,
+            "labels": dict(self.labels), "window": [self.start_ms, self.end_ms],
+            "samples": self.samples,
+        })
+
+    def split(self, max_samples: int, max_bytes: int) -> Iterator[SeriesWindow]:
+        """This window as messages of at most `max_samples` samples and about `max_bytes` bytes each."""
+        # ~40 bytes per [ts, "value"] pair is generous; the labels are paid once per message.
+        overhead = len(orjson.dumps(dict(self.labels))) + 200
+        per_message = max(1, min(max_samples, (max_bytes - overhead) // 40))
+        for i in range(0, max(len(self.samples), 1), per_message):
+            yield SeriesWindow(self.query, self.metric_type, self.labels, self.start_ms, self.end_ms,
+                               self.samples[i:i + per_message])
+
+
+def series_key(query: str, labels: Mapping[str, str]) -> bytes:
+    """A stable fingerprint of (query, sorted labels): 16 hex chars, the same in every process and run."""
+    canonical = orjson.dumps([query, sorted(labels.items())])
+    return hashlib.blake2b(canonical, digest_size=8).hexdigest().encode()
+
+
+def decode(value: bytes | None, headers: list[tuple[str, bytes]] | None = None,
+           max_bytes: int = 1024 * 1024) -> SeriesWindow:
+    """Parse and validate one message value. Raises MalformedMessage with a reason word."""
+    if value is None:
+        raise MalformedMessage("empty", "message has no value")
+    if len(value) > max_bytes:
+        raise MalformedMessage("oversized", f"{len(value)} bytes > limit {max_bytes}")
+    for name, header_value in headers or []:
+        if name == SCHEMA_HEADER and header_value != str(SCHEMA_VERSION).encode():
+            raise MalformedMessage("unknown_version", f"header {SCHEMA_HEADER}={header_value!r}")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage("not_json", str(exc)) from None
+    if not isinstance(doc, dict):
+        raise MalformedMessage("missing_fields", f"expected an object, got {type(doc).__name__}")
+    if doc.get("v") != SCHEMA_VERSION:
+        raise MalformedMessage("unknown_version", f"v={doc.get('v')!r}, this consumer reads v={SCHEMA_VERSION}")
+    missing = [f for f in ("query", "metric_type", "labels", "window", "samples") if f not in doc]
+    if missing:
+        raise MalformedMessage("missing_fields", f"missing {', '.join(missing)}")
+    labels, window, samples = doc["labels"], doc["window"], doc["samples"]
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise MalformedMessage("bad_field", "labels must map strings to strings")
+    if not (isinstance(window, list) and len(window) == 2 and all(isinstance(w, int) for w in window)):
+        raise MalformedMessage("bad_field", "window must be [start_ms, end_ms]")
+    if not isinstance(samples, list) or not all(isinstance(s, list) and len(s) == 2 for s in samples):
+        raise MalformedMessage("bad_field", "samples must be a list of [timestamp_ms, value] pairs")
+    if not isinstance(doc["query"], str) or not doc["query"]:
+        raise MalformedMessage("bad_field", "query must be a non-empty string")
+    # Sample-level problems (a null value, a bad timestamp) are the transformer's to count, not ours.
+    return SeriesWindow(doc["query"], str(doc["metric_type"]), labels, window[0], window[1],
+                        [(s[0], s[1]) for s in samples])
+
+
+def headers() -> list[tuple[str, bytes]]:
+    return [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode())]
