@@ -1,0 +1,62 @@
+# healthpipe: `make up` runs the pipeline with demo data, `make test` runs the tests.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+HP     := $(VENV)/bin/healthpipe
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos lint \
+        up down logs status bench bench-full clean
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+stack-up: install
+	$(HP) stack up
+
+stack-down:
+	@if [ -x $(HP) ]; then $(HP) stack down; fi
+
+stack-status: install
+	$(HP) stack status
+
+test: install
+	$(PYTEST) -m "unit or integration"
+
+test-unit: install
+	$(PYTEST) -m unit -q
+
+test-integration: install
+	$(PYTEST) -m integration
+
+test-chaos: install
+	$(PYTEST) -m chaos
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy common producer consumer
+
+# Without a Docker engine: the native stack plus producer and consumer in the background.
+up: install
+	@bash scripts/up.sh
+
+down:
+	@bash scripts/down.sh
+
+logs:
+	@tail -n 50 -F .stack/logs/*.log
+
+status: install
+	$(HP) status
+
+bench: install
+	$(PY) -m bench.run --quick
+
+bench-full: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""Where the real services are: the running native stack, or testcontainers where Docker runs.
+
+Integration tests never mock a service. When no service is reachable they skip locally, and fail
+loudly under CI=true: a green CI that tested nothing is worse than a red one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from common.config import HealthpipeConfig, load_config
+
+STACK_ENV = Path(__file__).resolve().parents[2] / ".stack" / "stack.env"
+# The same images and versions as docker-compose.yml.
+KAFKA_IMAGE = "apache/kafka:3.9.1"
+INFLUXDB_IMAGE = "influxdb:2.7.12"
+PROMETHEUS_IMAGE = "prom/prometheus:v2.42.0"
+
+
+@dataclass
+class Services:
+    kafka_bootstrap: str
+    prometheus_url: str
+    influx_url: str
+    influx_token: str
+    influx_org: str
+    influx_bucket: str
+    native: bool
+    _closers: list = field(default_factory=list, repr=False)
+
+    def config(self, **overrides) -> HealthpipeConfig:
+        """A config pointing at these services, with topic and group names unique to one test."""
+        suffix = uuid.uuid4().hex[:8]
+        kafka = {"bootstrap_servers": self.kafka_bootstrap, "topic": f"hm-{suffix}",
+                 "dead_letter_topic": f"hm-{suffix}-dlq", "watermark_topic": f"hm-{suffix}-wm",
+                 "group_id": f"hp-{suffix}", **overrides.pop("kafka", {})}
+        influx = {"url": self.influx_url, "token": self.influx_token, "org": self.influx_org,
+                  "bucket": self.influx_bucket, **overrides.pop("influxdb", {})}
+        extract = {"prometheus_url": self.prometheus_url, **overrides.pop("extract", {})}
+        producer = {"transactional_id": f"hp-producer-{suffix}", "metrics_port": 0,
+                    **overrides.pop("producer", {})}
+        consumer = {"metrics_port": 0, **overrides.pop("consumer", {})}
+        return load_config(path=os.devnull, kafka=kafka, load={"influxdb": influx}, extract=extract,
+                           producer=producer, consumer=consumer, **overrides)
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            close()
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            env[k.strip()] = v.strip()
+    return env
+
+
+def _reachable(s: Services) -> str | None:
+    """None if all three services answer, else what does not."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": s.kafka_bootstrap}).list_topics(timeout=5)
+    except Exception as exc:
+        return f"Kafka at {s.kafka_bootstrap}: {exc}"
+    for name, url in (("Prometheus", f"{s.prometheus_url}/-/ready"), ("InfluxDB", f"{s.influx_url}/health")):
+        try:
+            requests.get(url, timeout=5).raise_for_status()
+        except requests.RequestException as exc:
+            return f"{name} at {url}: {exc}"
+    return None
+
+
+def from_environment() -> Services | None:
+    """The native stack's settings (.stack/stack.env), overridden by HEALTHPIPE_* variables."""
+    env = _read_env_file(STACK_ENV) if STACK_ENV.exists() else {}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("HEALTHPIPE_")})
+    if "HEALTHPIPE_KAFKA__BOOTSTRAP_SERVERS" not in env:
+        return None
+    return Services(
+        kafka_bootstrap=env["HEALTHPIPE_KAFKA__BOOTSTRAP_SERVERS"],
+        prometheus_url=env.get("HEALTHPIPE_EXTRACT__PROMETHEUS_URL", "http://127.0.0.1:9090"),
+        influx_url=env.get("HEALTHPIPE_LOAD__INFLUXDB__URL", "http://127.0.0.1:8086"),
+        influx_token=env.get("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", ""),
+        influx_org=env.get("HEALTHPIPE_LOAD__INFLUXDB__ORG", "healthpipe"),
+        influx_bucket=env.get("HEALTHPIPE_LOAD__INFLUXDB__BUCKET", "health_metrics"),
+        native=STACK_ENV.exists(),
+    )
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        import docker
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+def from_testcontainers() -> Services:
+    """Kafka, InfluxDB and Prometheus in containers, same images as docker-compose.yml."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.kafka import KafkaContainer
+
+    token = uuid.uuid4().hex
+    kafka = KafkaContainer(KAFKA_IMAGE).with_kraft()
+    kafka.start()
+    influx = (DockerContainer(INFLUXDB_IMAGE).with_exposed_ports(8086)
+              .with_env("DOCKER_INFLUXDB_INIT_MODE", "setup").with_env("DOCKER_INFLUXDB_INIT_USERNAME", "healthpipe")
+              .with_env("DOCKER_INFLUXDB_INIT_PASSWORD", uuid.uuid4().hex)
+              .with_env("DOCKER_INFLUXDB_INIT_ORG", "healthpipe")
+              .with_env("DOCKER_INFLUXDB_INIT_BUCKET", "health_metrics")
+              .with_env("DOCKER_INFLUXDB_INIT_ADMIN_TOKEN", token))
+    influx.start()
+    wait_for_logs(influx, "Listening", timeout=60)
+    prometheus = DockerContainer(PROMETHEUS_IMAGE).with_exposed_ports(9090)
+    prometheus.start()
+    wait_for_logs(prometheus, "Server is ready", timeout=60)
+
+    def url(c: DockerContainer, port: int) -> str:
+        return f"http://{c.get_container_host_ip()}:{c.get_exposed_port(port)}"
+
+    return Services(kafka.get_bootstrap_server(), url(prometheus, 9090), url(influx, 8086), token,
+                    "healthpipe", "health_metrics", native=False,
+                    _closers=[kafka.stop, influx.stop, prometheus.stop])
+
+
+def discover() -> tuple[Services | None, str]:
+    """The services to test against, or None and why not."""
+    services = from_environment()
+    if services is not None:
+        problem = _reachable(services)
+        if problem is None:
+            return services, ""
+        if not docker_available():
+            return None, f"native stack not reachable ({problem}); run `make stack-up`"
+    if docker_available():
+        return from_testcontainers(), ""
+    return None, "no native stack (.stack/stack.env) and no Docker engine; run `make stack-up`"
