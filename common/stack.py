@@ -7,6 +7,7 @@ pid and log under `.stack/`. `down` stops exactly the processes whose pids it re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -320,10 +321,8 @@ def kill(svc: Service) -> None:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)  # start_new_session made pid the group leader: children go too
-    except ProcessLookupError:
-        pass
 
 
 def _tail(path: Path, lines: int = 20) -> str:

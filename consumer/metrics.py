@@ -1,0 +1,35 @@
+"""The consumer's own metrics, in an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages_consumed = Counter("healthpipe_consumer_messages_consumed_total", "Kafka messages consumed",
+                                         registry=r)
+        self.samples_consumed = Counter("healthpipe_consumer_samples_consumed_total",
+                                        "Samples in consumed messages", registry=r)
+        self.samples_written = Counter("healthpipe_consumer_samples_written_total",
+                                       "Points InfluxDB acknowledged", registry=r)
+        self.samples_dropped = Counter("healthpipe_consumer_samples_dropped_total",
+                                       "Samples dropped while cleaning", ["reason"], registry=r)
+        self.dead_letters = Counter("healthpipe_consumer_dead_letters_total", "Messages or points dead-lettered",
+                                    ["reason"], registry=r)
+        self.batch_samples = Histogram("healthpipe_consumer_batch_samples", "Samples per flushed batch",
+                                       buckets=(10, 100, 500, 1000, 2500, 5000, 10000, 25000), registry=r)
+        self.write_seconds = Histogram("healthpipe_consumer_influx_write_seconds", "InfluxDB write latency",
+                                       registry=r)
+        self.write_failures = Counter("healthpipe_consumer_influx_write_failures_total",
+                                      "Failed InfluxDB writes (retried)", registry=r)
+        self.lag = Gauge("healthpipe_consumer_lag", "Consumer lag per partition", ["topic", "partition"],
+                         registry=r)
+        self.committed = Gauge("healthpipe_consumer_committed_offset", "Last committed offset",
+                               ["topic", "partition"], registry=r)
+        self.paused = Gauge("healthpipe_consumer_paused", "1 while partitions are paused for InfluxDB",
+                            registry=r)
+        self.rebalances = Counter("healthpipe_consumer_rebalances_total", "Rebalance events", ["kind"],
+                                  registry=r)

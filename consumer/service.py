@@ -1,0 +1,376 @@
+"""ConsumerService (the plan's SimpleETLPipeline, for process 2): Kafka → clean → InfluxDB.
+
+One explicit loop: poll a batch of messages → accumulate → flush when the batch is full or old.
+Only `flush()` commits, and only what InfluxDB (or the dead-letter topic) has acknowledged. While
+InfluxDB is unavailable the batch is held, the partitions are paused and the loop keeps polling, so
+the consumer stays in its group; the held batch is retried with backoff and the partitions resume
+once it is written. Nothing is committed past unwritten data and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from common import logs
+from common.config import HealthpipeConfig, load_config
+from common.errors import HealthpipeError, InfluxAuthError, InfluxUnavailableError
+from common.kafka import ensure_topics, group_consumer, plain_producer
+from common.messages import MalformedMessage, SeriesWindow, decode
+from common.observability import StatusServer
+from consumer.dead_letters import DeadLetter, DeadLetterError, DeadLetterWriter
+from consumer.loader import InfluxDBLoader, WriteResult, backoff
+from consumer.metrics import ConsumerMetrics
+from consumer.offsets import OffsetTracker
+from consumer.transformer import DataTransformer, TransformResult, drop_summary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Source:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple
+
+
+@dataclass
+class Batch:
+    windows: list[SeriesWindow] = field(default_factory=list)
+    sources: list[_Source] = field(default_factory=list)
+    offsets: OffsetTracker = field(default_factory=OffsetTracker)
+    samples: int = 0
+    started: float = field(default_factory=time.monotonic)
+    transformed: TransformResult | None = None  # kept across retries: transform once, count drops once
+    written_upto: int = 0  # lines already acknowledged by InfluxDB in a partly retried flush
+    write_result: WriteResult = field(default_factory=WriteResult)
+
+    def __bool__(self) -> bool:
+        return bool(self.offsets)
+
+
+class ConsumerService:
+    def __init__(self, cfg: HealthpipeConfig, metrics: ConsumerMetrics | None = None,
+                 group_id: str | None = None, bucket: str | None = None):
+        self.cfg = cfg
+        self.metrics = metrics or ConsumerMetrics()
+        self.group_id = group_id or cfg.kafka.group_id
+        influx = cfg.load.influxdb if bucket is None else cfg.load.influxdb.model_copy(update={"bucket": bucket})
+        self.loader = InfluxDBLoader(influx)
+        self.transformer = DataTransformer(cfg.transform)
+        self.consumer: Consumer = None  # type: ignore[assignment]  # set by initialize()
+        self.dead_letters: DeadLetterWriter | None = None
+        self.batch = Batch()
+        self._held_attempts = 0
+        self._retry_at = 0.0
+        self._stop = threading.Event()
+        self._fatal: BaseException | None = None
+        self._last_message = time.monotonic()
+        self.status_server: StatusServer | None = None
+
+    # --- lifecycle (the plan's names) ----------------------------------------------------------------
+
+    def initialize(self, influx_wait_seconds: float = 60) -> None:
+        """Create topics, check the bucket (waiting for InfluxDB to come up), join the group."""
+        ensure_topics(self.cfg)
+        deadline = time.monotonic() + influx_wait_seconds
+        attempt = 0
+        while True:
+            try:
+                self.loader.check_bucket()  # InfluxAuthError (bad token, no bucket) propagates: fatal
+                break
+            except InfluxUnavailableError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("influx_not_ready error=%s; waiting", exc)
+                time.sleep(backoff(attempt))
+                attempt += 1
+        self.dead_letters = DeadLetterWriter(plain_producer(self.cfg), self.cfg.kafka.dead_letter_topic)
+        self.consumer = group_consumer(self.cfg, self.group_id, **{
+            "statistics.interval.ms": 5000, "stats_cb": self._on_stats, "error_cb": self._on_kafka_error})
+        self.consumer.subscribe([self.cfg.kafka.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        log.info("consumer_initialized topic=%s group=%s bucket=%s", self.cfg.kafka.topic, self.group_id,
+                 self.loader.settings.bucket)
+
+    def run_single_cycle(self, timeout: float = 0.5) -> int:
+        """Poll once and flush if due; returns the number of messages consumed."""
+        if self._fatal is not None:
+            raise self._fatal
+        if self._held():
+            # Paused: poll serves heartbeats-by-poll (max.poll.interval.ms) and rebalance callbacks.
+            self.consumer.pause(self.consumer.assignment())
+            self.consumer.poll(min(timeout, max(0.0, self._retry_at - time.monotonic())) or 0.05)
+            if time.monotonic() >= self._retry_at:
+                self._try_flush()
+            return 0
+        messages = self.consumer.consume(self.cfg.consumer.poll_batch, timeout)
+        for msg in messages:
+            self._accept(msg)
+        if messages:
+            self._last_message = time.monotonic()
+        if self.batch and (self.batch.samples >= self.loader.settings.batch_size
+                           or time.monotonic() - self.batch.started >= self.cfg.consumer.batch_max_age_seconds):
+            self._try_flush()
+        return len(messages)
+
+    def run_continuous(self, until_idle: float | None = None) -> None:
+        """Run until stop(), a fatal error, or `until_idle` seconds without a new message."""
+        while not self._stop.is_set():
+            self.run_single_cycle()
+            if (until_idle is not None and not self.batch and not self._held()
+                    and time.monotonic() - self._last_message >= until_idle):
+                log.info("consumer_idle seconds=%.0f", until_idle)
+                break
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self, grace: float = 20.0) -> None:
+        """Flush and commit what we hold (within `grace`), then leave the group."""
+        if self.consumer is not None:
+            if self.batch and self._fatal is None:
+                self._flush_within(grace)
+            self.consumer.close()  # leaves the group; on_revoke runs with an empty batch
+            self.consumer = None  # type: ignore[assignment]
+        self.loader.close()
+        if self.status_server is not None:
+            self.status_server.stop()
+
+    def ready(self) -> bool:
+        return self.consumer is not None and self._fatal is None and not self._held()
+
+    # --- one message -----------------------------------------------------------------------------------
+
+    def _accept(self, msg) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.error("consume_error error=%s", msg.error())
+                if msg.error().fatal():
+                    raise KafkaException(msg.error())
+            return
+        if not self.batch:
+            self.batch.started = time.monotonic()  # a batch's age counts from its first message
+        self.batch.offsets.record(msg.topic(), msg.partition(), msg.offset())
+        self.metrics.messages_consumed.inc()
+        source = _Source(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                         tuple(msg.headers() or ()))
+        try:
+            window = decode(msg.value(), msg.headers(), self.cfg.consumer.max_message_bytes)
+        except MalformedMessage as exc:
+            self._dead_letter(source, exc.reason, exc.detail)
+            return
+        self.batch.windows.append(window)
+        self.batch.sources.append(source)
+        self.batch.samples += len(window.samples)
+        self.metrics.samples_consumed.inc(len(window.samples))
+
+    def _dead_letter(self, source: _Source, reason: str, detail: str, value: bytes | None = None,
+                     status: int | None = None) -> None:
+        assert self.dead_letters is not None
+        self.dead_letters.send(DeadLetter(reason, detail, source.topic, source.partition, source.offset,
+                                          source.key, source.value if value is None else value, source.headers,
+                                          status))
+        self.metrics.dead_letters.labels(reason).inc()
+
+    # --- flushing --------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Make the batch durable, then commit it. In order:
+
+        1. transform the batch (once: a retried flush reuses the lines and does not recount drops);
+        2. write the lines to InfluxDB in chunks of batch_size; lines InfluxDB rejects (400/422/413 on a
+           single point) become dead letters carrying the status and response body;
+        3. flush the dead-letter producer and check every delivery;
+        4. commit the processed offsets, synchronously;
+        5. start a new batch.
+        A failure in 2-3 raises and leaves the batch (and the uncommitted offsets) in place.
+        """
+        batch = self.batch
+        if not batch:
+            return
+        if batch.transformed is None:
+            batch.transformed = self.transformer.transform(batch.windows)
+            for reason, n in batch.transformed.dropped.items():
+                self.metrics.samples_dropped.labels(reason).inc(n)
+        result = batch.transformed
+        size = self.loader.settings.batch_size
+        while batch.written_upto < len(result.lines):
+            chunk = result.lines[batch.written_upto:batch.written_upto + size]
+            t0 = time.perf_counter()
+            written = self.loader.write(chunk)
+            self.metrics.write_seconds.observe(time.perf_counter() - t0)
+            self._dead_letter_rejected(written, batch.written_upto)
+            batch.write_result.written += written.written
+            batch.written_upto += len(chunk)
+        assert self.dead_letters is not None
+        self.dead_letters.flush()
+        self._commit(batch)
+        self.metrics.samples_written.inc(batch.write_result.written)
+        self.metrics.batch_samples.observe(result.samples_in)
+        log.info("batch_flushed messages=%d samples=%d written=%d rejected=%d %s",
+                 len(batch.sources), result.samples_in, batch.write_result.written,
+                 len(batch.write_result.rejected), drop_summary(result.dropped))
+        self.batch = Batch()
+
+    def _dead_letter_rejected(self, written: WriteResult, line_base: int) -> None:
+        if not written.rejected:
+            return
+        assert self.batch.transformed is not None
+        index = {line: i for i, line in enumerate(self.batch.transformed.lines)}
+        for rejected in written.rejected:
+            source = self.batch.sources[self.batch.transformed.sources[index[rejected.line]]]
+            self._dead_letter(source, "influx_rejected", rejected.body, value=rejected.line.encode(),
+                              status=rejected.status)
+            self.batch.write_result.rejected.append(rejected)
+
+    def _commit(self, batch: Batch) -> None:
+        offsets = batch.offsets.to_commit()
+        try:
+            results = self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The data is in InfluxDB; an uncommitted offset only means a re-delivery, which overwrites
+            # identical points. Typical cause: the partitions were revoked meanwhile.
+            log.warning("commit_failed error=%s offsets=%s", exc.args[0], _fmt(offsets))
+            return
+        for tp in results or []:
+            if tp.error:
+                log.warning("commit_failed partition=%s/%d error=%s", tp.topic, tp.partition, tp.error)
+            else:
+                self.metrics.committed.labels(tp.topic, str(tp.partition)).set(tp.offset)
+        log.debug("committed offsets=%s", _fmt(offsets))
+
+    def _try_flush(self) -> bool:
+        try:
+            self.flush()
+        except (InfluxUnavailableError, DeadLetterError) as exc:
+            self.metrics.write_failures.inc()
+            retry_after = exc.retry_after if isinstance(exc, InfluxUnavailableError) else None
+            delay = backoff(self._held_attempts, retry_after, cap=10.0)
+            self._held_attempts += 1
+            self._retry_at = time.monotonic() + delay
+            if self._held_attempts == 1:
+                self.consumer.pause(self.consumer.assignment())
+                self.metrics.paused.set(1)
+            log.warning("flush_failed attempt=%d retry_in=%.1fs samples=%d error=%s", self._held_attempts, delay,
+                        self.batch.samples, exc)
+            return False
+        except InfluxAuthError as exc:
+            self._fatal = exc
+            raise
+        if self._held_attempts:
+            log.info("flush_recovered attempts=%d", self._held_attempts)
+            self._held_attempts = 0
+            self.consumer.resume(self.consumer.assignment())
+            self.metrics.paused.set(0)
+        return True
+
+    def _held(self) -> bool:
+        return self._held_attempts > 0
+
+    def _flush_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.flush()
+                return True
+            except (InfluxUnavailableError, DeadLetterError) as exc:
+                if time.monotonic() >= deadline:
+                    log.error("flush_abandoned error=%s samples=%d (not committed: will be re-delivered)",
+                              exc, self.batch.samples)
+                    return False
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            except HealthpipeError as exc:
+                log.error("flush_abandoned error=%s", exc)
+                return False
+
+    def _abandon(self, lost: set[tuple[str, int]], reason: str) -> None:
+        """Drop the uncommitted batch; rewind the partitions we keep so their messages are read again."""
+        rewind = [tp for tp in self.batch.offsets.rewind_points() if (tp.topic, tp.partition) not in lost]
+        log.warning("batch_abandoned reason=%s messages=%d rewind=%s", reason, len(self.batch.sources), _fmt(rewind))
+        self.batch = Batch()
+        for tp in rewind:
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:
+                log.error("rewind_failed partition=%s/%d error=%s", tp.topic, tp.partition, exc)
+        if self._held_attempts:
+            self._held_attempts = 0
+            self.metrics.paused.set(0)
+
+    # --- rebalance callbacks -----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
+        """New partitions: nothing to do but note them; a held batch pauses them on the next cycle."""
+        self.metrics.rebalances.labels("assign").inc()
+        log.info("partitions_assigned partitions=%s", _fmt(partitions))
+
+    def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions are leaving cleanly: flush and commit within the deadline, else abandon the batch.
+
+        After this returns another member may read these partitions from our last commit, so anything
+        not committed here will be re-delivered there (and overwrite identical points)."""
+        self.metrics.rebalances.labels("revoke").inc()
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        log.info("partitions_revoked partitions=%s", _fmt(partitions))
+        if not self.batch:
+            return
+        if self._fatal is None and self._flush_within(self.cfg.consumer.revoke_deadline_seconds):
+            if self._held_attempts:
+                self._held_attempts = 0
+                consumer.resume(consumer.assignment())
+                self.metrics.paused.set(0)
+            return
+        self._abandon(revoked, "revoke_deadline")
+
+    def _on_lost(self, consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions were taken from us (session timeout): someone else may own them, so never commit."""
+        self.metrics.rebalances.labels("lost").inc()
+        log.warning("partitions_lost partitions=%s", _fmt(partitions))
+        if self.batch:
+            self._abandon({(tp.topic, tp.partition) for tp in partitions}, "partitions_lost")
+
+    # --- librdkafka callbacks ------------------------------------------------------------------------------
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = orjson.loads(stats_json)
+        for topic, t in stats.get("topics", {}).items():
+            for pid, p in t.get("partitions", {}).items():
+                if pid != "-1" and p.get("consumer_lag", -1) >= 0:
+                    self.metrics.lag.labels(topic, pid).set(p["consumer_lag"])
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        log.warning("kafka_error error=%s", err)
+
+
+def _fmt(tps: list[TopicPartition]) -> str:
+    return ",".join(f"{tp.partition}@{tp.offset}" for tp in tps) or "-"
+
+
+def main(config_path: str | None = None, until_idle: float | None = None) -> int:
+    cfg = load_config(config_path)
+    logs.configure(cfg.pipeline.log_level, cfg.secrets())
+    service = ConsumerService(cfg)
+    if cfg.consumer.metrics_port:
+        service.status_server = StatusServer(service.metrics.registry, service.ready,
+                                             cfg.consumer.metrics_port).start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())
+    try:
+        service.initialize()
+        service.run_continuous(until_idle)
+    finally:
+        service.close()
+    log.info("consumer_stopped")
+    return 0
+
+

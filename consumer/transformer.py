@@ -1,0 +1,153 @@
+"""DataTransformer (the plan's SimpleDataTransformer): series windows → clean InfluxDB points.
+
+Cleaning drops, and counts by reason, every sample InfluxDB must not get:
+  null            the value is missing (null or an empty string)
+  not_a_number    the value is not a number at all
+  nan / inf       NaN or ±Inf: InfluxDB cannot store them
+  bad_timestamp   not an integer, or ≤ 0
+  future_timestamp further ahead than transform.max_future_skew_seconds
+  metric_not_allowed the metric is not in transform.valid_metrics
+  duplicate       the same (metric, labels, timestamp) twice in one batch: the first one is kept
+Nothing is dropped silently: `TransformResult.dropped` carries the counts, which the consumer turns
+into metrics and a per-batch log line.
+
+Formatting is deterministic: the same sample always becomes the same point (same measurement, tag
+set and timestamp), so a re-delivery overwrites it in InfluxDB instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from common.config import TransformSettings
+from common.messages import SeriesWindow
+from consumer.line_protocol import series_prefix
+
+# Our own tag names, and names Flux or InfluxQL reserve: a label with one of these names is stored
+# as `label_<name>` so it cannot overwrite ours or confuse queries.
+OWN_TAGS = {"service", "instance", "metric_type", "metric"}
+RESERVED = {"time", "result", "table", "value", "label"}
+
+
+@dataclass
+class TransformResult:
+    lines: list[str]
+    sources: list[int] = field(default_factory=list)  # per line: index of its window in the batch
+    dropped: Counter = field(default_factory=Counter)
+    samples_in: int = 0
+
+    @property
+    def samples_out(self) -> int:
+        return len(self.lines)
+
+
+class DataTransformer:
+    def __init__(self, settings: TransformSettings | None = None, clock=time.time):
+        self.settings = settings or TransformSettings()
+        self.clock = clock
+        self._valid = set(self.settings.valid_metrics)
+        self._prefix_cache: dict[tuple, str] = {}
+
+    # --- the plan's API ----------------------------------------------------------------------------
+
+    def transform(self, raw_data: Sequence[SeriesWindow]) -> TransformResult:
+        """Clean and format a batch of series windows."""
+        df = self._to_frame(raw_data)
+        samples_in = len(df)
+        clean, dropped = self._clean_data(df)
+        return TransformResult(self._to_influxdb_format(clean), clean["src"].tolist(), dropped, samples_in)
+
+    def _clean_data(self, df: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
+        """Drop what InfluxDB must not get; return the rest and the drop counts by reason."""
+        dropped: Counter = Counter()
+        reason = pd.Series(None, index=df.index, dtype=object)
+
+        def mark(mask: pd.Series, why: str) -> None:
+            new = mask & reason.isna()
+            if new.any():
+                reason[new] = why
+                dropped[why] += int(new.sum())
+
+        mark(~df["allowed"], "metric_not_allowed")
+        ts = pd.to_numeric(df["ts"], errors="coerce")
+        integral = ts.notna() & (ts == np.floor(ts.fillna(0)))
+        mark(~integral | (ts <= 0), "bad_timestamp")
+        horizon_ms = (self.clock() + self.settings.max_future_skew_seconds) * 1000
+        mark(ts > horizon_ms, "future_timestamp")
+        raw = df["value"]
+        mark(raw.isna() | (raw.astype(str).str.strip() == ""), "null")
+        value = pd.to_numeric(raw, errors="coerce")
+        mark(value.isna() & ~_is_nan_text(raw), "not_a_number")
+        mark(value.isna(), "nan")
+        mark(np.isinf(value.fillna(0)), "inf")
+        keep = reason.isna()
+        clean = df.loc[keep, ["prefix", "src"]].assign(ts=ts[keep].astype("int64"), value=value[keep].astype(float))
+        duplicated = clean.duplicated(subset=["prefix", "ts"], keep="first")
+        if duplicated.any():
+            dropped["duplicate"] += int(duplicated.sum())
+            clean = clean[~duplicated]
+        return clean, dropped
+
+    def _to_influxdb_format(self, df: pd.DataFrame) -> list[str]:
+        """Line protocol, one line per sample, millisecond timestamps."""
+        return [f"{p} value={v!r} {t}" for p, v, t in
+                zip(df["prefix"].tolist(), df["value"].tolist(), df["ts"].tolist(), strict=True)]
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def tags(self, window: SeriesWindow) -> dict[str, str]:
+        """The tag set of a series: service, instance, metric_type, metric, then the other labels."""
+        labels = window.labels
+        tags = {"metric": labels.get("__name__") or window.query, "metric_type": window.metric_type}
+        service = labels.get("service") or labels.get("job")
+        if service:
+            tags["service"] = service
+        if labels.get("instance"):
+            tags["instance"] = labels["instance"]
+        include = self.settings.include_labels
+        for name, value in labels.items():
+            if name in ("__name__", "service", "instance") or name in self.settings.exclude_labels:
+                continue
+            if include is not None and name not in include:
+                continue
+            key = f"label_{name}" if name in OWN_TAGS or name in RESERVED or name.startswith("_") else name
+            tags[key] = value
+        return tags
+
+    def _prefix(self, window: SeriesWindow) -> tuple[str, bool]:
+        cache_key = (window.query, window.metric_type, tuple(sorted(window.labels.items())))
+        prefix = self._prefix_cache.get(cache_key)
+        if prefix is None:
+            if len(self._prefix_cache) > 100_000:  # series churn: start over rather than grow forever
+                self._prefix_cache.clear()
+            prefix = self._prefix_cache[cache_key] = series_prefix(self.tags(window).items())
+        metric = window.labels.get("__name__") or window.query
+        return prefix, (not self._valid or metric in self._valid)
+
+    def _to_frame(self, windows: Sequence[SeriesWindow]) -> pd.DataFrame:
+        prefixes, allowed, src, ts, values = [], [], [], [], []
+        for i, w in enumerate(windows):
+            prefix, ok = self._prefix(w)
+            n = len(w.samples)
+            prefixes.extend([prefix] * n)
+            src.extend([i] * n)
+            allowed.extend([ok] * n)
+            for t, v in w.samples:
+                ts.append(t)
+                values.append(v)
+        return pd.DataFrame({"prefix": prefixes, "allowed": allowed, "src": src,
+                             "ts": pd.Series(ts, dtype=object), "value": pd.Series(values, dtype=object)})
+
+
+def _is_nan_text(raw: pd.Series) -> pd.Series:
+    return raw.astype(str).str.strip().str.lower().isin({"nan", "+nan", "-nan"})
+
+
+def drop_summary(dropped: Mapping[str, int]) -> str:
+    return " ".join(f"dropped_{k}={v}" for k, v in sorted(dropped.items())) or "dropped=0"

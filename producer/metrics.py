@@ -1,0 +1,31 @@
+"""The producer's own metrics, in an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ProducerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.samples_extracted = Counter("healthpipe_producer_samples_extracted_total",
+                                         "Samples read from Prometheus", ["query"], registry=r)
+        self.samples_published = Counter("healthpipe_producer_samples_published_total",
+                                         "Samples in committed Kafka transactions", ["query"], registry=r)
+        self.messages_published = Counter("healthpipe_producer_messages_published_total",
+                                          "Kafka messages in committed transactions", ["query"], registry=r)
+        self.query_errors = Counter("healthpipe_producer_query_errors_total",
+                                    "Windows that failed (Prometheus or Kafka)", ["query", "stage"], registry=r)
+        self.prometheus_latency = Histogram("healthpipe_producer_prometheus_request_seconds",
+                                            "Prometheus API request latency", ["endpoint", "outcome"], registry=r)
+        self.watermark_age = Gauge("healthpipe_producer_watermark_age_seconds",
+                                   "Now minus the query's committed watermark", ["query"], registry=r)
+        self.watermark = Gauge("healthpipe_producer_watermark_timestamp_seconds",
+                               "The query's committed watermark", ["query"], registry=r)
+        self.transactions = Counter("healthpipe_producer_transactions_total",
+                                    "Kafka transactions by outcome", ["outcome"], registry=r)
+        self.cycle_seconds = Histogram("healthpipe_producer_cycle_seconds", "Duration of one cycle", registry=r)
+
+    def on_prometheus_request(self, endpoint: str, seconds: float, ok: bool) -> None:
+        self.prometheus_latency.labels(endpoint, "ok" if ok else "error").observe(seconds)
