@@ -1,0 +1,81 @@
+import pytest
+
+from common.config import load_config
+from common.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_keep_the_plans_shape(tmp_path):
+    cfg = load_config(write(tmp_path, ""))
+    assert cfg.load.influxdb.bucket == "health_metrics"
+    assert [q.name for q in cfg.extract.queries] == ["availability", "request_rate", "latency_p95", "error_rate"]
+    assert cfg.poll_interval_seconds == cfg.pipeline.interval_seconds == 15
+    assert cfg.kafka.partitions >= 6
+
+
+def test_unknown_key_names_its_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"load\.influxdb\.buckt: unknown key"):
+        load_config(write(tmp_path, "load:\n  influxdb:\n    buckt: x\n"))
+
+
+def test_wrong_type_names_path_and_expectation(tmp_path):
+    with pytest.raises(ConfigError, match=r"kafka\.partitions: .*integer"):
+        load_config(write(tmp_path, "kafka:\n  partitions: many\n"))
+
+
+def test_unknown_mode_names_the_query(tmp_path):
+    text = "extract:\n  queries:\n    - {name: q1, promql: up, mode: fancy}\n"
+    with pytest.raises(ConfigError, match=r"extract\.queries\.0\.mode"):
+        load_config(write(tmp_path, text))
+
+
+def test_env_overrides_yaml_key_by_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", "from-env")
+    monkeypatch.setenv("HEALTHPIPE_KAFKA__PARTITIONS", "12")
+    cfg = load_config(write(tmp_path, "load:\n  influxdb:\n    bucket: b1\n    token: from-file\n"))
+    assert cfg.load.influxdb.token.get_secret_value() == "from-env"
+    assert cfg.load.influxdb.bucket == "b1"
+    assert cfg.kafka.partitions == 12
+
+
+def test_token_file(tmp_path):
+    (tmp_path / "tok").write_text("s3cret\n")
+    cfg = load_config(write(tmp_path, f"load:\n  influxdb:\n    token_file: {tmp_path / 'tok'}\n"))
+    assert cfg.load.influxdb.token.get_secret_value() == "s3cret"
+    assert "s3cret" in cfg.secrets()
+
+
+def test_secrets_never_in_errors_or_repr(tmp_path):
+    secret = "tok-very-secret-123"
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, f"load:\n  influxdb:\n    token: {secret}\n    timeout_seconds: {secret}\n"))
+    assert secret not in str(exc.value)
+    cfg = load_config(write(tmp_path, f"load:\n  influxdb:\n    token: {secret}\n"))
+    assert secret not in repr(cfg) and secret not in str(cfg.model_dump())
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "a: [1,\n"))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- 1\n"))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_duplicate_query_names(tmp_path):
+    text = "extract:\n  queries:\n    - {name: a, promql: up}\n    - {name: a, promql: up}\n"
+    with pytest.raises(ConfigError, match="repeated: a"):
+        load_config(write(tmp_path, text))
+
+
+def test_cli_exits_2_on_bad_config(tmp_path, capsys):
+    from common.cli import main
+
+    assert main(["producer", "--config", str(write(tmp_path, "nope: 1\n"))]) == 2
+    assert "nope: unknown key" in capsys.readouterr().err
