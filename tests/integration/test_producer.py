@@ -1,0 +1,179 @@
+"""Producer against the real stack: exact windows, resume without gap or duplicate, faults, chunking."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import orjson
+import pytest
+import requests
+import yaml
+
+from common.errors import ConfigError
+from producer.service import ProducerService
+from tests.support.faults import FaultProxy
+from tests.support.kafka import read_topic
+
+RAW_UP = {"name": "availability", "promql": 'up{job="test-app"}', "mode": "raw", "metric_type": "availability"}
+
+
+def published_samples(cfg) -> list[tuple[tuple, int, str]]:
+    """(series labels, timestamp, value) of every committed sample on the data topic."""
+    return published(cfg)[0]
+
+
+def published(cfg) -> tuple[list[tuple[tuple, int, str]], int]:
+    """The committed samples, and the start of the earliest window they came from."""
+    out, first_start = [], None
+    for msg in read_topic(cfg, cfg.kafka.topic):
+        doc = orjson.loads(msg.value())
+        labels = tuple(sorted(doc["labels"].items()))
+        out.extend((labels, ts, v) for ts, v in doc["samples"])
+        first_start = doc["window"][0] if first_start is None else min(first_start, doc["window"][0])
+    return out, first_start
+
+
+def prometheus_raw(url: str, selector: str, start_ms: int, end_ms: int) -> set[tuple[tuple, int, str]]:
+    """The stored samples in (start, end], read directly from Prometheus' API."""
+    span_s = (end_ms - start_ms) // 1000 + 2
+    body = requests.get(f"{url}/api/v1/query", params={"query": f"{selector}[{span_s}s]", "time": end_ms / 1000},
+                        timeout=30).json()
+    return {(tuple(sorted(r["metric"].items())), round(float(ts) * 1000), v)
+            for r in body["data"]["result"] for ts, v in r["values"] if start_ms < round(float(ts) * 1000) <= end_ms}
+
+
+def wait_for_scrapes(services, seconds=5):
+    """Prometheus must hold a few seconds of demo-app samples."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body = requests.get(f"{services.prometheus_url}/api/v1/query",
+                            params={"query": f'count_over_time(up{{job="test-app"}}[{seconds + 5}s])'}, timeout=10).json()
+        if body["data"]["result"] and float(body["data"]["result"][0]["value"][1]) >= seconds:
+            return
+        time.sleep(1)
+    pytest.fail("Prometheus has no demo-app samples")
+
+
+def test_raw_samples_equal_a_direct_prometheus_read(services):
+    wait_for_scrapes(services)
+    cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "2m", "lag_seconds": 2})
+    service = ProducerService(cfg)
+    service.initialize()
+    assert service.watermarks == {}  # fresh topics: no watermark yet
+    service.run_single_cycle()
+    end = service.watermarks["availability"]
+    service.close()
+    samples, start = published(cfg)
+    assert samples, "no samples published"
+    assert 117_000 <= end - start <= 119_000  # from now - max_backfill (2m) to now - lag (2s)
+    direct = prometheus_raw(services.prometheus_url, 'up{job="test-app"}', start, end)
+    assert Counter(samples) == Counter(direct), "topic differs from Prometheus for the same window"
+
+
+def test_resume_from_watermark_leaves_no_gap_and_no_duplicate(services):
+    wait_for_scrapes(services)
+    cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "30s", "lag_seconds": 1})
+    first = ProducerService(cfg)
+    first.initialize()
+    first.run_single_cycle()
+    first.close()
+    time.sleep(4)
+    second = ProducerService(cfg)  # a restart: same transactional id, watermark from Kafka
+    second.initialize()
+    assert second.watermarks == first.watermarks
+    second.run_single_cycle()
+    end = second.watermarks["availability"]
+    second.close()
+    samples, begin = published(cfg)
+    keys = [(labels, ts) for labels, ts, _ in samples]
+    assert len(keys) == len(set(keys)), "duplicate (series, timestamp)"
+    assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', begin, end)
+
+
+def test_prometheus_failing_then_recovering_leaves_no_gap(services):
+    wait_for_scrapes(services)
+    proxy = FaultProxy(services.prometheus_url)
+    try:
+        cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "20s", "lag_seconds": 1,
+                                       "prometheus_url": proxy.url, "max_retries": 1})
+        service = ProducerService(cfg)
+        service.initialize()
+        service.run_single_cycle()
+        before = service.watermarks["availability"]
+        proxy.fail_status = 500
+        time.sleep(3)
+        assert service.run_single_cycle() == {"availability": 0}
+        assert service.watermarks["availability"] == before  # a failed window never advances the watermark
+        assert service.metrics.registry.get_sample_value(
+            "healthpipe_producer_query_errors_total", {"query": "availability", "stage": "prometheus"}) == 1
+        proxy.fail_status = None
+        service.run_single_cycle()
+        end = service.watermarks["availability"]
+        assert end > before + 2000
+        service.close()
+    finally:
+        proxy.close()
+    samples, begin = published(cfg)
+    assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', begin, end)
+    assert len(samples) == len(set(samples))
+
+
+def test_range_query_over_11000_steps_is_chunked_and_complete(services):
+    query = {"name": "constant", "promql": "vector(1)", "mode": "range", "step": "1s", "metric_type": "gauge"}
+    cfg = services.config(extract={"queries": [query], "max_backfill": "4h", "lag_seconds": 0},
+                          transform={"valid_metrics": []})
+    requests_seen = []
+    service = ProducerService(cfg)
+    service.extractor.on_request = lambda path, s, ok: requests_seen.append(path)
+    service.initialize()
+    requests_seen.clear()
+    service.run_single_cycle()
+    end = service.watermarks["constant"]
+    service.close()
+    samples = published_samples(cfg)
+    timestamps = sorted(ts for _, ts, _ in samples)
+    assert len(timestamps) == 4 * 3600  # every 1s step of the 4h window (start, end], once
+    assert timestamps == list(range(end - 4 * 3600 * 1000 + 1000, end + 1, 1000))
+    assert requests_seen.count("/api/v1/query_range") == 2  # 14,400 points > 11,000: two requests
+
+
+def test_invalid_promql_is_a_config_error_naming_the_query(services):
+    cfg = services.config(extract={"queries": [{"name": "broken", "promql": "sum(rate(", "mode": "range"}]})
+    with pytest.raises(ConfigError, match="broken"):
+        ProducerService(cfg).initialize()
+    cfg = services.config(extract={"queries": [{"name": "not_a_selector", "promql": "sum(up)", "mode": "raw"}]})
+    with pytest.raises(ConfigError, match="not_a_selector"):
+        ProducerService(cfg).initialize()
+
+
+def test_kill_9_mid_cycle_then_restart_leaves_no_gap_and_no_duplicate(services, tmp_path):
+    """SIGKILL the producer process while it backfills (many transactions), three times, then finish."""
+    wait_for_scrapes(services)
+    cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "10m", "lag_seconds": 1,
+                                   "raw_chunk": "1s"})
+    config_file = tmp_path / "healthpipe.yaml"
+    config_file.write_text(yaml.safe_dump(orjson.loads(cfg.model_dump_json(
+        exclude={"load": {"influxdb": {"token"}}}))))
+    env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": services.influx_token}
+    cmd = [sys.executable, "-m", "producer", "--config", str(config_file), "--once"]
+    for delay in (3.0, 4.0, 5.0):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    for _ in range(3):  # each --once run publishes at most 100 windows: finish the backfill
+        assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=300).returncode == 0
+    service = ProducerService(cfg)
+    service.initialize()
+    end = service.watermarks["availability"]
+    service.close()
+    samples, begin = published(cfg)
+    keys = [(labels, ts) for labels, ts, _ in samples]
+    assert len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} duplicate (series, timestamp)"
+    assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', begin, end)

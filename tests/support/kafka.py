@@ -1,0 +1,63 @@
+"""Reading Kafka back in tests: whole topics (read_committed), committed and end offsets."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from common.config import HealthpipeConfig
+
+
+def read_topic(cfg: HealthpipeConfig, topic: str, timeout: float = 60, committed_only: bool = True) -> list:
+    """Every message of `topic`, all partitions, from the beginning to the end."""
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "test-reader",
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         "isolation.level": "read_committed" if committed_only else "read_uncommitted"})
+    meta = consumer.list_topics(topic, timeout=30).topics[topic]
+    partitions = [TopicPartition(topic, p, 0) for p in meta.partitions]
+    consumer.assign(partitions)
+    pending = {tp.partition for tp in partitions}
+    messages = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                pending.discard(msg.partition())
+                continue
+            raise RuntimeError(msg.error())
+        messages.append(msg)
+    consumer.close()
+    assert not pending, f"partitions {pending} of {topic} not read to the end in {timeout}s"
+    return messages
+
+
+def end_offsets(cfg: HealthpipeConfig, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "test-offsets"})
+    meta = consumer.list_topics(topic, timeout=30).topics[topic]
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in meta.partitions}
+    consumer.close()
+    return ends
+
+
+def committed_offsets(cfg: HealthpipeConfig, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group})
+    meta = consumer.list_topics(topic, timeout=30).topics[topic]
+    committed = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=30)
+    consumer.close()
+    return {tp.partition: tp.offset for tp in committed}
+
+
+def produce(cfg: HealthpipeConfig, topic: str, messages: list[tuple[bytes | None, bytes | None, list | None]]) -> None:
+    """(key, value, headers) as they are; every delivery checked."""
+    producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "enable.idempotence": True,
+                         "message.max.bytes": 10_000_000})
+    errors = []
+    for key, value, headers in messages:
+        producer.produce(topic, key=key, value=value, headers=headers,
+                         on_delivery=lambda err, _m: errors.append(err) if err else None)
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not errors, errors
