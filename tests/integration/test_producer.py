@@ -51,8 +51,8 @@ def wait_for_scrapes(services, seconds=5):
     """Prometheus must hold a few seconds of demo-app samples."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        body = requests.get(f"{services.prometheus_url}/api/v1/query",
-                            params={"query": f'count_over_time(up{{job="test-app"}}[{seconds + 5}s])'}, timeout=10).json()
+        query = f'count_over_time(up{{job="test-app"}}[{seconds + 5}s])'
+        body = requests.get(f"{services.prometheus_url}/api/v1/query", params={"query": query}, timeout=10).json()
         if body["data"]["result"] and float(body["data"]["result"][0]["value"][1]) >= seconds:
             return
         time.sleep(1)
