@@ -170,6 +170,7 @@ class ConsumerSettings(_Section):
     max_message_bytes: int = Field(1024 * 1024, ge=1024)
     revoke_deadline_seconds: float = Field(10, gt=0)
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    session_timeout_ms: int = Field(10_000, ge=6_000)
     metrics_port: int = Field(8002, ge=0, le=65535)
 
 

@@ -99,7 +99,9 @@ def group_consumer(cfg: HealthpipeConfig, group_id: str | None = None, **extra: 
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "max.poll.interval.ms": cfg.consumer.max_poll_interval_ms,
-        "session.timeout.ms": 45_000,
+        # Heartbeats run on librdkafka's own thread, so a short session only costs when a member dies:
+        # its partitions move after this long instead of Kafka's default 45 s.
+        "session.timeout.ms": cfg.consumer.session_timeout_ms,
         **extra,
     })
 

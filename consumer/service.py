@@ -75,6 +75,8 @@ class ConsumerService:
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self._last_message = time.monotonic()
+        # Partitions we own, kept by the rebalance callbacks: safe to read from any thread.
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
         self.status_server: StatusServer | None = None
 
     # --- lifecycle (the plan's names) ----------------------------------------------------------------
@@ -127,6 +129,8 @@ class ConsumerService:
         """Run until stop(), a fatal error, or `until_idle` seconds without a new message."""
         while not self._stop.is_set():
             self.run_single_cycle()
+            if not self.assigned:
+                self._last_message = time.monotonic()  # idle means "nothing to read", not "not joined yet"
             if (until_idle is not None and not self.batch and not self._held()
                     and time.monotonic() - self._last_message >= until_idle):
                 log.info("consumer_idle seconds=%.0f", until_idle)
@@ -312,6 +316,7 @@ class ConsumerService:
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
         """New partitions: nothing to do but note them; a held batch pauses them on the next cycle."""
         self.metrics.rebalances.labels("assign").inc()
+        self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
         log.info("partitions_assigned partitions=%s", _fmt(partitions))
 
     def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
@@ -321,6 +326,7 @@ class ConsumerService:
         not committed here will be re-delivered there (and overwrite identical points)."""
         self.metrics.rebalances.labels("revoke").inc()
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self.assigned = self.assigned - revoked
         log.info("partitions_revoked partitions=%s", _fmt(partitions))
         if not self.batch:
             return
@@ -335,6 +341,7 @@ class ConsumerService:
     def _on_lost(self, consumer, partitions: list[TopicPartition]) -> None:
         """Partitions were taken from us (session timeout): someone else may own them, so never commit."""
         self.metrics.rebalances.labels("lost").inc()
+        self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
         log.warning("partitions_lost partitions=%s", _fmt(partitions))
         if self.batch:
             self._abandon({(tp.topic, tp.partition) for tp in partitions}, "partitions_lost")

@@ -1,0 +1,173 @@
+"""Consumer group against the real stack: exact points, exact drops, dead letters, replicas, crashes."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+import orjson
+import requests
+
+from common.kafka import ensure_topics
+from common.messages import SeriesWindow, headers
+from tests.support import influx, kafka
+from tests.support.pipeline import (
+    ConsumerThread,
+    committed_all,
+    series_messages,
+    start_process,
+    wait_until,
+    write_config,
+)
+
+NOW_MS = int(time.time() * 1000) - 3_600_000  # an hour ago: inside every retention, never "future"
+
+
+def loaded(cfg, run: str, start: str = "0") -> set[tuple[str, int, float]]:
+    rows = influx.points(cfg.load.influxdb, f'r.run == "{run}"', start=start)
+    return {(r["instance"], int(r["_time"].timestamp() * 1000), r["_value"]) for r in rows}
+
+
+def fast(services, **overrides):
+    consumer = {"batch_max_age_seconds": 0.5, **overrides.pop("consumer", {})}
+    cfg = services.config(consumer=consumer, **overrides)
+    ensure_topics(cfg)
+    return cfg
+
+
+def test_known_messages_become_exactly_the_expected_points_and_drops(services):
+    cfg = fast(services)
+    run = uuid.uuid4().hex
+    t = NOW_MS
+    base = {"__name__": "up", "job": "test-app", "run": run}
+    windows = [
+        SeriesWindow("availability", "availability", {**base, "instance": "a"}, t - 1, t + 10,
+                     [(t, "1"), (t + 1, "NaN"), (t + 2, "+Inf"), (t + 3, "-Inf"), (t + 4, "0")]),
+        # a re-delivered window: its samples are duplicates within the batch
+        SeriesWindow("availability", "availability", {**base, "instance": "a"}, t - 1, t + 10, [(t, "1")]),
+        SeriesWindow("availability", "availability", {**base, "instance": "b"}, t - 1, t + 10,
+                     [(0, "1"), (-5, "1"), (t + 10**11, "1"), (t + 5, "2.5")]),
+        SeriesWindow("q", "gauge", {"__name__": "not_on_the_whitelist", "run": run, "instance": "c"}, t - 1, t + 10,
+                     [(t, "1"), (t + 1, "2")]),
+        # tricky label values must come back exactly, and not add tags or points
+        SeriesWindow("availability", "availability",
+                     {**base, "instance": "d", "path": 'a b,c=d"e\\f ünï ✓'}, t - 1, t + 10, [(t, "7")]),
+    ]
+    kafka.produce(cfg, cfg.kafka.topic, [(w.key, w.to_json(), headers()) for w in windows])
+    replica = ConsumerThread(cfg, until_idle=3)
+    replica.join()
+    assert loaded(cfg, run) == {("a", t, 1.0), ("a", t + 4, 0.0), ("b", t + 5, 2.5), ("d", t, 7.0)}
+    tricky = influx.points(cfg.load.influxdb, f'r.run == "{run}" and r.instance == "d"')
+    assert len(tricky) == 1 and tricky[0]["path"] == 'a b,c=d"e\\f ünï ✓'
+    assert set(tricky[0]) - {"result", "table", "_start", "_stop", "_time", "_value", "_field", "_measurement"} == {
+        "instance", "job", "metric", "metric_type", "path", "run", "service"}
+    dropped = {r: replica.metric("healthpipe_consumer_samples_dropped_total", {"reason": r})
+               for r in ("nan", "inf", "duplicate", "bad_timestamp", "future_timestamp", "metric_not_allowed")}
+    assert dropped == {"nan": 1, "inf": 2, "duplicate": 1, "bad_timestamp": 2, "future_timestamp": 1,
+                       "metric_not_allowed": 2}
+    assert replica.metric("healthpipe_consumer_samples_written_total") == 4
+    assert committed_all(cfg)
+
+
+def test_garbage_goes_to_the_dead_letter_topic_and_the_partition_keeps_moving(services):
+    cfg = fast(services, kafka={"partitions": 1}, consumer={"max_message_bytes": 100_000})
+    run = uuid.uuid4().hex
+    good_before, expected_before = series_messages(run, 1, 5, NOW_MS)
+    good_after, expected_after = series_messages(run, 1, 5, NOW_MS + 10_000)
+    garbage = [
+        (b"k1", b"\x00\x01 not json at all", None),
+        (b"k2", b'{"v": 1, "query": "trunc', None),
+        (b"k3", orjson.dumps({"v": 2, "query": "q"}), [("healthpipe-schema", b"2")]),
+        (b"k4", orjson.dumps({"v": 1, "query": "q"}), None),
+        (b"k5", b'{"v":1,"pad":"' + b"x" * 200_000 + b'"}', None),
+        (b"k6", None, None),
+    ]
+    kafka.produce(cfg, cfg.kafka.topic, good_before + garbage + good_after)
+    replica = ConsumerThread(cfg, until_idle=3)
+    replica.join()
+    assert loaded(cfg, run) == expected_before | expected_after
+    letters = kafka.read_topic(cfg, cfg.kafka.dead_letter_topic)
+    reasons = {m.key(): dict(m.headers())["healthpipe-dlq-reason"].decode() for m in letters}
+    assert reasons == {b"k1": "not_json", b"k2": "not_json", b"k3": "unknown_version", b"k4": "missing_fields",
+                       b"k5": "oversized", b"k6": "empty"}
+    original = {m.key(): m.value() for m in letters}
+    assert original[b"k1"] == b"\x00\x01 not json at all"  # the original bytes, untouched
+    offsets = {m.key(): int(dict(m.headers())["healthpipe-dlq-source-offset"]) for m in letters}
+    assert sorted(offsets.values()) == list(range(len(good_before), len(good_before) + len(garbage)))
+    assert committed_all(cfg)
+
+
+def test_two_replicas_share_the_partitions_and_load_every_point_once(services):
+    cfg = fast(services)
+    run = uuid.uuid4().hex
+    messages, expected = series_messages(run, 24, 200, NOW_MS)
+    a, b = ConsumerThread(cfg), ConsumerThread(cfg)
+    wait_until(lambda: a.service.assigned and b.service.assigned and
+               len(a.service.assigned) + len(b.service.assigned) == cfg.kafka.partitions, 60,
+               what="both replicas to own partitions")
+    kafka.produce(cfg, cfg.kafka.topic, messages)
+    wait_until(lambda: committed_all(cfg), 120, what="all offsets committed")
+    a.stop()
+    b.stop()
+    assert loaded(cfg, run) == expected
+    written = [r.metric("healthpipe_consumer_samples_written_total") for r in (a, b)]
+    assert sum(written) >= len(expected) and all(w > 0 for w in written), written
+    assert committed_all(cfg)
+
+
+def test_kill_9_mid_batch_then_restart_loses_nothing(services, tmp_path):
+    cfg = fast(services, influxdb={"batch_size": 500})
+    run = uuid.uuid4().hex
+    messages, expected = series_messages(run, 100, 1000, NOW_MS, step_ms=10)
+    kafka.produce(cfg, cfg.kafka.topic, messages)
+    config_file = write_config(cfg, tmp_path / "c.yaml")
+
+    def some_committed() -> bool:
+        return any(o > 0 for o in kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic).values())
+
+    proc = start_process("consumer", config_file, cfg, log=tmp_path / "consumer.log")
+    wait_until(some_committed, 60, interval=0.1, what="a first commit")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not committed_all(cfg), "the consumer finished before it was killed: the test proves nothing"
+    for delay in (1.0, 2.0):  # two more crashes at arbitrary moments
+        proc = start_process("consumer", config_file, cfg, log=tmp_path / "consumer.log")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    proc = start_process("consumer", config_file, cfg, "--until-idle", "5", log=tmp_path / "consumer.log")
+    assert proc.wait(timeout=300) == 0
+    assert loaded(cfg, run) == expected
+    assert committed_all(cfg)
+
+
+def test_points_influxdb_rejects_are_dead_lettered_with_status(services):
+    """A field-type conflict (a string `value` already stored in that shard) makes InfluxDB refuse a point."""
+    bucket = f"test-{uuid.uuid4().hex[:8]}"
+    s = services
+    org_id = requests.get(f"{s.influx_url}/api/v2/orgs", params={"org": s.influx_org}, timeout=10,
+                          headers={"Authorization": f"Token {s.influx_token}"}).json()["orgs"][0]["id"]
+    requests.post(f"{s.influx_url}/api/v2/buckets", json={"name": bucket, "orgID": org_id}, timeout=10,
+                  headers={"Authorization": f"Token {s.influx_token}"}).raise_for_status()
+    old_ms = 946_684_800_000  # 2000-01-01: a shard of its own
+    requests.post(f"{s.influx_url}/api/v2/write", params={"org": s.influx_org, "bucket": bucket, "precision": "ms"},
+                  data=f'health_metrics,x=1 value="a string" {old_ms}', timeout=10,
+                  headers={"Authorization": f"Token {s.influx_token}"}).raise_for_status()
+    cfg = fast(services, influxdb={"bucket": bucket}, kafka={"partitions": 1})
+    run = uuid.uuid4().hex
+    messages, expected = series_messages(run, 2, 50, NOW_MS)
+    bad = SeriesWindow("availability", "availability", {"__name__": "up", "run": run, "instance": "old"},
+                       old_ms - 1, old_ms, [(old_ms, "1")])
+    kafka.produce(cfg, cfg.kafka.topic, [*messages[:1], (bad.key, bad.to_json(), headers()), *messages[1:]])
+    replica = ConsumerThread(cfg, until_idle=3)
+    replica.join()
+    assert loaded(cfg, run, start="-1d") == expected  # (a range over both shards would mix field types)
+    letters = kafka.read_topic(cfg, cfg.kafka.dead_letter_topic)
+    assert len(letters) == 1
+    h = dict(letters[0].headers())
+    assert h["healthpipe-dlq-reason"] == b"influx_rejected"
+    assert h["healthpipe-dlq-influx-status"] in (b"400", b"422")
+    assert b"conflict" in h["healthpipe-dlq-detail"]
+    assert letters[0].value().endswith(f" value=1.0 {old_ms}".encode())
+    assert committed_all(cfg)

@@ -1,0 +1,98 @@
+"""Running healthpipe's processes inside tests: consumers in threads or subprocesses, seeded data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import yaml
+
+from common.config import HealthpipeConfig
+from common.messages import SeriesWindow, headers
+from consumer.service import ConsumerService
+from tests.support import kafka
+
+
+class ConsumerThread:
+    """A ConsumerService running in a thread, as one replica of the group."""
+
+    def __init__(self, cfg: HealthpipeConfig, until_idle: float | None = None, **kwargs):
+        self.service = ConsumerService(cfg, **kwargs)
+        self.service.initialize()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(until_idle,), daemon=True)
+        self.thread.start()
+
+    def _run(self, until_idle: float | None) -> None:
+        try:
+            self.service.run_continuous(until_idle)
+        except BaseException as exc:  # surfaced by join()
+            self.error = exc
+        finally:
+            self.service.close()
+
+    def stop(self, timeout: float = 60) -> None:
+        self.service.stop()
+        self.join(timeout)
+
+    def join(self, timeout: float = 120) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "consumer did not stop"
+        if self.error:
+            raise self.error
+
+    def metric(self, name: str, labels: dict | None = None) -> float:
+        return self.service.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def write_config(cfg: HealthpipeConfig, path: Path) -> Path:
+    """The config as YAML, without the token (passed through the environment, as in production)."""
+    data = orjson.loads(cfg.model_dump_json(exclude={"load": {"influxdb": {"token"}}}))
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def process_env(cfg: HealthpipeConfig) -> dict[str, str]:
+    return {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value()}
+
+
+def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: str, log: Path | None = None):
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the process)
+    return subprocess.Popen([sys.executable, "-m", kind, "--config", str(config_file), *args],
+                            env=process_env(cfg), stdout=out, stderr=subprocess.STDOUT)
+
+
+def series_messages(run: str, n_series: int, n_samples: int, start_ms: int, step_ms: int = 1000,
+                    metric: str = "up") -> tuple[list, set]:
+    """Kafka messages (key, value, headers) for n_series × n_samples, and the expected (series, ts, value)."""
+    messages, expected = [], set()
+    for s in range(n_series):
+        labels = {"__name__": metric, "job": "test-app", "instance": f"host-{s}:8000", "run": run}
+        samples = [(start_ms + i * step_ms, str(float(s * 1000 + i))) for i in range(n_samples)]
+        window = SeriesWindow("availability", "availability", labels, start_ms - 1,
+                              start_ms + n_samples * step_ms, samples)
+        for part in window.split(100, 256 * 1024):
+            messages.append((part.key, part.to_json(), headers()))
+        expected |= {(f"host-{s}:8000", ts, float(v)) for ts, v in samples}
+    return messages, expected
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def committed_all(cfg: HealthpipeConfig, group: str | None = None) -> bool:
+    """The group's committed offset equals the end offset on every partition (empty ones: none committed)."""
+    committed = kafka.committed_offsets(cfg, group or cfg.kafka.group_id, cfg.kafka.topic)
+    ends = kafka.end_offsets(cfg, cfg.kafka.topic)
+    return all(committed[p] == end or (end == 0 and committed[p] < 0) for p, end in ends.items())
