@@ -7,6 +7,7 @@ import time
 import uuid
 
 import orjson
+import pytest
 import requests
 
 from common.kafka import ensure_topics
@@ -171,3 +172,34 @@ def test_points_influxdb_rejects_are_dead_lettered_with_status(services):
     assert b"conflict" in h["healthpipe-dlq-detail"]
     assert letters[0].value().endswith(f" value=1.0 {old_ms}".encode())
     assert committed_all(cfg)
+
+
+def test_influxdb_down_for_30s_pauses_without_committing_then_drains(services):
+    """Stops the stack's real InfluxDB process: the consumer must hold, stay in its group, then catch up."""
+    if not services.native:
+        pytest.skip("needs the native stack to stop and start InfluxDB")
+    from common import stack
+
+    cfg = fast(services, kafka={"partitions": 2})
+    run = uuid.uuid4().hex
+    first, expected_first = series_messages(run, 10, 100, NOW_MS)
+    second, expected_second = series_messages(run, 10, 100, NOW_MS + 1_000_000)
+    replica = ConsumerThread(cfg)
+    influxdb = stack.service("influxdb")
+    try:
+        kafka.produce(cfg, cfg.kafka.topic, first)
+        wait_until(lambda: committed_all(cfg), 60, what="first half committed")
+        before = kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic)
+        stack.stop(influxdb)
+        kafka.produce(cfg, cfg.kafka.topic, second)
+        time.sleep(30)
+        assert kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic) == before  # nothing past unwritten
+        assert replica.metric("healthpipe_consumer_paused") == 1
+        assert replica.metric("healthpipe_consumer_rebalances_total", {"kind": "revoke"}) == 0
+        assert len(replica.service.assigned) == 2  # still in the group, still owning its partitions
+    finally:
+        stack.start(influxdb)
+    wait_until(lambda: committed_all(cfg), 120, what="the held batch and the backlog to drain")
+    replica.stop()
+    assert loaded(cfg, run) == expected_first | expected_second
+    assert replica.metric("healthpipe_consumer_paused") == 0
