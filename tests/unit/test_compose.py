@@ -40,7 +40,7 @@ def test_images_match_the_native_stack_versions():
 def test_topics_created_by_kafka_init_match_topic_specs():
     script = SERVICES["kafka-init"]["command"][0]
     for spec in topic_specs(HealthpipeConfig()):
-        match = re.search(rf"--topic {re.escape(spec.name)} --partitions (\d+)", script.replace("\\\n", " "))
+        match = re.search(rf"--topic {re.escape(spec.name)}[\s\\]+--partitions (\d+)", script)
         assert match, f"kafka-init does not create {spec.name}"
         assert int(match.group(1)) == spec.partitions
         for key, value in spec.config.items():
