@@ -41,10 +41,10 @@ lint: install
 
 # Without a Docker engine: the native stack plus producer and consumer in the background.
 up: install
-	@bash scripts/up.sh
+	$(HP) up
 
 down:
-	@bash scripts/down.sh
+	@if [ -x $(HP) ]; then $(HP) down; fi
 
 logs:
 	@tail -n 50 -F .stack/logs/*.log

@@ -24,6 +24,47 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from common import stack
+
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        env_file = stack.ROOT / ".env"
+        if not env_file.exists():
+            import secrets
+
+            env_file.write_text(f"INFLUXDB_TOKEN={secrets.token_urlsafe(32)}\n")
+            env_file.chmod(0o600)
+        return subprocess.run(["docker", "compose", "up", "-d", "--build"], cwd=stack.ROOT).returncode
+    stack.pipeline_up()
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from common import stack
+
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        return subprocess.run(["docker", "compose", "down"], cwd=stack.ROOT).returncode
+    stack.pipeline_down()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from common import stack
+    from common.status import report
+
+    healthy = stack.status()
+    print()
+    print(report(f"http://127.0.0.1:{stack.PRODUCER_METRICS_PORT}/metrics",
+                 [f"http://127.0.0.1:{p}/metrics" for p in stack.CONSUMER_METRICS_PORTS]))
+    return 0 if healthy else 1
+
+
 def _demo_app(args: argparse.Namespace) -> int:
     from common.demo_app import serve
 
@@ -58,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("services", nargs="*", help="only these services (default: all)")
     p.set_defaults(func=_stack)
+
+    p = sub.add_parser("up", help="run everything: docker compose if a Docker engine runs, else the native stack "
+                       "plus producer and consumer in the background")
+    p.set_defaults(func=_up)
+    p = sub.add_parser("down", help="stop what `up` started")
+    p.set_defaults(func=_down)
+    p = sub.add_parser("status", help="services, per-stage counts, lag, watermark age")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("demo-app", help="serve the demo app's /metrics (simulated web traffic)")
     p.add_argument("--host", default="0.0.0.0")

@@ -44,6 +44,7 @@ class Service:
     prepare: Callable[[], None] = lambda: None
     after_ready: Callable[[], None] = lambda: None
     start_timeout: float = 90.0
+    env: Callable[[], dict[str, str]] = lambda: {}
 
     @property
     def pid_file(self) -> Path:
@@ -248,8 +249,21 @@ SERVICES: list[Service] = [
 ]
 
 
+def _pipeline_env() -> dict[str, str]:
+    return {**stack_env(), "HEALTHPIPE_CONFIG": str(ROOT / "config" / "healthpipe.yaml")}
+
+
+# The pipeline itself, for `make up` without Docker: started after the stack, stopped before it.
+PIPELINE: list[Service] = [
+    Service("producer", command=lambda: [sys.executable, "-m", "producer"], env=_pipeline_env,
+            ready=lambda: _http_ok(f"http://127.0.0.1:{PRODUCER_METRICS_PORT}/readyz")),
+    Service("consumer", command=lambda: [sys.executable, "-m", "consumer"], env=_pipeline_env,
+            ready=lambda: _http_ok(f"http://127.0.0.1:{CONSUMER_METRICS_PORTS[0]}/readyz")),
+]
+
+
 def service(name: str) -> Service:
-    for s in SERVICES:
+    for s in SERVICES + PIPELINE:
         if s.name == name:
             return s
     raise StackError(f"unknown service {name!r}; known: {', '.join(s.name for s in SERVICES)}")
@@ -278,7 +292,7 @@ def start(svc: Service) -> None:
     t0 = time.monotonic()
     with svc.log_file.open("ab") as log:
         proc = subprocess.Popen(svc.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=ROOT, start_new_session=True)
+                                cwd=ROOT, start_new_session=True, env={**os.environ, **svc.env()})
     svc.pid_file.write_text(str(proc.pid))
     _wait_ready(svc, t0)
 
@@ -359,6 +373,27 @@ def up(names: list[str] | None = None) -> None:
     print(f"stack up in {time.monotonic() - t0:.1f}s; connection settings in {env}", flush=True)
 
 
+def pipeline_up() -> None:
+    """The stack, then producer and consumer in the background (make up without a Docker engine)."""
+    up()
+    for svc in PIPELINE:
+        start(svc)
+    print(f"""
+healthpipe is running (native stack, no Docker):
+  Prometheus  http://127.0.0.1:{PROMETHEUS_PORT}      demo app  http://127.0.0.1:{DEMO_APP_PORT}/metrics
+  InfluxDB    http://127.0.0.1:{INFLUXDB_PORT}      token in {_influx_dir() / 'token'}
+  producer    http://127.0.0.1:{PRODUCER_METRICS_PORT}/metrics   consumer http://127.0.0.1:{CONSUMER_METRICS_PORTS[0]}/metrics
+Watch data arrive:  make status   (per-stage counts, lag, watermark age)
+Logs:               make logs     ({STACK_DIR / 'logs'})
+Stop everything:    make down""", flush=True)
+
+
+def pipeline_down() -> None:
+    for svc in reversed(PIPELINE):
+        stop(svc)
+    down()
+
+
 def down(names: list[str] | None = None) -> None:
     for svc in reversed(SERVICES):
         if names is None or svc.name in names:
@@ -368,7 +403,7 @@ def down(names: list[str] | None = None) -> None:
 def status() -> bool:
     healthy = True
     rows = []
-    for svc in SERVICES:
+    for svc in SERVICES + [s for s in PIPELINE if s.pid() is not None]:
         pid = svc.pid()
         ok = pid is not None and svc.ready()
         healthy &= ok
