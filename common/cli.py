@@ -91,6 +91,21 @@ def _backfill(args: argparse.Namespace) -> int:
     return main(args.config, args.start, args.end, args.query)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from common.check import run
+
+    return run(args.config, create_topics=args.create_topics)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from consumer import replay
+
+    if args.group:
+        return replay.move_offsets(args.config, args.group, args.topic, to_earliest=args.to_earliest,
+                                   to_datetime=args.to_datetime, shift_by=args.shift_by, dry_run=args.dry_run)
+    return replay.reload_range(args.config, args.start, args.end, args.bucket)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", required=True, help="ISO 8601 time or unix seconds")
     p.add_argument("--query", default=None, help="only this query (default: all)")
     p.set_defaults(func=_backfill)
+
+    p = sub.add_parser("check", help="the deploy check: dependencies, config, Prometheus, Kafka topics, InfluxDB")
+    p.add_argument("--config")
+    p.add_argument("--create-topics", action="store_true", help="create missing topics")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("replay", help="after an outage: move a stopped group's offsets, or re-load a time range")
+    p.add_argument("--config")
+    p.add_argument("--topic", default=None, help="default: kafka.topic")
+    p.add_argument("--group", help="move this (stopped) group's committed offsets")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--to-earliest", action="store_true")
+    where.add_argument("--to-datetime", metavar="ISO")
+    where.add_argument("--shift-by", metavar="DURATION", help="back by this long, e.g. 2h")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--from", dest="start", metavar="ISO", help="re-load samples from this time...")
+    p.add_argument("--to", dest="end", metavar="ISO", help="...to this time, through a temporary group")
+    p.add_argument("--bucket", default=None, help="into this bucket instead of load.influxdb.bucket")
+    p.set_defaults(func=_replay)
     return parser
 
 

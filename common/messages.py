@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -91,7 +92,7 @@ def series_key(query: str, labels: Mapping[str, str]) -> bytes:
     return hashlib.blake2b(canonical, digest_size=8).hexdigest().encode()
 
 
-def decode(value: bytes | None, headers: list[tuple[str, bytes]] | None = None,
+def decode(value: bytes | None, headers: Any = None,
            max_bytes: int = 1024 * 1024) -> SeriesWindow:
     """Parse and validate one message value. Raises MalformedMessage with a reason word."""
     if value is None:
