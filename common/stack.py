@@ -270,12 +270,18 @@ def service(name: str) -> Service:
 
 
 def _run_script(name: str, **env: str) -> None:
-    result = subprocess.run(["bash", str(SCRIPTS / name)], env={**os.environ, **env,
-                            "HEALTHPIPE_CACHE": str(CACHE)}, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise StackError(f"{name} failed (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
-    if result.stdout.strip():
-        print(f"  {result.stdout.strip().splitlines()[-1]}", flush=True)
+    """Run an install/build script; its full output goes to .stack/logs/<script>.log, its summary here."""
+    log = STACK_DIR / "logs" / f"{name.removesuffix('.sh')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(["bash", str(SCRIPTS / name)], stdout=subprocess.PIPE, stderr=out, text=True,
+                                env={**os.environ, **env, "HEALTHPIPE_CACHE": str(CACHE)})
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the scripts' own progress lines ("building libflux ...")
+            out.write(line)
+            print(f"  {line.rstrip()}", flush=True)
+    if proc.wait() != 0:
+        raise StackError(f"{name} failed (exit {proc.returncode}); full log {log}:\n{_tail(log, 30)}")
 
 
 def start(svc: Service) -> None:

@@ -25,7 +25,7 @@ if [ ! -f "$FLUX/libflux/target/release/libflux.a" ]; then
   rm -f "$FLUX/rust-toolchain.toml" "$FLUX/libflux/rust-toolchain.toml"
   echo "influxdb: building libflux $FLUX_VERSION (Rust, release; several minutes on 2 cores)"
   (cd "$FLUX/libflux" && RUSTFLAGS="--cap-lints=warn" CARGO_PROFILE_RELEASE_LTO=false \
-     cargo build --release -p flux --lib)
+     cargo build --release -p flux --lib >&2)
 fi
 
 # 2. a pkg-config file for the static libflux
@@ -45,6 +45,6 @@ if [ ! -d "$INFLUX" ]; then cp -r "$INFLUX_SRC" "$INFLUX"; chmod -R u+w "$INFLUX
 echo "influxdb: building influxd $VERSION (Go + cgo)"
 (cd "$INFLUX" && PKG_CONFIG_PATH="$BUILD/pkgconfig" CGO_ENABLED=1 GOTOOLCHAIN=local GOFLAGS=-mod=mod \
    go build -tags sqlite_foreign_keys,sqlite_json -ldflags "-s -w -X main.version=$VERSION" \
-   -o "$OUT/influxd.tmp" ./cmd/influxd)
+   -o "$OUT/influxd.tmp" ./cmd/influxd >&2)
 mv "$OUT/influxd.tmp" "$OUT/influxd"
 echo "influxdb $VERSION: built $OUT/influxd"

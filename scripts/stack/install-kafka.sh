@@ -23,6 +23,6 @@ cat > "$OUT/pom.xml" <<POM
 </project>
 POM
 echo "kafka $VERSION: resolving jars from Maven Central"
-(cd "$OUT" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib)
+(cd "$OUT" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib >&2)
 touch "$OUT/.complete"
 echo "kafka $VERSION: $(ls "$OUT/lib" | wc -l) jars in $OUT/lib"

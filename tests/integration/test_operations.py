@@ -1,0 +1,100 @@
+"""Operations on the real stack: `healthpipe check`, replay after an outage, backfill."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from common.check import run as check
+from common.errors import HealthpipeError
+from consumer import replay
+from tests.support import kafka
+from tests.support.pipeline import ConsumerThread, committed_all, series_messages, wait_until, write_config
+
+NOW_MS = int(time.time() * 1000) - 3_600_000
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def loaded(cfg, run):
+    from tests.support import influx
+
+    rows = influx.points(cfg.load.influxdb, f'r.run == "{run}"')
+    return {(r["instance"], int(r["_time"].timestamp() * 1000), r["_value"]) for r in rows}
+
+
+def delete_window(cfg, run, start_ms, end_ms):
+    s = cfg.load.influxdb
+    requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
+                  headers={"Authorization": f"Token {s.token.get_secret_value()}"},
+                  json={"start": iso(start_ms), "stop": iso(end_ms), "predicate": f'run="{run}"'}).raise_for_status()
+
+
+def test_check_passes_on_the_stack_and_names_a_broken_bucket(services, tmp_path, monkeypatch, capsys):
+    cfg = services.config()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", services.influx_token)
+    good = write_config(cfg, tmp_path / "good.yaml")
+    assert check(str(good)) == 1  # topics do not exist yet
+    assert "FAIL  kafka topics" in capsys.readouterr().out
+    assert check(str(good), create_topics=True) == 0
+    out = capsys.readouterr().out
+    assert out.count("OK  ") == 6 and (tmp_path / "logs").is_dir() and (tmp_path / "data").is_dir()
+    bad = write_config(cfg.model_copy(update={"load": cfg.load.model_copy(update={
+        "influxdb": cfg.load.influxdb.model_copy(update={"bucket": "no-such-bucket"})})}), tmp_path / "bad.yaml")
+    assert check(str(bad)) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  influxdb" in out and "remedy:" in out and services.influx_token not in out
+
+
+def test_replay_a_deleted_window_brings_it_back_identical(services):
+    cfg = services.config(consumer={"batch_max_age_seconds": 0.5})
+    run = uuid.uuid4().hex
+    messages, expected = series_messages(run, 5, 600, NOW_MS)  # 10 minutes at 1 s
+    from common.kafka import ensure_topics
+
+    ensure_topics(cfg)
+    kafka.produce(cfg, cfg.kafka.topic, messages)
+    replica = ConsumerThread(cfg, until_idle=3)
+    replica.join()
+    assert loaded(cfg, run) == expected
+    committed_before = kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic)
+    hole_start, hole_end = NOW_MS + 120_000, NOW_MS + 300_000  # an "outage" of 3 minutes of data
+    delete_window(cfg, run, hole_start, hole_end)
+    missing = {p for p in expected if hole_start <= p[1] <= hole_end}
+    assert loaded(cfg, run) == expected - missing and missing
+    replay.reload_range(None, iso(hole_start), iso(hole_end), cfg=cfg, progress=False)
+    assert loaded(cfg, run) == expected
+    # the main group's offsets were not touched
+    assert kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic) == committed_before
+
+
+def test_move_offsets_refuses_a_live_group_then_rewinds_a_stopped_one(services, tmp_path, monkeypatch, capsys):
+    cfg = services.config(consumer={"batch_max_age_seconds": 0.5})
+    from common.kafka import ensure_topics
+
+    ensure_topics(cfg)
+    run = uuid.uuid4().hex
+    messages, expected = series_messages(run, 3, 50, NOW_MS)
+    kafka.produce(cfg, cfg.kafka.topic, messages)
+    monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", services.influx_token)
+    config_file = write_config(cfg, tmp_path / "c.yaml")
+    live = ConsumerThread(cfg)
+    wait_until(lambda: committed_all(cfg), 60, what="all committed")
+    with pytest.raises(HealthpipeError, match="active members"):
+        replay.move_offsets(str(config_file), cfg.kafka.group_id, None, to_earliest=True)
+    live.stop()
+    assert replay.move_offsets(str(config_file), cfg.kafka.group_id, None, to_earliest=True, dry_run=True) == 0
+    assert committed_all(cfg)  # a dry run changes nothing
+    assert replay.move_offsets(str(config_file), cfg.kafka.group_id, None, to_earliest=True) == 0
+    assert all(o == 0 for o in kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic).values())
+    again = ConsumerThread(cfg, until_idle=3)
+    again.join()
+    assert again.metric("healthpipe_consumer_samples_written_total") == len(expected)  # re-loaded all
+    assert loaded(cfg, run) == expected and committed_all(cfg)
