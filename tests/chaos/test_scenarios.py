@@ -80,6 +80,7 @@ def test_06_influxdb_answering_429_and_503_with_retry_after(native):
     proxy = FaultProxy(native.influx_url)
     try:
         cfg, ledger = setup(native, 6, 20, 500, influxdb={"url": proxy.url})
+        proxy.fail_path_prefix = "/api/v2/write"  # the bucket check at start goes through
         proxy.fail_status, proxy.fail_headers = 429, {"Retry-After": "2"}
         replica = ConsumerThread(cfg)
         wait_until(lambda: proxy.failed >= 2, 60, what="throttled writes")
@@ -95,9 +96,9 @@ def test_06_influxdb_answering_429_and_503_with_retry_after(native):
         wait_until(lambda: committed_all(cfg), 120, what="success after throttling")
         assert time.monotonic() - t_fail > 7
         replica.stop()
+        assert_done(cfg, ledger)
     finally:
         proxy.close()
-    assert_done(cfg, ledger)
 
 
 def test_09_rebalance_storm(native):

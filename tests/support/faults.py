@@ -16,6 +16,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.fail_status: int | None = None  # None: forward; else answer this status
         self.fail_headers: dict[str, str] = {}
+        self.fail_path_prefix = ""  # only requests under this path fail (e.g. "/api/v2/write")
         self.requests = 0
         self.failed = 0
         self.delay = 0.0
@@ -30,7 +31,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else None
                 proxy.requests += 1
                 status = proxy.fail_status
-                if status is not None:
+                if status is not None and self.path.startswith(proxy.fail_path_prefix):
                     proxy.failed += 1
                     payload = b'{"status":"error","errorType":"injected","error":"fault proxy"}'
                     self.send_response(status)

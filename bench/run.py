@@ -1,0 +1,177 @@
+"""healthpipe benchmarks against the real native stack. `make bench` (quick) or `make bench-full`.
+
+B0  ceilings: InfluxDB ingesting the consumer's own line protocol over plain HTTP (same batch size and
+    compression); Kafka consume of the same messages with a bare confluent-kafka loop.
+B2  consumer: a pre-filled topic → InfluxDB until every offset is committed: samples/s, CPU seconds per
+    million samples, peak RSS; ratio against the B0 InfluxDB ceiling measured in the same run.
+Every result checks completeness (points in InfluxDB, offsets committed): speed never comes from dropping
+data. Results are appended to bench/results/ as JSON and summarised for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from common.kafka import ensure_topics
+from consumer.transformer import DataTransformer
+from tests.chaos.ledger import generate
+from tests.support import kafka
+from tests.support.pipeline import committed_all, write_config
+from tests.support.services import from_environment
+
+RESULTS = Path(__file__).parent / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def prefill(services, n_samples: int, seed: int):
+    n_series = max(1, n_samples // 1000)
+    cfg = services.config(consumer={"metrics_port": 0})
+    ensure_topics(cfg)
+    ledger = generate(seed, n_series, 1000, per_message=1000)
+    kafka.produce(cfg, cfg.kafka.topic, ledger.messages)
+    return cfg, ledger
+
+
+def influx_count(cfg, run: str) -> int:
+    s = cfg.load.influxdb
+    flux = (f'from(bucket: "{s.bucket}") |> range(start: -30d) |> filter(fn: (r) => r.run == "{run}") '
+            '|> group() |> count()')
+    resp = requests.post(f"{s.url}/api/v2/query", params={"org": s.org}, data=flux, timeout=300,
+                         headers={"Authorization": f"Token {s.token.get_secret_value()}",
+                                  "Content-Type": "application/vnd.flux", "Accept": "application/csv"})
+    rows = [r for r in resp.text.splitlines() if r and not r.startswith(",result") and r[0] == ","]
+    return sum(int(r.split(",")[-1]) for r in rows) if rows else 0
+
+
+def b0_influx_ceiling(services, n_samples: int, seed: int) -> dict:
+    """Pre-built line protocol (what the consumer would send) posted in batch_size chunks, one connection."""
+    cfg = services.config()
+    ledger = generate(seed, max(1, n_samples // 1000), 1000, per_message=1000)
+    from common.messages import decode
+
+    windows = [decode(v) for _, v, _ in ledger.messages]
+    lines = DataTransformer(cfg.transform.model_copy(update={"valid_metrics": []})).transform(windows).lines
+    s = cfg.load.influxdb
+    session = requests.Session()
+    headers = {"Authorization": f"Token {s.token.get_secret_value()}", "Content-Type": "text/plain"}
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(0, len(lines), s.batch_size):
+        body = "\n".join(lines[i:i + s.batch_size]).encode()
+        r = session.post(f"{s.url}/api/v2/write", params={"org": s.org, "bucket": s.bucket, "precision": "ms"},
+                         data=body, headers=headers, timeout=60)
+        assert r.status_code == 204, r.text
+    seconds = time.perf_counter() - t0
+    assert influx_count(cfg, ledger.run) == len(ledger.truth), "ceiling run incomplete"
+    return {"samples": len(lines), "seconds": seconds, "samples_per_s": len(lines) / seconds,
+            "client_cpu_s": time.process_time() - c0}
+
+
+def b0_kafka_consume(services, cfg, n_messages: int) -> dict:
+    """A bare confluent-kafka loop reading the pre-filled topic (read_committed), no processing."""
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"b0-{uuid.uuid4().hex[:6]}",
+                         "enable.partition.eof": True, "isolation.level": "read_committed"})
+    meta = consumer.list_topics(cfg.kafka.topic, timeout=30).topics[cfg.kafka.topic]
+    consumer.assign([TopicPartition(cfg.kafka.topic, p, 0) for p in meta.partitions])
+    pending, seen = set(meta.partitions), 0
+    t0 = time.perf_counter()
+    while pending:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                continue
+            seen += 1
+    seconds = time.perf_counter() - t0
+    consumer.close()
+    assert seen == n_messages, (seen, n_messages)
+    return {"messages": seen, "seconds": seconds, "messages_per_s": seen / seconds}
+
+
+def b2_consumer(services, cfg, ledger, tmp: Path) -> dict:
+    """`healthpipe consumer` as its own process, from a full topic to every offset committed."""
+    config_file = write_config(cfg, tmp / f"{cfg.kafka.topic}.yaml")
+    env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value(),
+           "HEALTHPIPE_PIPELINE__LOG_LEVEL": "WARNING"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(config_file)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "consumer.log", "ab"))  # noqa: SIM115
+    while not committed_all(cfg):
+        time.sleep(0.25)
+        assert proc.poll() is None, "consumer died; see bench/results/consumer.log"
+    seconds = time.perf_counter() - t0
+    cpu, rss = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    n = len(ledger.truth)
+    loaded = influx_count(cfg, ledger.run)
+    assert loaded == n, f"incomplete: {loaded} of {n} points in InfluxDB"
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
+            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="500k samples, 3 runs (~3 min)")
+    parser.add_argument("--samples", type=int, default=None)
+    parser.add_argument("--runs", type=int, default=None)
+    args = parser.parse_args()
+    n = args.samples or (500_000 if args.quick else 2_000_000)
+    runs = args.runs or 3
+    services = from_environment()
+    if services is None:
+        print("no stack: run `make stack-up` first", file=sys.stderr)
+        return 1
+    RESULTS.mkdir(exist_ok=True)
+    rows = []
+    for run in range(runs):
+        ceiling = b0_influx_ceiling(services, n, seed=1000 + run)
+        cfg, ledger = prefill(services, n, seed=2000 + run)
+        kafka_b0 = b0_kafka_consume(services, cfg, len(ledger.messages))
+        consumer = b2_consumer(services, cfg, ledger, RESULTS)
+        row = {"run": run, "b0_influx": ceiling, "b0_kafka": kafka_b0, "b2_consumer": consumer,
+               "ratio_consumer_vs_influx_ceiling": consumer["samples_per_s"] / ceiling["samples_per_s"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    summary = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "samples": n, "runs": runs,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "median_influx_ceiling_samples_per_s": statistics.median(r["b0_influx"]["samples_per_s"] for r in rows),
+        "median_kafka_consume_messages_per_s": statistics.median(r["b0_kafka"]["messages_per_s"] for r in rows),
+        "median_consumer_samples_per_s": statistics.median(r["b2_consumer"]["samples_per_s"] for r in rows),
+        "median_consumer_cpu_s_per_million": statistics.median(r["b2_consumer"]["cpu_s_per_million"] for r in rows),
+        "max_consumer_peak_rss_mb": max(r["b2_consumer"]["peak_rss_mb"] for r in rows),
+        "median_ratio_consumer_vs_influx_ceiling": statistics.median(r["ratio_consumer_vs_influx_ceiling"]
+                                                                     for r in rows),
+    }
+    (RESULTS / f"bench-{int(time.time())}.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
