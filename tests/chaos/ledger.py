@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from common.messages import SeriesWindow, headers
@@ -34,7 +35,7 @@ def checksum(points: set) -> str:
 def generate(seed: int, n_series: int, n_samples: int, per_message: int = 100, start_ms: int | None = None) -> Ledger:
     """n_series × n_samples unique samples (1 s apart), as series-window messages of `per_message` samples."""
     rng = random.Random(seed)
-    run = f"chaos-{seed}-{rng.getrandbits(32):08x}"
+    run = f"chaos-{seed}-{uuid.uuid4().hex[:8]}"  # unique per execution: earlier runs' points never count
     start = start_ms or int(time.time() * 1000) - 2 * 86_400_000
     ledger = Ledger(run)
     for s in range(n_series):
