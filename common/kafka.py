@@ -99,6 +99,9 @@ def group_consumer(cfg: HealthpipeConfig, group_id: str | None = None, **extra: 
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "max.poll.interval.ms": cfg.consumer.max_poll_interval_ms,
+        # librdkafka prefetches up to 64 MB per client by default; a few MB keep a replica's RSS flat
+        # under a large backlog without slowing it down (a batch is ~5,000 samples).
+        "queued.max.messages.kbytes": 8192,
         # Heartbeats run on librdkafka's own thread, so a short session only costs when a member dies:
         # its partitions move after this long instead of Kafka's default 45 s.
         "session.timeout.ms": cfg.consumer.session_timeout_ms,

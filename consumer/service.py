@@ -115,7 +115,7 @@ class ConsumerService:
             if time.monotonic() >= self._retry_at:
                 self._try_flush()
             return 0
-        messages = self.consumer.consume(self.cfg.consumer.poll_batch, timeout)
+        messages = self.consumer.consume(self._messages_wanted(), timeout)
         for msg in messages:
             self._accept(msg)
         if messages:
@@ -124,6 +124,12 @@ class ConsumerService:
                            or time.monotonic() - self.batch.started >= self.cfg.consumer.batch_max_age_seconds):
             self._try_flush()
         return len(messages)
+
+    def _messages_wanted(self) -> int:
+        """Ask Kafka for about as many messages as the batch has room for, so memory stays near batch_size."""
+        room = self.loader.settings.batch_size - self.batch.samples
+        per_message = self.batch.samples / len(self.batch.sources) if self.batch.sources else 100.0
+        return max(1, min(self.cfg.consumer.poll_batch, int(room / max(per_message, 1.0)) + 1))
 
     def run_continuous(self, until_idle: float | None = None) -> None:
         """Run until stop(), a fatal error, or `until_idle` seconds without a new message."""

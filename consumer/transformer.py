@@ -81,10 +81,16 @@ class DataTransformer:
         horizon_ms = (self.clock() + self.settings.max_future_skew_seconds) * 1000
         mark(ts > horizon_ms, "future_timestamp")
         raw = df["value"]
-        mark(raw.isna() | (raw.astype(str).str.strip() == ""), "null")
         value = pd.to_numeric(raw, errors="coerce")
-        mark(value.isna() & ~_is_nan_text(raw), "not_a_number")
-        mark(value.isna(), "nan")
+        # Only values that did not parse need a closer look (string ops are the costly part of cleaning).
+        unparsed = value.isna()
+        if unparsed.any():
+            text = raw[unparsed].astype(str).str.strip()
+            null = raw[unparsed].isna() | (text == "")
+            mark(null.reindex(df.index, fill_value=False), "null")
+            not_nan_text = ~text.str.lower().isin({"nan", "+nan", "-nan"})
+            mark(not_nan_text.reindex(df.index, fill_value=False), "not_a_number")
+            mark(unparsed, "nan")
         mark(np.isinf(value.fillna(0)), "inf")
         keep = reason.isna()
         clean = df.loc[keep, ["prefix", "src"]].assign(ts=ts[keep].astype("int64"), value=value[keep].astype(float))
@@ -143,10 +149,6 @@ class DataTransformer:
                 values.append(v)
         return pd.DataFrame({"prefix": prefixes, "allowed": allowed, "src": src,
                              "ts": pd.Series(ts, dtype=object), "value": pd.Series(values, dtype=object)})
-
-
-def _is_nan_text(raw: pd.Series) -> pd.Series:
-    return raw.astype(str).str.strip().str.lower().isin({"nan", "+nan", "-nan"})
 
 
 def drop_summary(dropped: Mapping[str, int]) -> str:
