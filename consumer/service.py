@@ -10,7 +10,6 @@ once it is written. Nothing is committed past unwritten data and nothing is drop
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from common.errors import HealthpipeError, InfluxAuthError, InfluxUnavailableErr
 from common.kafka import ensure_topics, group_consumer, plain_producer
 from common.messages import MalformedMessage, SeriesWindow, decode
 from common.observability import StatusServer
+from common.process import run_service
 from consumer.dead_letters import DeadLetter, DeadLetterError, DeadLetterWriter
 from consumer.loader import InfluxDBLoader, WriteResult, backoff
 from consumer.metrics import ConsumerMetrics
@@ -373,17 +373,6 @@ def main(config_path: str | None = None, until_idle: float | None = None) -> int
     cfg = load_config(config_path)
     logs.configure(cfg.pipeline.log_level, cfg.secrets())
     service = ConsumerService(cfg)
-    if cfg.consumer.metrics_port:
-        service.status_server = StatusServer(service.metrics.registry, service.ready,
-                                             cfg.consumer.metrics_port).start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop())
-    try:
-        service.initialize()
-        service.run_continuous(until_idle)
-    finally:
-        service.close()
-    log.info("consumer_stopped")
-    return 0
+    return run_service("consumer", service, cfg.consumer.metrics_port, lambda: service.run_continuous(until_idle))
 
 

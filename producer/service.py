@@ -8,7 +8,6 @@ and counted and does not stop the others; its watermark stays put, so the next c
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 
@@ -19,6 +18,7 @@ from common.errors import ConfigError, HealthpipeError, PrometheusError, Publish
 from common.kafka import ensure_topics
 from common.messages import SeriesWindow
 from common.observability import StatusServer
+from common.process import run_service
 from producer import watermarks
 from producer.extractor import PrometheusExtractor
 from producer.metrics import ProducerMetrics
@@ -173,19 +173,11 @@ def main(config_path: str | None = None, once: bool = False) -> int:
     cfg = load_config(config_path)
     logs.configure(cfg.pipeline.log_level, cfg.secrets())
     service = ProducerService(cfg)
-    if cfg.producer.metrics_port:
-        service.status_server = StatusServer(service.metrics.registry, service.ready,
-                                             cfg.producer.metrics_port).start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop())
-    try:
-        service.initialize()
+
+    def loop() -> None:
         if once:
-            published = service.run_single_cycle()
-            log.info("cycle_done published=%s", published)
+            log.info("cycle_done published=%s", service.run_single_cycle())
         else:
             service.run_continuous()
-    finally:
-        service.close()
-    log.info("producer_stopped")
-    return 0
+
+    return run_service("producer", service, cfg.producer.metrics_port, loop)
