@@ -98,3 +98,27 @@ def test_move_offsets_refuses_a_live_group_then_rewinds_a_stopped_one(services, 
     again.join()
     assert again.metric("healthpipe_consumer_samples_written_total") == len(expected)  # re-loaded all
     assert loaded(cfg, run) == expected and committed_all(cfg)
+
+
+def test_backfill_publishes_a_window_without_touching_watermarks(services, tmp_path, monkeypatch):
+    from producer import backfill, watermarks
+    from producer.service import ProducerService
+    from tests.integration.test_producer import RAW_UP, prometheus_raw, published, wait_for_scrapes
+
+    wait_for_scrapes(services, seconds=10)
+    cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "1m", "lag_seconds": 1})
+    live = ProducerService(cfg)
+    live.initialize()
+    live.run_single_cycle()
+    live.close()
+    marks = watermarks.load(cfg)
+    end_ms = (int(time.time()) - 5) * 1000
+    start_ms = end_ms - 8000
+    monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", services.influx_token)
+    config_file = write_config(cfg, tmp_path / "c.yaml")
+    before = len(published(cfg)[0])
+    assert backfill.main(str(config_file), iso(start_ms), iso(end_ms), "availability") == 0
+    assert watermarks.load(cfg) == marks  # untouched
+    samples = published(cfg)[0][before:]
+    assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', start_ms, end_ms)
+    assert samples and len(samples) == len(set(samples))
