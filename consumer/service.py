@@ -1,7 +1,9 @@
 """ConsumerService (the plan's SimpleETLPipeline, for process 2): Kafka → clean → InfluxDB.
 
-One explicit loop: poll a batch of messages → accumulate → flush when the batch is full or old.
-Only `flush()` commits, and only what InfluxDB (or the dead-letter topic) has acknowledged. While
+One explicit loop: poll messages → accumulate a batch → when it is full or old, dispatch it: transform it
+and hand its write to a single writer thread, so InfluxDB ingests batch N while the loop reads and
+transforms batch N+1. Batches complete in order and only completion commits, and only what InfluxDB
+(or the dead-letter topic) has acknowledged. While
 InfluxDB is unavailable the batch is held, the partitions are paused and the loop keeps polling, so
 the consumer stays in its group; the held batch is retried with backoff and the partitions resume
 once it is written. Nothing is committed past unwritten data and nothing is dropped.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import orjson
@@ -53,6 +56,8 @@ class Batch:
     transformed: TransformResult | None = None  # kept across retries: transform once, count drops once
     written_upto: int = 0  # lines already acknowledged by InfluxDB in a partly retried flush
     write_result: WriteResult = field(default_factory=WriteResult)
+    dead_lettered: int = 0  # how many of write_result.rejected went to the dead-letter topic already
+    write: Future | None = None  # the writer thread's job, while in flight
 
     def __bool__(self) -> bool:
         return bool(self.offsets)
@@ -69,7 +74,9 @@ class ConsumerService:
         self.transformer = DataTransformer(cfg.transform)
         self.consumer: Consumer = None  # type: ignore[assignment]  # set by initialize()
         self.dead_letters: DeadLetterWriter | None = None
-        self.batch = Batch()
+        self.batch = Batch()  # the open batch, accumulating
+        self.inflight: Batch | None = None  # the dispatched batch, written but maybe not yet committed
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-writer")
         self._held_attempts = 0
         self._retry_at = 0.0
         self._stop = threading.Event()
@@ -111,19 +118,42 @@ class ConsumerService:
         if self._held():
             # Paused: poll serves heartbeats-by-poll (max.poll.interval.ms) and rebalance callbacks.
             self.consumer.pause(self.consumer.assignment())
-            self.consumer.poll(min(timeout, max(0.0, self._retry_at - time.monotonic())) or 0.05)
+            self._poll_one(min(timeout, max(0.0, self._retry_at - time.monotonic())) or 0.05)
             if time.monotonic() >= self._retry_at:
-                self._try_flush()
+                self._attempt(self.flush)
+            return 0
+        if self._batch_due() and self._writer_busy():
+            # Backpressure: the next batch is ready while InfluxDB still takes the previous one. Wait for
+            # the writer in short steps; one poll per step keeps max.poll.interval.ms from expiring (and
+            # adds at most one message). No pause here: pausing drops librdkafka's prefetched messages.
+            self._poll_one(0)
+            if self.inflight is not None and self.inflight.write is not None:
+                wait([self.inflight.write], timeout=timeout)
             return 0
         messages = self.consumer.consume(self._messages_wanted(), timeout)
         for msg in messages:
             self._accept(msg)
         if messages:
             self._last_message = time.monotonic()
-        if self.batch and (self.batch.samples >= self.loader.settings.batch_size
-                           or time.monotonic() - self.batch.started >= self.cfg.consumer.batch_max_age_seconds):
-            self._try_flush()
+        if self.inflight is not None and self.inflight.write is not None and self.inflight.write.done():
+            self._attempt(self._complete_inflight)  # commit as soon as InfluxDB has answered
+        if self._batch_due() and not self._writer_busy():  # busy: the next cycle waits without blocking
+            self._attempt(self._dispatch)
         return len(messages)
+
+    def _writer_busy(self) -> bool:
+        return self.inflight is not None and self.inflight.write is not None and not self.inflight.write.done()
+
+    def _batch_due(self) -> bool:
+        return bool(self.batch) and (self.batch.samples >= self.loader.settings.batch_size or
+                                     time.monotonic() - self.batch.started >= self.cfg.consumer.batch_max_age_seconds)
+
+    def _poll_one(self, timeout: float) -> None:
+        """Poll without consuming a batch: serves rebalance callbacks and max.poll.interval.ms. A message
+        it returns (one fetched before a pause, say) joins the open batch like any other: never dropped."""
+        msg = self.consumer.poll(timeout)
+        if msg is not None:
+            self._accept(msg)
 
     def _messages_wanted(self) -> int:
         """Ask Kafka for about as many messages as the batch has room for, so memory stays near batch_size."""
@@ -137,7 +167,7 @@ class ConsumerService:
             self.run_single_cycle()
             if not self.assigned:
                 self._last_message = time.monotonic()  # idle means "nothing to read", not "not joined yet"
-            if (until_idle is not None and not self.batch and not self._held()
+            if (until_idle is not None and not self.batch and self.inflight is None and not self._held()
                     and time.monotonic() - self._last_message >= until_idle):
                 log.info("consumer_idle seconds=%.0f", until_idle)
                 break
@@ -148,10 +178,11 @@ class ConsumerService:
     def close(self, grace: float = 20.0) -> None:
         """Flush and commit what we hold (within `grace`), then leave the group."""
         if self.consumer is not None:
-            if self.batch and self._fatal is None:
+            if (self.batch or self.inflight) and self._fatal is None:
                 self._flush_within(grace)
             self.consumer.close()  # leaves the group; on_revoke runs with an empty batch
             self.consumer = None  # type: ignore[assignment]
+        self._writer.shutdown(wait=True)
         self.loader.close()
         if self.status_server is not None:
             self.status_server.stop()
@@ -195,53 +226,78 @@ class ConsumerService:
     # --- flushing --------------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Make the batch durable, then commit it. In order:
+        """Make everything consumed durable, then commit it; synchronous (shutdown, revoke, retries).
 
-        1. transform the batch (once: a retried flush reuses the lines and does not recount drops);
-        2. write the lines to InfluxDB in chunks of batch_size; lines InfluxDB rejects (400/422/413 on a
-           single point) become dead letters carrying the status and response body;
-        3. flush the dead-letter producer and check every delivery;
-        4. commit the processed offsets, synchronously;
-        5. start a new batch.
-        A failure in 2-3 raises and leaves the batch (and the uncommitted offsets) in place.
+        In order: complete the in-flight batch (below), then dispatch the open batch and complete it too.
+        Completing a batch means:
+        1. its lines are all written to InfluxDB (by the writer thread, or here when retrying); lines
+           InfluxDB rejects (400/422, or 413 on a single point) are collected with status and body;
+        2. the rejected lines go to the dead-letter topic, and every dead letter's delivery is checked;
+        3. its processed offsets are committed, synchronously.
+        A failure in 1-2 raises and leaves the batch in flight (nothing committed) for the next attempt.
         """
-        batch = self.batch
-        if not batch:
-            return
+        self._complete_inflight()
+        if self.batch:
+            self._dispatch()
+            self._complete_inflight()
+
+    def _dispatch(self) -> None:
+        """Hand the open batch to the writer thread (after the previous one completed: commits stay in order)."""
+        self._complete_inflight()
+        batch, self.batch = self.batch, Batch()
         if batch.transformed is None:
             batch.transformed = self.transformer.transform(batch.windows)
             for reason, n in batch.transformed.dropped.items():
                 self.metrics.samples_dropped.labels(reason).inc(n)
-        result = batch.transformed
+        batch.write = self._writer.submit(self._write_lines, batch)
+        self.inflight = batch
+
+    def _write_lines(self, batch: Batch) -> None:
+        """Write the batch's remaining lines in chunks of batch_size (writer thread, or main thread on retry)."""
+        assert batch.transformed is not None
+        lines = batch.transformed.lines
         size = self.loader.settings.batch_size
-        while batch.written_upto < len(result.lines):
-            chunk = result.lines[batch.written_upto:batch.written_upto + size]
+        while batch.written_upto < len(lines):
+            chunk = lines[batch.written_upto:batch.written_upto + size]
             t0 = time.perf_counter()
             written = self.loader.write(chunk)
             self.metrics.write_seconds.observe(time.perf_counter() - t0)
-            self._dead_letter_rejected(written, batch.written_upto)
             batch.write_result.written += written.written
+            batch.write_result.rejected.extend(written.rejected)
             batch.written_upto += len(chunk)
+
+    def _complete_inflight(self) -> None:
+        """Steps 1-3 of `flush()` for the in-flight batch; raises (keeping it in flight) on failure."""
+        batch = self.inflight
+        if batch is None:
+            return
+        if batch.write is not None:
+            job, batch.write = batch.write, None
+            job.result()  # the writer's error, if any, surfaces here; a retry continues from written_upto
+        self._write_lines(batch)
+        self._dead_letter_rejected(batch)
         assert self.dead_letters is not None
         self.dead_letters.flush()
         self._commit(batch)
+        self.inflight = None
+        assert batch.transformed is not None
         self.metrics.samples_written.inc(batch.write_result.written)
-        self.metrics.batch_samples.observe(result.samples_in)
+        self.metrics.batch_samples.observe(batch.transformed.samples_in)
         log.info("batch_flushed messages=%d samples=%d written=%d rejected=%d %s",
-                 len(batch.sources), result.samples_in, batch.write_result.written,
-                 len(batch.write_result.rejected), drop_summary(result.dropped))
-        self.batch = Batch()
+                 len(batch.sources), batch.transformed.samples_in, batch.write_result.written,
+                 len(batch.write_result.rejected), drop_summary(batch.transformed.dropped))
 
-    def _dead_letter_rejected(self, written: WriteResult, line_base: int) -> None:
-        if not written.rejected:
+    def _dead_letter_rejected(self, batch: Batch) -> None:
+        new = batch.write_result.rejected[batch.dead_lettered:]
+        if not new:
             return
-        assert self.batch.transformed is not None
-        index = {line: i for i, line in enumerate(self.batch.transformed.lines)}
-        for rejected in written.rejected:
-            source = self.batch.sources[self.batch.transformed.sources[index[rejected.line]]]
+        assert batch.transformed is not None
+        index = {line: i for i, line in enumerate(batch.transformed.lines)}
+        for rejected in new:
+            source = batch.sources[batch.transformed.sources[index[rejected.line]]]
             self._dead_letter(source, "influx_rejected", rejected.body, value=rejected.line.encode(),
                               status=rejected.status)
-            self.batch.write_result.rejected.append(rejected)
+        batch.dead_lettered += len(new)
 
     def _commit(self, batch: Batch) -> None:
         offsets = batch.offsets.to_commit()
@@ -259,9 +315,10 @@ class ConsumerService:
                 self.metrics.committed.labels(tp.topic, str(tp.partition)).set(tp.offset)
         log.debug("committed offsets=%s", _fmt(offsets))
 
-    def _try_flush(self) -> bool:
+    def _attempt(self, step) -> bool:
+        """Run a flushing step; on InfluxDB or dead-letter trouble hold what is in flight and back off."""
         try:
-            self.flush()
+            step()
         except (InfluxUnavailableError, DeadLetterError) as exc:
             self.metrics.write_failures.inc()
             retry_after = exc.retry_after if isinstance(exc, InfluxUnavailableError) else None
@@ -271,17 +328,16 @@ class ConsumerService:
             if self._held_attempts == 1:
                 self.consumer.pause(self.consumer.assignment())
                 self.metrics.paused.set(1)
+            held = (self.inflight.transformed.samples_in if self.inflight and self.inflight.transformed else 0)
             log.warning("flush_failed attempt=%d retry_in=%.1fs samples=%d error=%s", self._held_attempts, delay,
-                        self.batch.samples, exc)
+                        held + self.batch.samples, exc)
             return False
         except InfluxAuthError as exc:
             self._fatal = exc
             raise
         if self._held_attempts:
             log.info("flush_recovered attempts=%d", self._held_attempts)
-            self._held_attempts = 0
-            self.consumer.resume(self.consumer.assignment())
-            self.metrics.paused.set(0)
+            self._resume()
         return True
 
     def _held(self) -> bool:
@@ -305,16 +361,28 @@ class ConsumerService:
 
     def _abandon(self, lost: set[tuple[str, int]], reason: str) -> None:
         """Drop the uncommitted batch; rewind the partitions we keep so their messages are read again."""
-        rewind = [tp for tp in self.batch.offsets.rewind_points() if (tp.topic, tp.partition) not in lost]
-        log.warning("batch_abandoned reason=%s messages=%d rewind=%s", reason, len(self.batch.sources), _fmt(rewind))
-        self.batch = Batch()
+        first: dict[tuple[str, int], int] = {}
+        for batch in (self.batch, self.inflight):  # the in-flight batch holds the older offsets
+            for tp in batch.offsets.rewind_points() if batch else []:
+                key = (tp.topic, tp.partition)
+                first[key] = min(first.get(key, tp.offset), tp.offset)
+        rewind = [TopicPartition(t, p, o) for (t, p), o in sorted(first.items()) if (t, p) not in lost]
+        messages = len(self.batch.sources) + (len(self.inflight.sources) if self.inflight else 0)
+        log.warning("batch_abandoned reason=%s messages=%d rewind=%s", reason, messages, _fmt(rewind))
+        # An abandoned write may still finish on the writer thread: harmless, only completion commits.
+        self.batch, self.inflight = Batch(), None
         for tp in rewind:
             try:
                 self.consumer.seek(tp)
             except KafkaException as exc:
                 log.error("rewind_failed partition=%s/%d error=%s", tp.topic, tp.partition, exc)
+        self._resume()
+
+    def _resume(self) -> None:
+        """Leave the held state: resume every partition we own."""
         if self._held_attempts:
             self._held_attempts = 0
+            self.consumer.resume(self.consumer.assignment())
             self.metrics.paused.set(0)
 
     # --- rebalance callbacks -----------------------------------------------------------------------------
@@ -334,13 +402,10 @@ class ConsumerService:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned = self.assigned - revoked
         log.info("partitions_revoked partitions=%s", _fmt(partitions))
-        if not self.batch:
+        if not self.batch and self.inflight is None:
             return
         if self._fatal is None and self._flush_within(self.cfg.consumer.revoke_deadline_seconds):
-            if self._held_attempts:
-                self._held_attempts = 0
-                consumer.resume(consumer.assignment())
-                self.metrics.paused.set(0)
+            self._resume()
             return
         self._abandon(revoked, "revoke_deadline")
 
@@ -349,7 +414,7 @@ class ConsumerService:
         self.metrics.rebalances.labels("lost").inc()
         self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
         log.warning("partitions_lost partitions=%s", _fmt(partitions))
-        if self.batch:
+        if self.batch or self.inflight is not None:
             self._abandon({(tp.topic, tp.partition) for tp in partitions}, "partitions_lost")
 
     # --- librdkafka callbacks ------------------------------------------------------------------------------

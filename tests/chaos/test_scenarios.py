@@ -65,6 +65,7 @@ def test_05_influxdb_stopped_60s(native):
     try:
         wait_until(lambda: replica.metric("healthpipe_consumer_samples_written_total") > 0, 60, what="first writes")
         stack.stop(influxdb)
+        time.sleep(3)  # a write that InfluxDB acknowledged while shutting down may still commit: let it
         before = kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic)
         time.sleep(60)
         assert kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic) == before
@@ -189,3 +190,58 @@ def test_14_hostile_labels_and_a_token_never_logged(native, tmp_path):
     text = log.read_text()
     assert cfg.load.influxdb.token.get_secret_value() not in text
     assert "missing-bucket" in text  # the error named the cause
+
+
+def test_04_producer_stopped_for_two_minutes_backfills_the_gap_exactly(native):
+    from producer.service import ProducerService
+    from tests.integration.test_producer import RAW_UP, prometheus_raw, published, wait_for_scrapes
+
+    wait_for_scrapes(native)
+    # max_backfill must exceed the outage, or the producer (rightly) skips what is older, loudly
+    cfg = native.config(extract={"queries": [RAW_UP], "max_backfill": "5m", "lag_seconds": 1,
+                                 "raw_chunk": "20s"})
+    first = ProducerService(cfg)
+    first.initialize()
+    first.run_single_cycle()
+    stopped_at = first.watermarks["availability"]
+    first.close()
+    time.sleep(120)  # the outage
+    second = ProducerService(cfg)
+    second.initialize()
+    second.run_single_cycle()  # backfills ~120 s in 20 s windows
+    end = second.watermarks["availability"]
+    second.close()
+    assert end - stopped_at >= 120_000
+    samples, begin = published(cfg)
+    keys = [(labels, ts) for labels, ts, _ in samples]
+    assert len(keys) == len(set(keys)), "duplicate (series, timestamp)"
+    assert set(samples) == prometheus_raw(native.prometheus_url, 'up{job="test-app"}', begin, end)
+    assert sum(1 for _, ts, _ in samples if stopped_at < ts <= end) >= 100  # the gap, at 1 s scrapes
+
+
+def test_10_write_slower_than_max_poll_interval(native):
+    """InfluxDB answers after 15 s while max.poll.interval.ms is 10 s.
+
+    Writes run on the consumer's writer thread while its loop keeps polling (paused, under backpressure),
+    so a slow write no longer costs the member its partitions: it stays in the group, commits nothing
+    until the write returns, and the data ends up exact."""
+    proxy = FaultProxy(native.influx_url)
+    try:
+        cfg, ledger = setup(native, 10, 40, 500, influxdb={"url": proxy.url, "timeout_seconds": 60,
+                                                        "batch_size": 2000},
+                            consumer={"max_poll_interval_ms": 10_000})
+        proxy.fail_path_prefix = "/api/v2/write"
+        proxy.delay = 15.0
+        replica = ConsumerThread(cfg)
+        wait_until(lambda: proxy.requests >= 2, 60, what="the first (slow) write")  # 1 = the bucket check
+        time.sleep(5)
+        assert not any(o >= 0 for o in kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic).values())
+        wait_until(lambda: proxy.requests >= 3, 60, what="a second slow write")
+        proxy.delay = 0.0
+        wait_until(lambda: committed_all(cfg), 180, what="drain after the slow writes")
+        kicked = sum(replica.metric("healthpipe_consumer_rebalances_total", {"kind": k}) for k in ("lost", "revoke"))
+        assert kicked == 0 and len(replica.service.assigned) == cfg.kafka.partitions
+        replica.stop()
+        ledger.assert_exact(cfg)
+    finally:
+        proxy.close()

@@ -41,7 +41,7 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                if proxy.delay:
+                if proxy.delay and self.path.startswith(proxy.fail_path_prefix):
                     threading.Event().wait(proxy.delay)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
                 resp = session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
