@@ -18,7 +18,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         folder = Path(str(item.fspath)).parent.name
         if folder in _BY_FOLDER:
             item.add_marker(_BY_FOLDER[folder])
-        elif not any(item.iter_markers(name) for name in _BY_FOLDER):
+        elif not any(item.get_closest_marker(name) for name in _BY_FOLDER):
             item.add_marker(pytest.mark.unit)  # e.g. tests/test_simple_etl.py: fast, no services
 
 
