@@ -23,16 +23,17 @@ stack-down:
 stack-status: install
 	$(HP) stack status
 
-test: install
+# The real services are part of the tests: bring the native stack up first (idempotent, seconds when warm).
+test: stack-up
 	$(PYTEST) -m "unit or integration"
 
 test-unit: install
 	$(PYTEST) -m unit -q
 
-test-integration: install
+test-integration: stack-up
 	$(PYTEST) -m integration
 
-test-chaos: install
+test-chaos: stack-up
 	$(PYTEST) -m chaos
 
 lint: install
