@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("consumer", help="process 2: consume from Kafka, clean, load into InfluxDB")
     p.add_argument("--config")
     p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
-                   help="exit after this many seconds without new messages")
+                   help="exit after this many seconds without new messages (after a crash, make it longer than "
+                        "consumer.session_timeout_ms: the dead member's partitions reach this one only then)")
     p.set_defaults(func=_consumer)
 
     p = sub.add_parser("backfill", help="publish a historical window without touching watermarks")
