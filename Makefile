@@ -53,11 +53,16 @@ logs:
 status: install
 	$(HP) status
 
-bench: install
+# Benchmarks need the stack; results in BENCHMARKS.md (numbers) and bench/results/ (raw, git-ignored).
+bench: stack-up
 	$(PY) -m bench.run --quick
+	$(PY) -m bench.producer --minutes 5
+	$(PY) -m bench.freshness --seconds 30
 
-bench-full: install
+bench-full: stack-up
 	$(PY) -m bench.run
+	$(PY) -m bench.producer --minutes 15
+	$(PY) -m bench.freshness --seconds 120
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
