@@ -23,13 +23,15 @@ from producer import watermarks
 from producer.extractor import PrometheusExtractor
 from producer.metrics import ProducerMetrics
 from producer.publisher import TransactionalPublisher
-from producer.windows import RAW_ALIGN_MS, Window, chunk_ms, first_watermark, pending_windows, read_limit
+from producer.windows import Window, chunk_ms, first_watermark, pending_windows, read_limit
 
 log = logging.getLogger(__name__)
 
 
 def _grid(q: QuerySettings) -> int:
-    return q.step_ms if q.mode == "range" else RAW_ALIGN_MS
+    # range: the step grid keeps timestamps deterministic; raw: samples keep their own timestamps, so the
+    # millisecond is grid enough (a coarser one only delays the newest samples)
+    return q.step_ms if q.mode == "range" else 1
 
 
 class ProducerService:

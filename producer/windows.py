@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 # Prometheus refuses more than 11,000 points per series in one query_range request; stay below it.
 MAX_POINTS_PER_REQUEST = 10_000
-RAW_ALIGN_MS = 1000
+RAW_MIN_CHUNK_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ def read_limit(now_ms: int, lag_ms: int, step_ms: int) -> int:
 def chunk_ms(mode: str, step_ms: int, raw_chunk_ms: int) -> int:
     if mode == "range":
         return step_ms * MAX_POINTS_PER_REQUEST
-    return max(RAW_ALIGN_MS, align_down(raw_chunk_ms, RAW_ALIGN_MS))
+    return max(RAW_MIN_CHUNK_MS, raw_chunk_ms)
 
 
 def pending_windows(watermark_ms: int, limit_ms: int, size_ms: int) -> list[Window]:

@@ -51,7 +51,7 @@ class TestSimpleETL(unittest.TestCase):
             published = self.service.run_single_cycle()
         self.assertEqual(published, {"availability": 1, "error_rate": 1})
         limit_ms = int((NOW - 10) * 1000)
-        self.assertEqual(self.service.watermarks["availability"], limit_ms - limit_ms % 1000)
+        self.assertEqual(self.service.watermarks["availability"], limit_ms)
         query, windows, watermark = self.service.publisher.transactions[0]
         self.assertEqual((query, watermark), ("availability", self.service.watermarks["availability"]))
         lines = DataTransformer(self.config.transform, clock=lambda: NOW).transform(windows).lines

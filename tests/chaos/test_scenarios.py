@@ -16,6 +16,7 @@ from tests.support.pipeline import (
     ConsumerThread,
     committed_all,
     start_process,
+    wait_for_log,
     wait_until,
     write_config,
 )
@@ -53,7 +54,10 @@ def test_02_kill_9_consumer_at_10_random_moments(native, tmp_path):
         time.sleep(rng.uniform(1.0, 4.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    proc = start_process("consumer", config_file, cfg, log=tmp_path / "consumer.log")
+    log = tmp_path / "consumer.log"
+    since = log.stat().st_size
+    proc = start_process("consumer", config_file, cfg, log=log)
+    wait_for_log(log, "partitions_assigned", since)  # running, with its SIGTERM handler in place
     wait_until(lambda: committed_all(cfg), 600, what="every offset committed after 10 crashes")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0

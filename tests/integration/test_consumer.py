@@ -18,6 +18,7 @@ from tests.support.pipeline import (
     committed_all,
     series_messages,
     start_process,
+    wait_for_log,
     wait_until,
     write_config,
 )
@@ -139,7 +140,10 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(services, tmp_path):
         proc.wait()
     # Not --until-idle: the killed member keeps its partitions until its session times out (10 s), so a
     # short idle timer could end this run before they reach it. Wait for the commits instead.
-    proc = start_process("consumer", config_file, cfg, log=tmp_path / "consumer.log")
+    log = tmp_path / "consumer.log"
+    since = log.stat().st_size
+    proc = start_process("consumer", config_file, cfg, log=log)
+    wait_for_log(log, "partitions_assigned", since)  # running, with its SIGTERM handler in place
     wait_until(lambda: committed_all(cfg), 300, what="every offset committed after the crashes")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0

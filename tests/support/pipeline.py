@@ -67,6 +67,15 @@ def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: st
                             env=process_env(cfg), stdout=out, stderr=subprocess.STDOUT)
 
 
+def wait_for_log(log: Path, text: str, since: int, timeout: float = 60) -> None:
+    """Wait until `text` appears in `log` after byte `since` (a process started after that point wrote it)."""
+    def seen() -> bool:
+        with open(log, "rb") as f:
+            f.seek(since)
+            return text.encode() in f.read()
+    wait_until(seen, timeout, interval=0.2, what=f"{text!r} in {log.name}")
+
+
 def series_messages(run: str, n_series: int, n_samples: int, start_ms: int, step_ms: int = 1000,
                     metric: str = "up") -> tuple[list, set]:
     """Kafka messages (key, value, headers) for n_series × n_samples, and the expected (series, ts, value)."""
