@@ -1,4 +1,4 @@
-"""Prometheus-style durations ("15s", "5m", "6h", "7d", "1h30m") to seconds and back."""
+"""Prometheus-style durations ("15s", "5m", "6h", "7d", "1h30m") to seconds."""
 
 import re
 
@@ -26,12 +26,3 @@ def parse_duration(text: str | int | float) -> float:
     if pos != len(s) or not s:
         raise ValueError(f"not a duration: {text!r} (expected e.g. 15s, 5m, 6h, 7d)")
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact Prometheus duration for a whole number of milliseconds."""
-    ms = round(seconds * 1000)
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"

@@ -8,7 +8,6 @@ pid and log under `.stack/`. `down` stops exactly the processes whose pids it re
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -330,16 +329,6 @@ def stop(svc: Service, grace: float = 30.0) -> None:
     svc.pid_file.unlink(missing_ok=True)
 
 
-def kill(svc: Service) -> None:
-    """SIGKILL, for chaos tests: no chance to clean up."""
-    pid = svc.pid()
-    if pid is not None:
-        _signal_group(pid, signal.SIGKILL)
-        while _alive(pid):
-            time.sleep(0.05)
-    svc.pid_file.unlink(missing_ok=True)
-
-
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)  # start_new_session made pid the group leader: children go too
@@ -419,7 +408,3 @@ def status() -> bool:
     for r in rows:
         print(f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  pid {r[2]:<{width[2]}}  {r[3]}")
     return healthy
-
-
-def status_json() -> str:
-    return json.dumps({s.name: {"pid": s.pid(), "log": str(s.log_file)} for s in SERVICES})

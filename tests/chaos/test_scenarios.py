@@ -15,8 +15,9 @@ from tests.support.faults import FaultProxy
 from tests.support.pipeline import (
     ConsumerThread,
     committed_all,
+    consume_to_the_end,
+    kill_9_after,
     start_process,
-    wait_for_log,
     wait_until,
     write_config,
 )
@@ -49,18 +50,9 @@ def test_02_kill_9_consumer_at_10_random_moments(native, tmp_path):
     cfg, ledger = setup(native, 2, 100, 1000, influxdb={"batch_size": 2000})
     config_file = write_config(cfg, tmp_path / "c.yaml")
     rng = random.Random(2)
-    for _ in range(10):
-        proc = start_process("consumer", config_file, cfg, log=tmp_path / "consumer.log")
-        time.sleep(rng.uniform(1.0, 4.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     log = tmp_path / "consumer.log"
-    since = log.stat().st_size
-    proc = start_process("consumer", config_file, cfg, log=log)
-    wait_for_log(log, "partitions_assigned", since)  # running, with its SIGTERM handler in place
-    wait_until(lambda: committed_all(cfg), 600, what="every offset committed after 10 crashes")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    kill_9_after("consumer", config_file, cfg, [rng.uniform(1.0, 4.0) for _ in range(10)], log)
+    consume_to_the_end(config_file, cfg, log, timeout=600)
     assert_done(cfg, ledger)
 
 

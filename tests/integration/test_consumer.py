@@ -16,9 +16,10 @@ from tests.support import influx, kafka
 from tests.support.pipeline import (
     ConsumerThread,
     committed_all,
+    consume_to_the_end,
+    kill_9_after,
     series_messages,
     start_process,
-    wait_for_log,
     wait_until,
     write_config,
 )
@@ -133,20 +134,9 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(services, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not committed_all(cfg), "the consumer finished before it was killed: the test proves nothing"
-    for delay in (1.0, 2.0):  # two more crashes at arbitrary moments
-        proc = start_process("consumer", config_file, cfg, log=tmp_path / "consumer.log")
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    # Not --until-idle: the killed member keeps its partitions until its session times out (10 s), so a
-    # short idle timer could end this run before they reach it. Wait for the commits instead.
     log = tmp_path / "consumer.log"
-    since = log.stat().st_size
-    proc = start_process("consumer", config_file, cfg, log=log)
-    wait_for_log(log, "partitions_assigned", since)  # running, with its SIGTERM handler in place
-    wait_until(lambda: committed_all(cfg), 300, what="every offset committed after the crashes")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    kill_9_after("consumer", config_file, cfg, (1.0, 2.0), log)  # two more crashes at arbitrary moments
+    consume_to_the_end(config_file, cfg, log)
     assert loaded(cfg, run) == expected
     assert committed_all(cfg)
 
@@ -212,3 +202,13 @@ def test_influxdb_down_for_30s_pauses_without_committing_then_drains(services):
     replica.stop()
     assert loaded(cfg, run) == expected_first | expected_second
     assert replica.metric("healthpipe_consumer_paused") == 0
+
+
+def test_loader_test_connection_checks_the_bucket(services):
+    from consumer.loader import InfluxDBLoader
+
+    cfg = services.config()
+    assert InfluxDBLoader(cfg.load.influxdb).test_connection() is True
+    missing = cfg.load.influxdb.model_copy(update={"bucket": "no-such-bucket"})
+    assert InfluxDBLoader(missing).test_connection() is False
+    assert InfluxDBLoader(cfg.load.influxdb.model_copy(update={"url": "http://127.0.0.1:9"})).test_connection() is False

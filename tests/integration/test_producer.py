@@ -177,3 +177,14 @@ def test_kill_9_mid_cycle_then_restart_leaves_no_gap_and_no_duplicate(services, 
     keys = [(labels, ts) for labels, ts, _ in samples]
     assert len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} duplicate (series, timestamp)"
     assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', begin, end)
+
+
+def test_the_plans_four_core_queries_all_return_data(services):
+    """get_basic_metrics(): availability, request rate, p95 latency and error rate from the demo app."""
+    from producer.extractor import PrometheusExtractor
+
+    wait_for_scrapes(services, seconds=20)  # rate(...[1m]) needs a few scrapes
+    results = PrometheusExtractor(services.prometheus_url).get_basic_metrics(lookback="1m")
+    assert set(results) == {"availability", "request_rate", "latency_p95", "error_rate"}
+    for name, series in results.items():
+        assert isinstance(series, list) and series and all(s.samples for s in series), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -74,6 +75,28 @@ def wait_for_log(log: Path, text: str, since: int, timeout: float = 60) -> None:
             f.seek(since)
             return text.encode() in f.read()
     wait_until(seen, timeout, interval=0.2, what=f"{text!r} in {log.name}")
+
+
+def kill_9_after(kind: str, config_file: Path, cfg: HealthpipeConfig, delays, log: Path) -> None:
+    """Start the process and SIGKILL it after each delay in turn: crashes at arbitrary moments."""
+    for delay in delays:
+        proc = start_process(kind, config_file, cfg, log=log)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def consume_to_the_end(config_file: Path, cfg: HealthpipeConfig, log: Path, timeout: float = 300) -> None:
+    """Run a consumer process until every offset is committed, then SIGTERM it; it must exit 0.
+
+    Not --until-idle: a killed member keeps its partitions until its session times out, so a short idle
+    timer could end the run before they reach this one."""
+    since = log.stat().st_size if log.exists() else 0
+    proc = start_process("consumer", config_file, cfg, log=log)
+    wait_for_log(log, "partitions_assigned", since)  # running, with its SIGTERM handler in place
+    wait_until(lambda: committed_all(cfg), timeout, what="every offset committed")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
 
 
 def series_messages(run: str, n_series: int, n_samples: int, start_ms: int, step_ms: int = 1000,
