@@ -17,17 +17,14 @@ import time
 from producer.service import ProducerService
 from tests.support import influx
 from tests.support.pipeline import ConsumerThread
-from tests.support.services import from_environment
+from tests.support.services import native_or_exit
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=60)
     args = parser.parse_args()
-    services = from_environment()
-    if services is None:
-        print("no stack: run `make stack-up` first", file=sys.stderr)
-        return 1
+    services = native_or_exit()
     query = {"name": "availability", "promql": 'up{job="test-app"}', "mode": "raw", "metric_type": "availability"}
     cfg = services.config(extract={"queries": [query], "lag_seconds": 1, "interval_seconds": 1,
                                    "max_backfill": "10s"},

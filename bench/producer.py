@@ -21,7 +21,7 @@ from common.config import QuerySettings
 from producer.service import ProducerService
 from producer.windows import Window, pending_windows
 from tests.support.kafka import read_topic
-from tests.support.services import from_environment
+from tests.support.services import native_or_exit
 
 QUERY = QuerySettings(name="self", promql='{job="prometheus"}', mode="raw", metric_type="gauge")
 
@@ -54,10 +54,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    services = from_environment()
-    if services is None:
-        print("no stack: run `make stack-up` first", file=sys.stderr)
-        return 1
+    services = native_or_exit()
     end = (int(time.time()) - 5) * 1000
     windows = pending_windows(end - args.minutes * 60_000, end, 60_000)
     rows = []

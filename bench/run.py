@@ -30,7 +30,7 @@ from consumer.transformer import DataTransformer
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.pipeline import committed_all, write_config
-from tests.support.services import from_environment
+from tests.support.services import native_or_exit
 
 RESULTS = Path(__file__).parent / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -142,10 +142,7 @@ def main() -> int:
     args = parser.parse_args()
     n = args.samples or (500_000 if args.quick else 2_000_000)
     runs = args.runs or 3
-    services = from_environment()
-    if services is None:
-        print("no stack: run `make stack-up` first", file=sys.stderr)
-        return 1
+    services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
     rows = []
     for run in range(runs):

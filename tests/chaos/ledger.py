@@ -19,8 +19,7 @@ class Ledger:
     messages: list[tuple[bytes, bytes, list]] = field(default_factory=list)
 
     def loaded(self, cfg) -> set[tuple[str, int, float]]:
-        rows = influx.points(cfg.load.influxdb, f'r.run == "{self.run}"', start="-30d")
-        return {(r["instance"], int(r["_time"].timestamp() * 1000), r["_value"]) for r in rows}
+        return influx.run_points(cfg.load.influxdb, self.run, start="-30d")
 
     def assert_exact(self, cfg) -> None:
         got = self.loaded(cfg)

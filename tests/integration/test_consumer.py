@@ -28,8 +28,7 @@ NOW_MS = int(time.time() * 1000) - 3_600_000  # an hour ago: inside every retent
 
 
 def loaded(cfg, run: str, start: str = "0") -> set[tuple[str, int, float]]:
-    rows = influx.points(cfg.load.influxdb, f'r.run == "{run}"', start=start)
-    return {(r["instance"], int(r["_time"].timestamp() * 1000), r["_value"]) for r in rows}
+    return influx.run_points(cfg.load.influxdb, run, start)
 
 
 def fast(services, **overrides):

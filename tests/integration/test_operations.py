@@ -12,7 +12,7 @@ import requests
 from common.check import run as check
 from common.errors import HealthpipeError
 from consumer import replay
-from tests.support import kafka
+from tests.support import influx, kafka
 from tests.support.pipeline import ConsumerThread, committed_all, series_messages, wait_until, write_config
 
 NOW_MS = int(time.time() * 1000) - 3_600_000
@@ -23,10 +23,7 @@ def iso(ms: int) -> str:
 
 
 def loaded(cfg, run):
-    from tests.support import influx
-
-    rows = influx.points(cfg.load.influxdb, f'r.run == "{run}"')
-    return {(r["instance"], int(r["_time"].timestamp() * 1000), r["_value"]) for r in rows}
+    return influx.run_points(cfg.load.influxdb, run)
 
 
 def delete_window(cfg, run, start_ms, end_ms):

@@ -96,6 +96,14 @@ def from_environment() -> Services | None:
     )
 
 
+def native_or_exit() -> Services:
+    """For scripts (benchmarks): the running stack's settings, or exit naming the remedy."""
+    services = from_environment()
+    if services is None:
+        raise SystemExit("no stack: run `make stack-up` first")
+    return services
+
+
 def docker_available() -> bool:
     if not shutil.which("docker"):
         return False
