@@ -20,19 +20,23 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import requests
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from common.kafka import ensure_topics
+from common.stack import CACHE, SCRIPTS
 from consumer.transformer import DataTransformer
 from tests.chaos.ledger import generate
 from tests.support import kafka
+from tests.support.influx import temporary_bucket
 from tests.support.pipeline import committed_all, write_config
 from tests.support.services import native_or_exit
 
 RESULTS = Path(__file__).parent / "results"
+TELEGRAF_VERSION = "1.37.2"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,9 +72,8 @@ def influx_count(cfg, run: str) -> int:
     return sum(int(r.split(",")[-1]) for r in rows) if rows else 0
 
 
-def b0_influx_ceiling(services, n_samples: int, seed: int) -> dict:
+def b0_influx_ceiling(cfg, n_samples: int, seed: int) -> dict:
     """Pre-built line protocol (what the consumer would send) posted in batch_size chunks, one connection."""
-    cfg = services.config()
     ledger = generate(seed, max(1, n_samples // 1000), 1000, per_message=1000)
     from common.messages import decode
 
@@ -91,7 +94,7 @@ def b0_influx_ceiling(services, n_samples: int, seed: int) -> dict:
             "client_cpu_s": time.process_time() - c0}
 
 
-def b0_kafka_consume(services, cfg, n_messages: int) -> dict:
+def b0_kafka_consume(cfg, n_messages: int) -> dict:
     """A bare confluent-kafka loop reading the pre-filled topic (read_committed), no processing."""
     consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"b0-{uuid.uuid4().hex[:6]}",
                          "enable.partition.eof": True, "isolation.level": "read_committed"})
@@ -112,7 +115,7 @@ def b0_kafka_consume(services, cfg, n_messages: int) -> dict:
     return {"messages": seen, "seconds": seconds, "messages_per_s": seen / seconds}
 
 
-def b2_consumer(services, cfg, ledger, tmp: Path) -> dict:
+def b2_consumer(cfg, ledger, tmp: Path) -> dict:
     """`healthpipe consumer` as its own process, from a full topic to every offset committed."""
     config_file = write_config(cfg, tmp / f"{cfg.kafka.topic}.yaml")
     env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value(),
@@ -134,24 +137,74 @@ def b2_consumer(services, cfg, ledger, tmp: Path) -> dict:
             "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss}
 
 
+def telegraf_binary() -> Path:
+    """The Telegraf built by scripts/stack/build-telegraf.sh (built now if missing: ~30 s with a warm Go cache)."""
+    subprocess.run(["bash", str(SCRIPTS / "build-telegraf.sh")], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "HEALTHPIPE_CACHE": str(CACHE), "TELEGRAF_VERSION": TELEGRAF_VERSION})
+    return CACHE / f"telegraf-{TELEGRAF_VERSION}" / "telegraf"
+
+
+def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
+    """The same topic through Telegraf (kafka_consumer + xpath_json parser → influxdb_v2) into the same InfluxDB.
+
+    Same measure as b2_consumer: from start to every offset of its group committed, then every point counted.
+    """
+    group = f"telegraf-{uuid.uuid4().hex[:6]}"
+    s = cfg.load.influxdb
+    env = {**os.environ, "HP_KAFKA": cfg.kafka.bootstrap_servers, "HP_TOPIC": cfg.kafka.topic, "HP_GROUP": group,
+           "HP_INFLUX_URL": s.url, "HP_INFLUX_TOKEN": s.token.get_secret_value(), "HP_INFLUX_ORG": s.org,
+           "HP_INFLUX_BUCKET": s.bucket}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(telegraf), "--config", str(Path(__file__).parent / "telegraf.conf")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "telegraf.log", "ab"))  # noqa: SIM115
+    try:
+        while not committed_all(cfg, group):
+            time.sleep(0.25)
+            assert proc.poll() is None, "telegraf died; see bench/results/telegraf.log"
+        seconds = time.perf_counter() - t0
+        cpu, rss = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    n = len(ledger.truth)
+    loaded = influx_count(cfg, ledger.run)
+    assert loaded == n, f"telegraf incomplete: {loaded} of {n} points in InfluxDB"
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
+            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="500k samples, 3 runs (~3 min)")
     parser.add_argument("--samples", type=int, default=None)
     parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--no-telegraf", action="store_true", help="skip the Telegraf side of B2")
     args = parser.parse_args()
     n = args.samples or (500_000 if args.quick else 2_000_000)
     runs = args.runs or 3
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
+    telegraf = None if args.no_telegraf else telegraf_binary()
     rows = []
     for run in range(runs):
-        ceiling = b0_influx_ceiling(services, n, seed=1000 + run)
-        cfg, ledger = prefill(services, n, seed=2000 + run)
-        kafka_b0 = b0_kafka_consume(services, cfg, len(ledger.messages))
-        consumer = b2_consumer(services, cfg, ledger, RESULTS)
-        row = {"run": run, "b0_influx": ceiling, "b0_kafka": kafka_b0, "b2_consumer": consumer,
-               "ratio_consumer_vs_influx_ceiling": consumer["samples_per_s"] / ceiling["samples_per_s"]}
+        with ExitStack() as buckets:
+            def fresh(cfg):  # every contender writes into an empty bucket of its own
+                settings = buckets.enter_context(temporary_bucket(cfg.load.influxdb, "bench"))
+                return cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": settings})})
+
+            ceiling = b0_influx_ceiling(fresh(services.config()), n, seed=1000 + run)
+            cfg, ledger = prefill(services, n, seed=2000 + run)
+            row = {"run": run, "b0_influx": ceiling, "b0_kafka": b0_kafka_consume(cfg, len(ledger.messages))}
+            order = ["b2_consumer", "b2_telegraf"] if telegraf else ["b2_consumer"]
+            for name in order[::-1] if run % 2 else order:  # alternate who reads the topic first
+                target = fresh(cfg)
+                row[name] = (b2_consumer(target, ledger, RESULTS) if name == "b2_consumer"
+                             else b2_telegraf(target, ledger, RESULTS, telegraf))
+        row["ratio_consumer_vs_influx_ceiling"] = row["b2_consumer"]["samples_per_s"] / ceiling["samples_per_s"]
+        if telegraf:
+            hp, tg = row["b2_consumer"], row["b2_telegraf"]
+            row["ratio_consumer_vs_telegraf"] = hp["samples_per_s"] / tg["samples_per_s"]
+            row["cpu_efficiency_consumer_vs_telegraf"] = tg["cpu_s_per_million"] / hp["cpu_s_per_million"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {
@@ -165,6 +218,16 @@ def main() -> int:
         "median_ratio_consumer_vs_influx_ceiling": statistics.median(r["ratio_consumer_vs_influx_ceiling"]
                                                                      for r in rows),
     }
+    if telegraf:
+        summary |= {
+            "median_telegraf_samples_per_s": statistics.median(r["b2_telegraf"]["samples_per_s"] for r in rows),
+            "median_telegraf_cpu_s_per_million": statistics.median(r["b2_telegraf"]["cpu_s_per_million"]
+                                                                   for r in rows),
+            "max_telegraf_peak_rss_mb": max(r["b2_telegraf"]["peak_rss_mb"] for r in rows),
+            "median_ratio_consumer_vs_telegraf": statistics.median(r["ratio_consumer_vs_telegraf"] for r in rows),
+            "median_cpu_efficiency_consumer_vs_telegraf": statistics.median(
+                r["cpu_efficiency_consumer_vs_telegraf"] for r in rows),
+        }
     (RESULTS / f"bench-{int(time.time())}.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
     print(json.dumps(summary, indent=2))
     return 0

@@ -8,7 +8,7 @@ import uuid
 
 import orjson
 import pytest
-import requests
+from influxdb_client.client.write_api import SYNCHRONOUS
 
 from common.kafka import ensure_topics
 from common.messages import SeriesWindow, headers
@@ -140,18 +140,19 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(services, tmp_path):
     assert committed_all(cfg)
 
 
-def test_points_influxdb_rejects_are_dead_lettered_with_status(services):
+@pytest.fixture
+def scratch_bucket(services):
+    with influx.temporary_bucket(fast(services).load.influxdb) as settings:
+        yield settings
+
+
+def test_points_influxdb_rejects_are_dead_lettered_with_status(services, scratch_bucket):
     """A field-type conflict (a string `value` already stored in that shard) makes InfluxDB refuse a point."""
-    bucket = f"test-{uuid.uuid4().hex[:8]}"
-    s = services
-    org_id = requests.get(f"{s.influx_url}/api/v2/orgs", params={"org": s.influx_org}, timeout=10,
-                          headers={"Authorization": f"Token {s.influx_token}"}).json()["orgs"][0]["id"]
-    requests.post(f"{s.influx_url}/api/v2/buckets", json={"name": bucket, "orgID": org_id}, timeout=10,
-                  headers={"Authorization": f"Token {s.influx_token}"}).raise_for_status()
+    settings, bucket = scratch_bucket, scratch_bucket.bucket
     old_ms = 946_684_800_000  # 2000-01-01: a shard of its own
-    requests.post(f"{s.influx_url}/api/v2/write", params={"org": s.influx_org, "bucket": bucket, "precision": "ms"},
-                  data=f'health_metrics,x=1 value="a string" {old_ms}', timeout=10,
-                  headers={"Authorization": f"Token {s.influx_token}"}).raise_for_status()
+    with influx.client(settings) as c:
+        c.write_api(write_options=SYNCHRONOUS).write(bucket, settings.org, 'health_metrics,x=1 value="a string" '
+                                                     f"{old_ms}", write_precision="ms")
     cfg = fast(services, influxdb={"bucket": bucket}, kafka={"partitions": 1})
     run = uuid.uuid4().hex
     messages, expected = series_messages(run, 2, 50, NOW_MS)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from influxdb_client import InfluxDBClient
 
 from common.config import InfluxSettings
@@ -30,3 +34,16 @@ def run_points(settings: InfluxSettings, run: str, start: str = "0") -> set[tupl
 
 def count(settings: InfluxSettings, predicate: str, **kwargs) -> int:
     return len(points(settings, predicate, **kwargs))
+
+
+@contextmanager
+def temporary_bucket(settings: InfluxSettings, prefix: str = "test") -> Iterator[InfluxSettings]:
+    """A fresh bucket (deleted afterwards), as settings that point at it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    with client(settings) as c:
+        buckets = c.buckets_api()
+        bucket = buckets.create_bucket(bucket_name=name, org=settings.org)
+        try:
+            yield settings.model_copy(update={"bucket": name})
+        finally:
+            buckets.delete_bucket(bucket)
