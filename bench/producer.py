@@ -1,29 +1,80 @@
 """B1: the producer against the bare fetch of the same Prometheus API responses.
 
-Both read the same raw windows (every series of `job="prometheus"`, Prometheus scraping itself every second,
-over the last `--minutes`): the bare fetch only POSTs the query and parses the JSON; the producer also turns
-the answer into messages and publishes them in Kafka transactions. Completeness: the topic must hold exactly
-the samples the bare fetch counted.
+The data: `--series` series × `--hours` of samples every `--every` seconds, written as OpenMetrics, turned into
+TSDB blocks by `promtool tsdb create-blocks-from openmetrics` and served by a Prometheus of its own (port 9095,
+no scraping), so every run reads the same, known data. The stack's Prometheus is left alone.
+
+- bare fetch: a `requests` loop POSTing the producer's raw windows (`extract.raw_chunk`) and parsing the JSON;
+- producer: `ProducerService` backfilling the same span from a watermark, as after an outage: read, build
+  messages, publish them and the watermark in Kafka transactions.
+Completeness: bare count = producer count = samples on the topic = series × points.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import orjson
 import requests
 
 from common.config import QuerySettings
+from common.durations import parse_duration
 from producer.service import ProducerService
 from producer.windows import Window, pending_windows
 from tests.support.kafka import read_topic
 from tests.support.services import native_or_exit
 
-QUERY = QuerySettings(name="self", promql='{job="prometheus"}', mode="raw", metric_type="gauge")
+PORT = 9095
+QUERY = QuerySettings(name="bench", promql="bench_metric", mode="raw", metric_type="gauge")
+
+
+def openmetrics(path: Path, n_series: int, start_s: int, n_points: int, every_s: int) -> int:
+    """The data set as OpenMetrics text (one metric family, series grouped, timestamps ascending)."""
+    with path.open("w") as f:
+        f.write("# TYPE bench_metric gauge\n")
+        for s in range(n_series):
+            prefix = f'bench_metric{{instance="node-{s}",job="bench",zone="z{s % 7}"}} '
+            f.writelines(f"{prefix}{(s * 31 + i) % 1000 / 10} {start_s + i * every_s}\n" for i in range(n_points))
+        f.write("# EOF\n")
+    return n_series * n_points
+
+
+class BenchPrometheus:
+    """A Prometheus serving only the generated blocks."""
+
+    def __init__(self, workdir: Path, n_series: int, start_s: int, n_points: int, every_s: int):
+        self.url = f"http://127.0.0.1:{PORT}"
+        data, source = workdir / "data", workdir / "data.om"
+        self.samples = openmetrics(source, n_series, start_s, n_points, every_s)
+        subprocess.run([shutil.which("promtool") or "/usr/bin/promtool", "tsdb", "create-blocks-from", "openmetrics",
+                        str(source), str(data)], check=True, stdout=subprocess.DEVNULL)
+        (workdir / "prometheus.yml").write_text("global: {}\n")
+        self.proc = subprocess.Popen([shutil.which("prometheus") or "/usr/bin/prometheus",
+                                      f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
+                                      f"--web.listen-address=127.0.0.1:{PORT}", "--storage.tsdb.retention.time=30d"],
+                                     stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "w"))  # noqa: SIM115
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.close()
+        raise RuntimeError(f"bench Prometheus did not become ready; see {workdir / 'prometheus.log'}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
 
 
 def bare_fetch(url: str, windows: list[Window]) -> tuple[int, float]:
@@ -32,18 +83,23 @@ def bare_fetch(url: str, windows: list[Window]) -> tuple[int, float]:
     samples = 0
     for w in windows:
         body = session.post(f"{url}/api/v1/query", data={"query": f"{QUERY.promql}[{w.end_ms - w.start_ms}ms]",
-                                                         "time": f"{w.end_ms / 1000:.3f}"}, timeout=60).json()
+                                                         "time": f"{w.end_ms / 1000:.3f}"}, timeout=120).json()
         samples += sum(1 for r in body["data"]["result"] for ts, _ in r["values"]
                        if w.start_ms < round(float(ts) * 1000) <= w.end_ms)
     return samples, time.perf_counter() - t0
 
 
-def producer_run(services, windows: list[Window]) -> tuple[int, float, object]:
-    cfg = services.config(extract={"queries": [QUERY.model_dump()]}, producer={"metrics_port": 0})
-    service = ProducerService(cfg)
+def producer_backfill(services, prometheus_url: str, start_ms: int, end_ms: int) -> tuple[int, float, object]:
+    """The producer's own catch-up path: watermark at start, cycles until it reaches end."""
+    cfg = services.config(extract={"prometheus_url": prometheus_url, "queries": [QUERY.model_dump()],
+                                   "max_backfill": "30d"}, producer={"metrics_port": 0})
+    service = ProducerService(cfg, clock=lambda: end_ms / 1000 + cfg.extract.lag_seconds)
     service.initialize()
+    service.watermarks[QUERY.name] = start_ms
     t0 = time.perf_counter()
-    samples = sum(service.publish_window(QUERY, w, advance_watermark=False) for w in windows)
+    samples = 0
+    while service.watermarks[QUERY.name] < end_ms:
+        samples += service.run_single_cycle()[QUERY.name]
     seconds = time.perf_counter() - t0
     service.close()
     return samples, seconds, cfg
@@ -51,22 +107,32 @@ def producer_run(services, windows: list[Window]) -> tuple[int, float, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--minutes", type=int, default=5)
+    parser.add_argument("--series", type=int, default=1000)
+    parser.add_argument("--hours", type=float, default=2)
+    parser.add_argument("--every", type=int, default=10, help="seconds between a series' samples")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     services = native_or_exit()
-    end = (int(time.time()) - 5) * 1000
-    windows = pending_windows(end - args.minutes * 60_000, end, 60_000)
+    n_points = int(args.hours * 3600 / args.every)
+    end_s = int(time.time()) // 60 * 60 - 600  # whole minutes, 10 minutes ago: inside any lag
+    start_s = end_s - n_points * args.every  # the first sample sits just after the first watermark
     rows = []
-    for _ in range(args.runs):
-        fetched, fetch_s = bare_fetch(services.prometheus_url, windows)
-        published, prod_s, cfg = producer_run(services, windows)
-        on_topic = sum(len(orjson.loads(m.value())["samples"]) for m in read_topic(cfg, cfg.kafka.topic))
-        assert published == fetched == on_topic, (published, fetched, on_topic)
-        rows.append({"samples": fetched, "bare_fetch_per_s": fetched / fetch_s, "producer_per_s": published / prod_s,
-                     "ratio": (published / prod_s) / (fetched / fetch_s)})
-        print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"median_samples": statistics.median(r["samples"] for r in rows),
+    with tempfile.TemporaryDirectory(prefix="hp-b1-") as tmp:
+        prom = BenchPrometheus(Path(tmp), args.series, start_s + args.every, n_points, args.every)
+        try:
+            chunk_ms = int(parse_duration(services.config().extract.raw_chunk) * 1000)
+            windows = pending_windows(start_s * 1000, end_s * 1000, chunk_ms)
+            for _ in range(args.runs):
+                fetched, fetch_s = bare_fetch(prom.url, windows)
+                published, prod_s, cfg = producer_backfill(services, prom.url, start_s * 1000, end_s * 1000)
+                on_topic = sum(len(orjson.loads(m.value())["samples"]) for m in read_topic(cfg, cfg.kafka.topic))
+                assert published == fetched == on_topic == prom.samples, (published, fetched, on_topic, prom.samples)
+                rows.append({"samples": fetched, "windows": len(windows), "bare_fetch_per_s": fetched / fetch_s,
+                             "producer_per_s": published / prod_s, "ratio": (published / prod_s) / (fetched / fetch_s)})
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            prom.close()
+    print(json.dumps({"series": args.series, "points_per_series": n_points, "runs": args.runs,
                       "median_bare_fetch_per_s": statistics.median(r["bare_fetch_per_s"] for r in rows),
                       "median_producer_per_s": statistics.median(r["producer_per_s"] for r in rows),
                       "median_ratio": statistics.median(r["ratio"] for r in rows)}, indent=2))
