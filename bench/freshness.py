@@ -1,8 +1,9 @@
-"""B4: freshness — how old the newest demo-app sample in InfluxDB is, sampled every 200 ms for a minute,
-while the producer (poll interval 1 s, lag 1 s) and the consumer (batch age 0.5 s) run against the stack.
+"""B4: freshness — from a sample's timestamp to the moment it can be queried in InfluxDB.
 
-The staleness of the newest point is the time from a sample's timestamp to the moment it can be queried,
-plus up to one scrape interval (1 s) of waiting for the next sample; p50/p99 over the minute.
+The producer (poll interval 1 s, lag 1 s) and the consumer (batch age 0.5 s) run against the stack while
+this script queries InfluxDB every 100 ms for the demo app's `up` samples (scraped every second): the first
+time a sample shows up, its freshness is that moment minus its timestamp (so the figure includes up to one
+query period, 100 ms, plus the query's own time). p50/p99 over every sample of the run.
 """
 
 from __future__ import annotations
@@ -34,21 +35,24 @@ def main() -> int:
     threading.Thread(target=producer.run_continuous, daemon=True).start()
     consumer = ConsumerThread(cfg)
     time.sleep(5)  # warm up: first cycle, group join
-    staleness = []
-    flux = ('r.metric == "up" and r.job == "test-app"')
+    first_seen: dict[int, float] = {}  # sample timestamp (ms) -> when a query first returned it
+    flux = 'r.metric == "up" and r.job == "test-app"'
+    started = time.time()
     deadline = time.monotonic() + args.seconds
     while time.monotonic() < deadline:
         rows = influx.points(cfg.load.influxdb, flux, start="-1m")
-        if rows:
-            newest = max(r["_time"].timestamp() for r in rows)
-            staleness.append(time.time() - newest)
-        time.sleep(0.2)
+        seen = time.time()
+        for r in rows:
+            first_seen.setdefault(int(r["_time"].timestamp() * 1000), seen)
+        time.sleep(0.1)
     producer.stop()
     consumer.stop()
     producer.close()
-    q = statistics.quantiles(staleness, n=100)
-    result = {"observations": len(staleness), "p50_s": statistics.median(staleness), "p99_s": q[98],
-              "max_s": max(staleness), "poll_interval_s": 1, "lag_s": 1}
+    # samples already there at the first query arrived before measuring began: their first sighting says nothing
+    freshness = [seen - ts / 1000 for ts, seen in first_seen.items() if ts / 1000 > started]
+    q = statistics.quantiles(freshness, n=100, method="inclusive")
+    result = {"samples": len(freshness), "p50_s": statistics.median(freshness), "p99_s": q[98],
+              "max_s": max(freshness), "poll_interval_s": 1, "lag_s": 1, "target_p99_s": 3}
     print(json.dumps(result, indent=2))
     return 0
 

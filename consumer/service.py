@@ -130,14 +130,25 @@ class ConsumerService:
             if self.inflight is not None and self.inflight.write is not None:
                 wait([self.inflight.write], timeout=timeout)
             return 0
-        messages = self.consumer.consume(self._messages_wanted(), timeout)
+        wanted = self._messages_wanted()
+        # poll() returns as soon as one message is there (consume() would sit out its whole timeout for a
+        # short batch); then take what librdkafka already holds, without waiting.
+        if self.batch or self.inflight is not None:
+            timeout = min(timeout, 0.05)  # something to write or commit soon: don't sleep through it
+        first = self.consumer.poll(timeout)
+        messages = [first] if first is not None else []
+        if first is not None and wanted > 1:
+            messages += self.consumer.consume(wanted - 1, 0)
         for msg in messages:
             self._accept(msg)
         if messages:
             self._last_message = time.monotonic()
         if self.inflight is not None and self.inflight.write is not None and self.inflight.write.done():
             self._attempt(self._complete_inflight)  # commit as soon as InfluxDB has answered
-        if self._batch_due() and not self._writer_busy():  # busy: the next cycle waits without blocking
+        # Caught up (Kafka had fewer messages than the batch has room for) and InfluxDB idle: write now
+        # rather than wait for batch_max_age_seconds. Under a backlog the writer is busy, so batches fill.
+        caught_up = len(messages) < wanted
+        if self.batch and not self._writer_busy() and (caught_up or self._batch_due()):
             self._attempt(self._dispatch)
         return len(messages)
 
