@@ -27,7 +27,7 @@ import requests
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from common.kafka import ensure_topics
-from common.stack import CACHE, SCRIPTS
+from common.stack import CACHE, SCRIPTS, STACK_DIR
 from consumer.transformer import DataTransformer
 from tests.chaos.ledger import generate
 from tests.support import kafka
@@ -50,6 +50,11 @@ def _peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def influxd_cpu_seconds() -> float:
+    """CPU seconds the stack's influxd has used so far: what each contender costs InfluxDB, on the same 2 cores."""
+    return _cpu_seconds(int((STACK_DIR / "pids" / "influxdb.pid").read_text()))
 
 
 def prefill(services, n_samples: int, seed: int):
@@ -82,16 +87,17 @@ def b0_influx_ceiling(cfg, n_samples: int, seed: int) -> dict:
     s = cfg.load.influxdb
     session = requests.Session()
     headers = {"Authorization": f"Token {s.token.get_secret_value()}", "Content-Type": "text/plain"}
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, i0 = time.perf_counter(), time.process_time(), influxd_cpu_seconds()
     for i in range(0, len(lines), s.batch_size):
         body = "\n".join(lines[i:i + s.batch_size]).encode()
         r = session.post(f"{s.url}/api/v2/write", params={"org": s.org, "bucket": s.bucket, "precision": "ms"},
                          data=body, headers=headers, timeout=60)
         assert r.status_code == 204, r.text
     seconds = time.perf_counter() - t0
+    influxd_cpu = influxd_cpu_seconds() - i0
     assert influx_count(cfg, ledger.run) == len(ledger.truth), "ceiling run incomplete"
     return {"samples": len(lines), "seconds": seconds, "samples_per_s": len(lines) / seconds,
-            "client_cpu_s": time.process_time() - c0}
+            "client_cpu_s": time.process_time() - c0, "influxd_cpu_s_per_million": influxd_cpu / len(lines) * 1e6}
 
 
 def b0_kafka_consume(cfg, n_messages: int) -> dict:
@@ -120,21 +126,21 @@ def b2_consumer(cfg, ledger, tmp: Path) -> dict:
     config_file = write_config(cfg, tmp / f"{cfg.kafka.topic}.yaml")
     env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value(),
            "HEALTHPIPE_PIPELINE__LOG_LEVEL": "WARNING"}
-    t0 = time.perf_counter()
+    t0, i0 = time.perf_counter(), influxd_cpu_seconds()
     proc = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(config_file)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(tmp / "consumer.log", "ab"))  # noqa: SIM115
     while not committed_all(cfg):
         time.sleep(0.25)
         assert proc.poll() is None, "consumer died; see bench/results/consumer.log"
     seconds = time.perf_counter() - t0
-    cpu, rss = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid)
+    cpu, rss, influxd_cpu = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     n = len(ledger.truth)
     loaded = influx_count(cfg, ledger.run)
     assert loaded == n, f"incomplete: {loaded} of {n} points in InfluxDB"
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
-            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss}
+            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
 
 
 def telegraf_binary() -> Path:
@@ -154,7 +160,7 @@ def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
     env = {**os.environ, "HP_KAFKA": cfg.kafka.bootstrap_servers, "HP_TOPIC": cfg.kafka.topic, "HP_GROUP": group,
            "HP_INFLUX_URL": s.url, "HP_INFLUX_TOKEN": s.token.get_secret_value(), "HP_INFLUX_ORG": s.org,
            "HP_INFLUX_BUCKET": s.bucket}
-    t0 = time.perf_counter()
+    t0, i0 = time.perf_counter(), influxd_cpu_seconds()
     proc = subprocess.Popen([str(telegraf), "--config", str(Path(__file__).parent / "telegraf.conf")], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(tmp / "telegraf.log", "ab"))  # noqa: SIM115
     try:
@@ -162,7 +168,7 @@ def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
             time.sleep(0.25)
             assert proc.poll() is None, "telegraf died; see bench/results/telegraf.log"
         seconds = time.perf_counter() - t0
-        cpu, rss = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid)
+        cpu, rss, influxd_cpu = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -170,7 +176,7 @@ def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
     loaded = influx_count(cfg, ledger.run)
     assert loaded == n, f"telegraf incomplete: {loaded} of {n} points in InfluxDB"
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
-            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss}
+            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
 
 
 def main() -> int:

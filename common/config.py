@@ -167,6 +167,9 @@ class ProducerSettings(_Section):
 class ConsumerSettings(_Section):
     batch_max_age_seconds: float = Field(2.0, gt=0)
     poll_batch: int = Field(500, ge=1)
+    # InfluxDB writes in flight at once (one thread each); batches still commit in order. Two keep InfluxDB
+    # busy while it answers the other write (bench/run.py: ~1.35x the ingest of one connection).
+    writers: int = Field(2, ge=1, le=8)
     max_message_bytes: int = Field(1024 * 1024, ge=1024)
     revoke_deadline_seconds: float = Field(10, gt=0)
     max_poll_interval_ms: int = Field(300_000, ge=10_000)

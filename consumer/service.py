@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -53,7 +54,7 @@ class Batch:
     offsets: OffsetTracker = field(default_factory=OffsetTracker)
     samples: int = 0
     started: float = field(default_factory=time.monotonic)
-    transformed: TransformResult | None = None  # kept across retries: transform once, count drops once
+    transformed: TransformResult | None = None  # kept across retries: transform once
     written_upto: int = 0  # lines already acknowledged by InfluxDB in a partly retried flush
     write_result: WriteResult = field(default_factory=WriteResult)
     dead_lettered: int = 0  # how many of write_result.rejected went to the dead-letter topic already
@@ -75,8 +76,10 @@ class ConsumerService:
         self.consumer: Consumer = None  # type: ignore[assignment]  # set by initialize()
         self.dead_letters: DeadLetterWriter | None = None
         self.batch = Batch()  # the open batch, accumulating
-        self.inflight: Batch | None = None  # the dispatched batch, written but maybe not yet committed
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-writer")
+        # Dispatched batches, oldest first: written (or being written) but not yet committed. Up to
+        # consumer.writers are written at once; they complete and commit strictly in this order.
+        self.inflight: deque[Batch] = deque()
+        self._writer = ThreadPoolExecutor(max_workers=cfg.consumer.writers, thread_name_prefix="influx-writer")
         self._held_attempts = 0
         self._retry_at = 0.0
         self._stop = threading.Event()
@@ -122,18 +125,26 @@ class ConsumerService:
             if time.monotonic() >= self._retry_at:
                 self._attempt(self.flush)
             return 0
+        # Dispatch before consuming more: a message added now would void a transform done ahead.
+        if self._batch_due() and not self._writer_busy() and not self._attempt(self._dispatch):
+            return 0
         if self._batch_due() and self._writer_busy():
-            # Backpressure: the next batch is ready while InfluxDB still takes the previous one. Wait for
-            # the writer in short steps; one poll per step keeps max.poll.interval.ms from expiring (and
-            # adds at most one message). No pause here: pausing drops librdkafka's prefetched messages.
-            self._poll_one(0)
-            if self.inflight is not None and self.inflight.write is not None:
-                wait([self.inflight.write], timeout=timeout)
+            # Backpressure: the next batch is ready while InfluxDB still takes the previous one. Transform it
+            # now, so that work overlaps the write, then wait for the writer in short steps. A step that
+            # times out (a slow InfluxDB) polls once, which keeps max.poll.interval.ms from expiring and adds
+            # at most one message (that voids the early transform). No pause: it drops librdkafka's prefetch.
+            if self.batch.transformed is None:
+                self.batch.transformed = self.transformer.transform(self.batch.windows)
+            oldest = self.inflight[0].write
+            assert oldest is not None
+            done, _ = wait([oldest], timeout=timeout)
+            if not done:
+                self._poll_one(0)
             return 0
         wanted = self._messages_wanted()
         # poll() returns as soon as one message is there (consume() would sit out its whole timeout for a
         # short batch); then take what librdkafka already holds, without waiting.
-        if self.batch or self.inflight is not None:
+        if self.batch or self.inflight:
             timeout = min(timeout, 0.05)  # something to write or commit soon: don't sleep through it
         first = self.consumer.poll(timeout)
         messages = [first] if first is not None else []
@@ -143,8 +154,8 @@ class ConsumerService:
             self._accept(msg)
         if messages:
             self._last_message = time.monotonic()
-        if self.inflight is not None and self.inflight.write is not None and self.inflight.write.done():
-            self._attempt(self._complete_inflight)  # commit as soon as InfluxDB has answered
+        if self._oldest_written():
+            self._attempt(self._complete_written)  # commit as soon as InfluxDB has answered
         # Caught up (Kafka had fewer messages than the batch has room for) and InfluxDB idle: write now
         # rather than wait for batch_max_age_seconds. Under a backlog the writer is busy, so batches fill.
         caught_up = len(messages) < wanted
@@ -153,7 +164,11 @@ class ConsumerService:
         return len(messages)
 
     def _writer_busy(self) -> bool:
-        return self.inflight is not None and self.inflight.write is not None and not self.inflight.write.done()
+        """Every writer is taken and the oldest write (the next to commit) has not returned yet."""
+        return len(self.inflight) >= self.cfg.consumer.writers and not self._oldest_written()
+
+    def _oldest_written(self) -> bool:
+        return bool(self.inflight) and self.inflight[0].write is not None and self.inflight[0].write.done()
 
     def _batch_due(self) -> bool:
         return bool(self.batch) and (self.batch.samples >= self.loader.settings.batch_size or
@@ -178,7 +193,7 @@ class ConsumerService:
             self.run_single_cycle()
             if not self.assigned:
                 self._last_message = time.monotonic()  # idle means "nothing to read", not "not joined yet"
-            if (until_idle is not None and not self.batch and self.inflight is None and not self._held()
+            if (until_idle is not None and not self.batch and not self.inflight and not self._held()
                     and time.monotonic() - self._last_message >= until_idle):
                 log.info("consumer_idle seconds=%.0f", until_idle)
                 break
@@ -224,6 +239,7 @@ class ConsumerService:
         self.batch.windows.append(window)
         self.batch.sources.append(source)
         self.batch.samples += len(window.samples)
+        self.batch.transformed = None  # a transform done ahead of dispatch no longer covers the batch
         self.metrics.samples_consumed.inc(len(window.samples))
 
     def _dead_letter(self, source: _Source, reason: str, detail: str, value: bytes | None = None,
@@ -239,7 +255,7 @@ class ConsumerService:
     def flush(self) -> None:
         """Make everything consumed durable, then commit it; synchronous (shutdown, revoke, retries).
 
-        In order: complete the in-flight batch (below), then dispatch the open batch and complete it too.
+        In order: complete the in-flight batches (below), then dispatch the open batch and complete it too.
         Completing a batch means:
         1. its lines are all written to InfluxDB (by the writer thread, or here when retrying); lines
            InfluxDB rejects (400/422, or 413 on a single point) are collected with status and body;
@@ -247,21 +263,25 @@ class ConsumerService:
         3. its processed offsets are committed, synchronously.
         A failure in 1-2 raises and leaves the batch in flight (nothing committed) for the next attempt.
         """
-        self._complete_inflight()
+        while self.inflight:
+            self._complete_oldest()
         if self.batch:
             self._dispatch()
-            self._complete_inflight()
+            while self.inflight:
+                self._complete_oldest()
 
     def _dispatch(self) -> None:
-        """Hand the open batch to the writer thread (after the previous one completed: commits stay in order)."""
-        self._complete_inflight()
+        """Hand the open batch to a writer thread (when one is free: the oldest in flight completes first)."""
+        self._complete_written()
+        if len(self.inflight) >= self.cfg.consumer.writers:
+            self._complete_oldest()
         batch, self.batch = self.batch, Batch()
         if batch.transformed is None:
             batch.transformed = self.transformer.transform(batch.windows)
-            for reason, n in batch.transformed.dropped.items():
-                self.metrics.samples_dropped.labels(reason).inc(n)
+        for reason, n in batch.transformed.dropped.items():  # once: a batch is dispatched once
+            self.metrics.samples_dropped.labels(reason).inc(n)
         batch.write = self._writer.submit(self._write_lines, batch)
-        self.inflight = batch
+        self.inflight.append(batch)
 
     def _write_lines(self, batch: Batch) -> None:
         """Write the batch's remaining lines in chunks of batch_size (writer thread, or main thread on retry)."""
@@ -277,11 +297,14 @@ class ConsumerService:
             batch.write_result.rejected.extend(written.rejected)
             batch.written_upto += len(chunk)
 
-    def _complete_inflight(self) -> None:
-        """Steps 1-3 of `flush()` for the in-flight batch; raises (keeping it in flight) on failure."""
-        batch = self.inflight
-        if batch is None:
-            return
+    def _complete_written(self) -> None:
+        """Complete the in-flight batches whose writes have returned, oldest first, up to one still running."""
+        while self._oldest_written():
+            self._complete_oldest()
+
+    def _complete_oldest(self) -> None:
+        """Steps 1-3 of `flush()` for the oldest in-flight batch; raises (keeping it in flight) on failure."""
+        batch = self.inflight[0]
         if batch.write is not None:
             job, batch.write = batch.write, None
             job.result()  # the writer's error, if any, surfaces here; a retry continues from written_upto
@@ -290,7 +313,7 @@ class ConsumerService:
         assert self.dead_letters is not None
         self.dead_letters.flush()
         self._commit(batch)
-        self.inflight = None
+        self.inflight.popleft()
         assert batch.transformed is not None
         self.metrics.samples_written.inc(batch.write_result.written)
         self.metrics.batch_samples.observe(batch.transformed.samples_in)
@@ -339,7 +362,7 @@ class ConsumerService:
             if self._held_attempts == 1:
                 self.consumer.pause(self.consumer.assignment())
                 self.metrics.paused.set(1)
-            held = (self.inflight.transformed.samples_in if self.inflight and self.inflight.transformed else 0)
+            held = sum(b.transformed.samples_in for b in self.inflight if b.transformed)
             log.warning("flush_failed attempt=%d retry_in=%.1fs samples=%d error=%s", self._held_attempts, delay,
                         held + self.batch.samples, exc)
             return False
@@ -373,15 +396,15 @@ class ConsumerService:
     def _abandon(self, lost: set[tuple[str, int]], reason: str) -> None:
         """Drop the uncommitted batch; rewind the partitions we keep so their messages are read again."""
         first: dict[tuple[str, int], int] = {}
-        for batch in (self.batch, self.inflight):  # the in-flight batch holds the older offsets
-            for tp in batch.offsets.rewind_points() if batch else []:
+        for batch in (self.batch, *self.inflight):  # in-flight batches hold the older offsets
+            for tp in batch.offsets.rewind_points():
                 key = (tp.topic, tp.partition)
                 first[key] = min(first.get(key, tp.offset), tp.offset)
         rewind = [TopicPartition(t, p, o) for (t, p), o in sorted(first.items()) if (t, p) not in lost]
-        messages = len(self.batch.sources) + (len(self.inflight.sources) if self.inflight else 0)
+        messages = len(self.batch.sources) + sum(len(b.sources) for b in self.inflight)
         log.warning("batch_abandoned reason=%s messages=%d rewind=%s", reason, messages, _fmt(rewind))
         # An abandoned write may still finish on the writer thread: harmless, only completion commits.
-        self.batch, self.inflight = Batch(), None
+        self.batch, self.inflight = Batch(), deque()
         for tp in rewind:
             try:
                 self.consumer.seek(tp)
@@ -413,7 +436,7 @@ class ConsumerService:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned = self.assigned - revoked
         log.info("partitions_revoked partitions=%s", _fmt(partitions))
-        if not self.batch and self.inflight is None:
+        if not self.batch and not self.inflight:
             return
         if self._fatal is None and self._flush_within(self.cfg.consumer.revoke_deadline_seconds):
             self._resume()
@@ -425,7 +448,7 @@ class ConsumerService:
         self.metrics.rebalances.labels("lost").inc()
         self.assigned = self.assigned - {(tp.topic, tp.partition) for tp in partitions}
         log.warning("partitions_lost partitions=%s", _fmt(partitions))
-        if self.batch or self.inflight is not None:
+        if self.batch or self.inflight:
             self._abandon({(tp.topic, tp.partition) for tp in partitions}, "partitions_lost")
 
     # --- librdkafka callbacks ------------------------------------------------------------------------------
