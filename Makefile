@@ -56,13 +56,16 @@ status: install
 # Benchmarks need the stack; results in BENCHMARKS.md (numbers) and bench/results/ (raw, git-ignored).
 bench: stack-up
 	$(PY) -m bench.run --quick
-	$(PY) -m bench.producer --minutes 5
+	$(PY) -m bench.producer --runs 3
+	$(PY) -m bench.e2e --runs 1
 	$(PY) -m bench.freshness --seconds 30
 
 bench-full: stack-up
 	$(PY) -m bench.run
-	$(PY) -m bench.producer --minutes 15
+	$(PY) -m bench.producer --runs 3
+	$(PY) -m bench.e2e --runs 3
 	$(PY) -m bench.freshness --seconds 120
+	$(PY) -m bench.memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import requests
 
-from common.config import QuerySettings
+from common.config import HealthpipeConfig, QuerySettings
 from common.durations import parse_duration
 from producer.service import ProducerService
 from producer.windows import Window, pending_windows
@@ -89,7 +89,7 @@ def bare_fetch(url: str, windows: list[Window]) -> tuple[int, float]:
     return samples, time.perf_counter() - t0
 
 
-def producer_backfill(services, prometheus_url: str, start_ms: int, end_ms: int) -> tuple[int, float, object]:
+def producer_backfill(services, prometheus_url: str, start_ms: int, end_ms: int) -> tuple[int, float, HealthpipeConfig]:
     """The producer's own catch-up path: watermark at start, cycles until it reaches end."""
     cfg = services.config(extract={"prometheus_url": prometheus_url, "queries": [QUERY.model_dump()],
                                    "max_backfill": "30d"}, producer={"metrics_port": 0})

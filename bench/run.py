@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import requests
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from common.kafka import ensure_topics
+from common.messages import decode
 from common.stack import CACHE, SCRIPTS, STACK_DIR
 from consumer.transformer import DataTransformer
 from tests.chaos.ledger import generate
@@ -66,38 +68,48 @@ def prefill(services, n_samples: int, seed: int):
     return cfg, ledger
 
 
-def influx_count(cfg, run: str) -> int:
-    s = cfg.load.influxdb
-    flux = (f'from(bucket: "{s.bucket}") |> range(start: -30d) |> filter(fn: (r) => r.run == "{run}") '
+def influx_count(settings, predicate: str) -> int:
+    """Points matching a Flux predicate, counted by InfluxDB itself (reading millions back would take minutes)."""
+    flux = (f'from(bucket: "{settings.bucket}") |> range(start: -30d) |> filter(fn: (r) => {predicate}) '
             '|> group() |> count()')
-    resp = requests.post(f"{s.url}/api/v2/query", params={"org": s.org}, data=flux, timeout=300,
-                         headers={"Authorization": f"Token {s.token.get_secret_value()}",
+    resp = requests.post(f"{settings.url}/api/v2/query", params={"org": settings.org}, data=flux, timeout=300,
+                         headers={"Authorization": f"Token {settings.token.get_secret_value()}",
                                   "Content-Type": "application/vnd.flux", "Accept": "application/csv"})
+    resp.raise_for_status()
     rows = [r for r in resp.text.splitlines() if r and not r.startswith(",result") and r[0] == ","]
     return sum(int(r.split(",")[-1]) for r in rows) if rows else 0
 
 
-def b0_influx_ceiling(cfg, n_samples: int, seed: int) -> dict:
-    """Pre-built line protocol (what the consumer would send) posted in batch_size chunks, one connection."""
-    ledger = generate(seed, max(1, n_samples // 1000), 1000, per_message=1000)
-    from common.messages import decode
+def run_count(cfg, run: str) -> int:
+    return influx_count(cfg.load.influxdb, f'r.run == "{run}"')
 
+
+def b0_influx_ceiling(cfg, n_samples: int, seed: int, connections: int = 1) -> dict:
+    """Pre-built line protocol (what the consumer would send) POSTed in batch_size bodies, no gzip (as the
+    consumer), over `connections` connections at once (the consumer writes over consumer.writers)."""
+    ledger = generate(seed, max(1, n_samples // 1000), 1000, per_message=1000)
     windows = [decode(v) for _, v, _ in ledger.messages]
     lines = DataTransformer(cfg.transform.model_copy(update={"valid_metrics": []})).transform(windows).lines
     s = cfg.load.influxdb
-    session = requests.Session()
+    size = s.batch_size
+    bodies = ["\n".join(lines[i:i + size]).encode() for i in range(0, len(lines), size)]
     headers = {"Authorization": f"Token {s.token.get_secret_value()}", "Content-Type": "text/plain"}
-    t0, c0, i0 = time.perf_counter(), time.process_time(), influxd_cpu_seconds()
-    for i in range(0, len(lines), s.batch_size):
-        body = "\n".join(lines[i:i + s.batch_size]).encode()
-        r = session.post(f"{s.url}/api/v2/write", params={"org": s.org, "bucket": s.bucket, "precision": "ms"},
-                         data=body, headers=headers, timeout=60)
-        assert r.status_code == 204, r.text
+
+    def post_every(nth: int) -> None:
+        session = requests.Session()
+        for body in bodies[nth::connections]:
+            r = session.post(f"{s.url}/api/v2/write", params={"org": s.org, "bucket": s.bucket, "precision": "ms"},
+                             data=body, headers=headers, timeout=60)
+            assert r.status_code == 204, r.text
+
+    t0, i0 = time.perf_counter(), influxd_cpu_seconds()
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(post_every, range(connections)))
     seconds = time.perf_counter() - t0
     influxd_cpu = influxd_cpu_seconds() - i0
-    assert influx_count(cfg, ledger.run) == len(ledger.truth), "ceiling run incomplete"
-    return {"samples": len(lines), "seconds": seconds, "samples_per_s": len(lines) / seconds,
-            "client_cpu_s": time.process_time() - c0, "influxd_cpu_s_per_million": influxd_cpu / len(lines) * 1e6}
+    assert run_count(cfg, ledger.run) == len(ledger.truth), "ceiling run incomplete"
+    return {"samples": len(lines), "connections": connections, "seconds": seconds,
+            "samples_per_s": len(lines) / seconds, "influxd_cpu_s_per_million": influxd_cpu / len(lines) * 1e6}
 
 
 def b0_kafka_consume(cfg, n_messages: int) -> dict:
@@ -137,7 +149,7 @@ def b2_consumer(cfg, ledger, tmp: Path) -> dict:
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     n = len(ledger.truth)
-    loaded = influx_count(cfg, ledger.run)
+    loaded = run_count(cfg, ledger.run)
     assert loaded == n, f"incomplete: {loaded} of {n} points in InfluxDB"
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
             "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
@@ -173,10 +185,75 @@ def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     n = len(ledger.truth)
-    loaded = influx_count(cfg, ledger.run)
+    loaded = run_count(cfg, ledger.run)
     assert loaded == n, f"telegraf incomplete: {loaded} of {n} points in InfluxDB"
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
             "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
+
+
+def one_run(services, n: int, run: int, telegraf: Path | None) -> dict:
+    writers = services.config().consumer.writers
+    with ExitStack() as buckets:
+        def fresh(cfg):  # every contender writes into an empty bucket of its own
+            settings = buckets.enter_context(temporary_bucket(cfg.load.influxdb, "bench"))
+            return cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": settings})})
+
+        row: dict = {"run": run,
+                     "b0_influx": b0_influx_ceiling(fresh(services.config()), n, seed=1000 + run),
+                     "b0_influx_writers": b0_influx_ceiling(fresh(services.config()), n, seed=3000 + run,
+                                                            connections=writers)}
+        cfg, ledger = prefill(services, n, seed=2000 + run)
+        row["b0_kafka"] = b0_kafka_consume(cfg, len(ledger.messages))
+        order = ["b2_consumer", "b2_telegraf"] if telegraf else ["b2_consumer"]
+        for name in order[::-1] if run % 2 else order:  # alternate who reads the topic first
+            target = fresh(cfg)
+            row[name] = (b2_consumer(target, ledger, RESULTS) if name == "b2_consumer"
+                         else b2_telegraf(target, ledger, RESULTS, telegraf))  # type: ignore[arg-type]
+    hp = row["b2_consumer"]
+    row["ratio_consumer_vs_influx_ceiling"] = hp["samples_per_s"] / row["b0_influx"]["samples_per_s"]
+    row["ratio_consumer_vs_influx_ceiling_same_connections"] = (hp["samples_per_s"] /
+                                                                row["b0_influx_writers"]["samples_per_s"])
+    if telegraf:
+        tg = row["b2_telegraf"]
+        row["ratio_consumer_vs_telegraf"] = hp["samples_per_s"] / tg["samples_per_s"]
+        row["cpu_efficiency_consumer_vs_telegraf"] = tg["cpu_s_per_million"] / hp["cpu_s_per_million"]
+    return row
+
+
+def summarize(rows: list[dict], n: int) -> dict:
+    def median(*path: str) -> float:
+        values = []
+        for r in rows:
+            for key in path:
+                r = r[key]
+            values.append(r)
+        return statistics.median(values)
+
+    summary = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "samples": n, "runs": len(rows),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "influx_ceiling_samples_per_s": median("b0_influx", "samples_per_s"),
+        "influx_ceiling_writers_samples_per_s": median("b0_influx_writers", "samples_per_s"),
+        "influxd_cpu_s_per_million_at_ceiling": median("b0_influx", "influxd_cpu_s_per_million"),
+        "kafka_consume_messages_per_s": median("b0_kafka", "messages_per_s"),
+        "consumer_samples_per_s": median("b2_consumer", "samples_per_s"),
+        "consumer_cpu_s_per_million": median("b2_consumer", "cpu_s_per_million"),
+        "consumer_influxd_cpu_s_per_million": median("b2_consumer", "influxd_cpu_s_per_million"),
+        "consumer_peak_rss_mb_max": max(r["b2_consumer"]["peak_rss_mb"] for r in rows),
+        "ratio_consumer_vs_influx_ceiling": median("ratio_consumer_vs_influx_ceiling"),
+        "ratio_consumer_vs_influx_ceiling_same_connections":
+            median("ratio_consumer_vs_influx_ceiling_same_connections"),
+    }
+    if "b2_telegraf" in rows[0]:
+        summary |= {
+            "telegraf_samples_per_s": median("b2_telegraf", "samples_per_s"),
+            "telegraf_cpu_s_per_million": median("b2_telegraf", "cpu_s_per_million"),
+            "telegraf_influxd_cpu_s_per_million": median("b2_telegraf", "influxd_cpu_s_per_million"),
+            "telegraf_peak_rss_mb_max": max(r["b2_telegraf"]["peak_rss_mb"] for r in rows),
+            "ratio_consumer_vs_telegraf": median("ratio_consumer_vs_telegraf"),
+            "cpu_efficiency_consumer_vs_telegraf": median("cpu_efficiency_consumer_vs_telegraf"),
+        }
+    return summary
 
 
 def main() -> int:
@@ -187,53 +264,14 @@ def main() -> int:
     parser.add_argument("--no-telegraf", action="store_true", help="skip the Telegraf side of B2")
     args = parser.parse_args()
     n = args.samples or (500_000 if args.quick else 2_000_000)
-    runs = args.runs or 3
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
     telegraf = None if args.no_telegraf else telegraf_binary()
     rows = []
-    for run in range(runs):
-        with ExitStack() as buckets:
-            def fresh(cfg):  # every contender writes into an empty bucket of its own
-                settings = buckets.enter_context(temporary_bucket(cfg.load.influxdb, "bench"))
-                return cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": settings})})
-
-            ceiling = b0_influx_ceiling(fresh(services.config()), n, seed=1000 + run)
-            cfg, ledger = prefill(services, n, seed=2000 + run)
-            row = {"run": run, "b0_influx": ceiling, "b0_kafka": b0_kafka_consume(cfg, len(ledger.messages))}
-            order = ["b2_consumer", "b2_telegraf"] if telegraf else ["b2_consumer"]
-            for name in order[::-1] if run % 2 else order:  # alternate who reads the topic first
-                target = fresh(cfg)
-                row[name] = (b2_consumer(target, ledger, RESULTS) if name == "b2_consumer"
-                             else b2_telegraf(target, ledger, RESULTS, telegraf))
-        row["ratio_consumer_vs_influx_ceiling"] = row["b2_consumer"]["samples_per_s"] / ceiling["samples_per_s"]
-        if telegraf:
-            hp, tg = row["b2_consumer"], row["b2_telegraf"]
-            row["ratio_consumer_vs_telegraf"] = hp["samples_per_s"] / tg["samples_per_s"]
-            row["cpu_efficiency_consumer_vs_telegraf"] = tg["cpu_s_per_million"] / hp["cpu_s_per_million"]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    summary = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "samples": n, "runs": runs,
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
-        "median_influx_ceiling_samples_per_s": statistics.median(r["b0_influx"]["samples_per_s"] for r in rows),
-        "median_kafka_consume_messages_per_s": statistics.median(r["b0_kafka"]["messages_per_s"] for r in rows),
-        "median_consumer_samples_per_s": statistics.median(r["b2_consumer"]["samples_per_s"] for r in rows),
-        "median_consumer_cpu_s_per_million": statistics.median(r["b2_consumer"]["cpu_s_per_million"] for r in rows),
-        "max_consumer_peak_rss_mb": max(r["b2_consumer"]["peak_rss_mb"] for r in rows),
-        "median_ratio_consumer_vs_influx_ceiling": statistics.median(r["ratio_consumer_vs_influx_ceiling"]
-                                                                     for r in rows),
-    }
-    if telegraf:
-        summary |= {
-            "median_telegraf_samples_per_s": statistics.median(r["b2_telegraf"]["samples_per_s"] for r in rows),
-            "median_telegraf_cpu_s_per_million": statistics.median(r["b2_telegraf"]["cpu_s_per_million"]
-                                                                   for r in rows),
-            "max_telegraf_peak_rss_mb": max(r["b2_telegraf"]["peak_rss_mb"] for r in rows),
-            "median_ratio_consumer_vs_telegraf": statistics.median(r["ratio_consumer_vs_telegraf"] for r in rows),
-            "median_cpu_efficiency_consumer_vs_telegraf": statistics.median(
-                r["cpu_efficiency_consumer_vs_telegraf"] for r in rows),
-        }
+    for run in range(args.runs or 3):
+        rows.append(one_run(services, n, run, telegraf))
+        print(json.dumps(rows[-1]), flush=True)
+    summary = summarize(rows, n)
     (RESULTS / f"bench-{int(time.time())}.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
     print(json.dumps(summary, indent=2))
     return 0

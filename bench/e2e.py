@@ -1,0 +1,90 @@
+"""B3: the sustained end-to-end rate, Prometheus → producer → Kafka → consumer → InfluxDB, both processes at once.
+
+The data set of B1 (`--series` × `--hours`, promtool-built blocks served by a Prometheus of its own) is what an
+outage leaves behind: `healthpipe producer` backfills it while `healthpipe consumer` loads it, as two real
+processes competing with Kafka, InfluxDB and Prometheus for the same 2 cores. The rate is samples divided by the
+time from starting both to the last sample being countable in InfluxDB; it is the most the pipeline sustains,
+since a live load at any lower rate keeps up. Completeness: the count in InfluxDB equals the data set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.producer import QUERY, BenchPrometheus
+from bench.run import RESULTS, _cpu_seconds, _peak_rss_mb, influx_count
+from tests.support.influx import temporary_bucket
+from tests.support.pipeline import write_config
+from tests.support.services import native_or_exit
+
+
+def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path) -> dict:
+    cfg = services.config(extract={"prometheus_url": prom.url, "queries": [QUERY.model_dump()], "lag_seconds": 1,
+                                   "max_backfill": f"{int(time.time()) - start_s + 60}s"},
+                          transform={"valid_metrics": [QUERY.promql]})
+    with temporary_bucket(cfg.load.influxdb, "bench-e2e") as bucket:
+        cfg = cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": bucket})})
+        config_file = write_config(cfg, tmp / "e2e.yaml")
+        env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": bucket.token.get_secret_value(),
+               "HEALTHPIPE_PIPELINE__LOG_LEVEL": "WARNING"}
+        procs = {}
+        t0 = time.perf_counter()
+        for name in ("consumer", "producer"):
+            procs[name] = subprocess.Popen([sys.executable, "-m", name, "--config", str(config_file)], env=env,
+                                           stdout=subprocess.DEVNULL, stderr=open(RESULTS / f"e2e-{name}.log", "ab"))  # noqa: SIM115
+        try:
+            loaded = 0
+            while loaded < prom.samples:
+                time.sleep(0.5)
+                for name, p in procs.items():
+                    assert p.poll() is None, f"{name} died; see bench/results/e2e-{name}.log"
+                loaded = influx_count(bucket, 'r.job == "bench"')
+            seconds = time.perf_counter() - t0
+            usage = {name: {"cpu_s_per_million": _cpu_seconds(p.pid) / prom.samples * 1e6,
+                            "peak_rss_mb": _peak_rss_mb(p.pid)} for name, p in procs.items()}
+        finally:
+            for p in procs.values():
+                p.send_signal(signal.SIGTERM)
+            for p in procs.values():
+                p.wait(60)
+    assert loaded == prom.samples, f"{loaded} of {prom.samples} points in InfluxDB"
+    return {"samples": prom.samples, "seconds": seconds, "samples_per_s": prom.samples / seconds, **usage}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--series", type=int, default=1000)
+    parser.add_argument("--hours", type=float, default=2)
+    parser.add_argument("--every", type=int, default=10, help="seconds between a series' samples")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    services = native_or_exit()
+    RESULTS.mkdir(exist_ok=True)
+    n_points = int(args.hours * 3600 / args.every)
+    end_s = int(time.time()) // 60 * 60 - 600
+    start_s = end_s - n_points * args.every
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hp-b3-") as tmp:
+        prom = BenchPrometheus(Path(tmp), args.series, start_s + args.every, n_points, args.every)
+        try:
+            for _ in range(args.runs):
+                rows.append(one_run(services, prom, start_s, Path(tmp)))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            prom.close()
+    print(json.dumps({"series": args.series, "points_per_series": n_points, "runs": args.runs,
+                      "median_samples_per_s": statistics.median(r["samples_per_s"] for r in rows)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
