@@ -33,6 +33,9 @@ from consumer.line_protocol import series_prefix
 # as `label_<name>` so it cannot overwrite ours or confuse queries.
 OWN_TAGS = {"service", "instance", "metric_type", "metric"}
 RESERVED = {"time", "result", "table", "value", "label"}
+# Series whose tag strings are kept (~2 KB each, measured by bench/memory.py): this caps the consumer's memory
+# under high cardinality; a series pushed out only costs one tag-set rebuild when it comes back.
+PREFIX_CACHE_SERIES = 20_000
 
 
 @dataclass
@@ -130,8 +133,8 @@ class DataTransformer:
         cache_key = (window.query, window.metric_type, tuple(sorted(window.labels.items())))
         prefix = self._prefix_cache.get(cache_key)
         if prefix is None:
-            if len(self._prefix_cache) > 100_000:  # series churn: start over rather than grow forever
-                self._prefix_cache.clear()
+            if len(self._prefix_cache) >= PREFIX_CACHE_SERIES:
+                del self._prefix_cache[next(iter(self._prefix_cache))]  # the oldest entry (dicts keep order)
             prefix = self._prefix_cache[cache_key] = series_prefix(self.tags(window).items())
         metric = window.labels.get("__name__") or window.query
         return prefix, (not self._valid or metric in self._valid)

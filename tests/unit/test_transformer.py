@@ -61,6 +61,17 @@ def test_same_sample_always_same_line():
     assert a == b
 
 
+def test_tag_strings_cached_for_a_bounded_number_of_series(monkeypatch):
+    monkeypatch.setattr("consumer.transformer.PREFIX_CACHE_SERIES", 3)
+    tr = transformer()
+    batch = [w([(NOW_MS - 1, "1")], instance=f"h:{i}") for i in range(5)]
+    first = tr.transform(batch).lines
+    assert len(tr._prefix_cache) == 3
+    assert tr.transform(batch).lines == first == [
+        f"health_metrics,instance=h:{i},job=test-app,metric=up,metric_type=availability,service=test-app "
+        f"value=1.0 {NOW_MS - 1}" for i in range(5)]
+
+
 @given(st.text())
 def test_a_label_value_cannot_add_a_point_tag_or_field(value):
     escaped = escape_tag(value)
