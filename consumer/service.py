@@ -136,7 +136,7 @@ class ConsumerService:
             if self.batch.transformed is None:
                 self.batch.transformed = self.transformer.transform(self.batch.windows)
             oldest = self.inflight[0].write
-            assert oldest is not None
+            assert oldest is not None  # _writer_busy() says so
             done, _ = wait([oldest], timeout=timeout)
             if not done:
                 self._poll_one(0)
@@ -146,29 +146,36 @@ class ConsumerService:
         # short batch); then take what librdkafka already holds, without waiting.
         if self.batch or self.inflight:
             timeout = min(timeout, 0.05)  # something to write or commit soon: don't sleep through it
+        # Each call is accepted before the next: a rebalance callback inside consume() must find every
+        # message returned so far in the batch it flushes or abandons.
         first = self.consumer.poll(timeout)
-        messages = [first] if first is not None else []
-        if first is not None and wanted > 1:
-            messages += self.consumer.consume(wanted - 1, 0)
-        for msg in messages:
-            self._accept(msg)
-        if messages:
+        received = 0
+        if first is not None:
+            self._accept(first)
+            rest = self.consumer.consume(wanted - 1, 0) if wanted > 1 else []
+            for msg in rest:
+                self._accept(msg)
+            received = 1 + len(rest)
             self._last_message = time.monotonic()
-        if self._oldest_written():
-            self._attempt(self._complete_written)  # commit as soon as InfluxDB has answered
+        if self._oldest_returned() and not self._attempt(self._complete_returned):
+            return received  # held: the next cycles retry with backoff; nothing else happens meanwhile
         # Caught up (Kafka had fewer messages than the batch has room for) and InfluxDB idle: write now
         # rather than wait for batch_max_age_seconds. Under a backlog the writer is busy, so batches fill.
-        caught_up = len(messages) < wanted
+        caught_up = received < wanted
         if self.batch and not self._writer_busy() and (caught_up or self._batch_due()):
             self._attempt(self._dispatch)
-        return len(messages)
+        return received
 
     def _writer_busy(self) -> bool:
-        """Every writer is taken and the oldest write (the next to commit) has not returned yet."""
-        return len(self.inflight) >= self.cfg.consumer.writers and not self._oldest_written()
+        """Every writer is taken and the oldest write (the next to commit) is still running."""
+        return len(self.inflight) >= self.cfg.consumer.writers and not self._oldest_returned()
 
-    def _oldest_written(self) -> bool:
-        return bool(self.inflight) and self.inflight[0].write is not None and self.inflight[0].write.done()
+    def _oldest_returned(self) -> bool:
+        """The oldest in-flight batch's write has returned, or failed and waits for its retry (write None)."""
+        if not self.inflight:
+            return False
+        write = self.inflight[0].write
+        return write is None or write.done()
 
     def _batch_due(self) -> bool:
         return bool(self.batch) and (self.batch.samples >= self.loader.settings.batch_size or
@@ -272,7 +279,7 @@ class ConsumerService:
 
     def _dispatch(self) -> None:
         """Hand the open batch to a writer thread (when one is free: the oldest in flight completes first)."""
-        self._complete_written()
+        self._complete_returned()
         if len(self.inflight) >= self.cfg.consumer.writers:
             self._complete_oldest()
         batch, self.batch = self.batch, Batch()
@@ -297,9 +304,10 @@ class ConsumerService:
             batch.write_result.rejected.extend(written.rejected)
             batch.written_upto += len(chunk)
 
-    def _complete_written(self) -> None:
-        """Complete the in-flight batches whose writes have returned, oldest first, up to one still running."""
-        while self._oldest_written():
+    def _complete_returned(self) -> None:
+        """Complete the in-flight batches whose writes have returned, oldest first, up to one still running.
+        A failed one is retried here, so nothing is dispatched past a batch that is not in InfluxDB."""
+        while self._oldest_returned():
             self._complete_oldest()
 
     def _complete_oldest(self) -> None:
