@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import yaml
+from confluent_kafka import KafkaException
 
 from common.config import HealthpipeConfig
 from common.messages import SeriesWindow, headers
@@ -115,12 +116,19 @@ def series_messages(run: str, n_series: int, n_samples: int, start_ms: int, step
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition") -> None:
+    """Poll `predicate` until true. A Kafka error while asking counts as "not yet": right after a broker
+    restart, offset lookups answer NOT_COORDINATOR until the group coordinator has loaded."""
     deadline = time.monotonic() + timeout
+    last_error = None
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except KafkaException as exc:
+            last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last Kafka error: {last_error})" if last_error else ""))
 
 
 def committed_all(cfg: HealthpipeConfig, group: str | None = None) -> bool:
