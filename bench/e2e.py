@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.producer import QUERY, BenchPrometheus
+from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
 from bench.run import RESULTS, _cpu_seconds, _peak_rss_mb, influx_count
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import write_config
@@ -63,16 +63,11 @@ def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--series", type=int, default=2000)
-    parser.add_argument("--hours", type=float, default=4)
-    parser.add_argument("--every", type=int, default=10, help="seconds between a series' samples")
-    parser.add_argument("--runs", type=int, default=3)
+    add_data_set_args(parser, series=2000, hours=4)
     args = parser.parse_args()
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
-    n_points = int(args.hours * 3600 / args.every)
-    end_s = int(time.time()) // 60 * 60 - 600
-    start_s = end_s - n_points * args.every
+    n_points, start_s, _ = data_set_span(args)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hp-b3-") as tmp:
         prom = BenchPrometheus(Path(tmp), args.series, start_s + args.every, n_points, args.every)

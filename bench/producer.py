@@ -77,6 +77,21 @@ class BenchPrometheus:
         self.proc.wait(30)
 
 
+def add_data_set_args(parser: argparse.ArgumentParser, series: int, hours: float) -> None:
+    parser.add_argument("--series", type=int, default=series)
+    parser.add_argument("--hours", type=float, default=hours)
+    parser.add_argument("--every", type=int, default=10, help="seconds between a series' samples")
+    parser.add_argument("--runs", type=int, default=3)
+
+
+def data_set_span(args: argparse.Namespace) -> tuple[int, int, int]:
+    """(points per series, first watermark s, last sample s): whole minutes ending 10 minutes ago (inside any
+    lag); the first sample sits one step after the first watermark."""
+    n_points = int(args.hours * 3600 / args.every)
+    end_s = int(time.time()) // 60 * 60 - 600
+    return n_points, end_s - n_points * args.every, end_s
+
+
 def bare_fetch(url: str, windows: list[Window]) -> tuple[int, float]:
     session = requests.Session()
     t0 = time.perf_counter()
@@ -107,15 +122,10 @@ def producer_backfill(services, prometheus_url: str, start_ms: int, end_ms: int)
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--series", type=int, default=1000)
-    parser.add_argument("--hours", type=float, default=2)
-    parser.add_argument("--every", type=int, default=10, help="seconds between a series' samples")
-    parser.add_argument("--runs", type=int, default=3)
+    add_data_set_args(parser, series=1000, hours=2)
     args = parser.parse_args()
     services = native_or_exit()
-    n_points = int(args.hours * 3600 / args.every)
-    end_s = int(time.time()) // 60 * 60 - 600  # whole minutes, 10 minutes ago: inside any lag
-    start_s = end_s - n_points * args.every  # the first sample sits just after the first watermark
+    n_points, start_s, end_s = data_set_span(args)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hp-b1-") as tmp:
         prom = BenchPrometheus(Path(tmp), args.series, start_s + args.every, n_points, args.every)

@@ -133,26 +133,35 @@ def b0_kafka_consume(cfg, n_messages: int) -> dict:
     return {"messages": seen, "seconds": seconds, "messages_per_s": seen / seconds}
 
 
+def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, ledger, tmp: Path) -> dict:
+    """Run `command` from start to every offset of `group` committed, then stop it and count its points.
+    Both sides of B2 are measured by this one function, so they are measured the same way."""
+    t0, i0 = time.perf_counter(), influxd_cpu_seconds()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / f"{name}.log", "ab"))  # noqa: SIM115
+    try:
+        while not committed_all(cfg, group):
+            time.sleep(0.25)
+            assert proc.poll() is None, f"{name} died; see bench/results/{name}.log"
+        seconds = time.perf_counter() - t0
+        cpu, rss, influxd_cpu = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    n = len(ledger.truth)
+    loaded = run_count(cfg, ledger.run)
+    assert loaded == n, f"{name} incomplete: {loaded} of {n} points in InfluxDB"
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
+            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
+
+
 def b2_consumer(cfg, ledger, tmp: Path) -> dict:
     """`healthpipe consumer` as its own process, from a full topic to every offset committed."""
     config_file = write_config(cfg, tmp / f"{cfg.kafka.topic}.yaml")
     env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value(),
            "HEALTHPIPE_PIPELINE__LOG_LEVEL": "WARNING"}
-    t0, i0 = time.perf_counter(), influxd_cpu_seconds()
-    proc = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(config_file)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "consumer.log", "ab"))  # noqa: SIM115
-    while not committed_all(cfg):
-        time.sleep(0.25)
-        assert proc.poll() is None, "consumer died; see bench/results/consumer.log"
-    seconds = time.perf_counter() - t0
-    cpu, rss, influxd_cpu = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
-    n = len(ledger.truth)
-    loaded = run_count(cfg, ledger.run)
-    assert loaded == n, f"incomplete: {loaded} of {n} points in InfluxDB"
-    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
-            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
+    return _until_committed("consumer", [sys.executable, "-m", "consumer", "--config", str(config_file)], env, cfg,
+                            cfg.kafka.group_id, ledger, tmp)
 
 
 def telegraf_binary() -> Path:
@@ -163,32 +172,14 @@ def telegraf_binary() -> Path:
 
 
 def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
-    """The same topic through Telegraf (kafka_consumer + xpath_json parser → influxdb_v2) into the same InfluxDB.
-
-    Same measure as b2_consumer: from start to every offset of its group committed, then every point counted.
-    """
+    """The same topic through Telegraf (kafka_consumer + xpath_json parser → influxdb_v2) into the same InfluxDB."""
     group = f"telegraf-{uuid.uuid4().hex[:6]}"
     s = cfg.load.influxdb
     env = {**os.environ, "HP_KAFKA": cfg.kafka.bootstrap_servers, "HP_TOPIC": cfg.kafka.topic, "HP_GROUP": group,
            "HP_INFLUX_URL": s.url, "HP_INFLUX_TOKEN": s.token.get_secret_value(), "HP_INFLUX_ORG": s.org,
            "HP_INFLUX_BUCKET": s.bucket}
-    t0, i0 = time.perf_counter(), influxd_cpu_seconds()
-    proc = subprocess.Popen([str(telegraf), "--config", str(Path(__file__).parent / "telegraf.conf")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "telegraf.log", "ab"))  # noqa: SIM115
-    try:
-        while not committed_all(cfg, group):
-            time.sleep(0.25)
-            assert proc.poll() is None, "telegraf died; see bench/results/telegraf.log"
-        seconds = time.perf_counter() - t0
-        cpu, rss, influxd_cpu = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-    n = len(ledger.truth)
-    loaded = run_count(cfg, ledger.run)
-    assert loaded == n, f"telegraf incomplete: {loaded} of {n} points in InfluxDB"
-    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
-            "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
+    return _until_committed("telegraf", [str(telegraf), "--config", str(Path(__file__).parent / "telegraf.conf")],
+                            env, cfg, group, ledger, tmp)
 
 
 def one_run(services, n: int, run: int, telegraf: Path | None) -> dict:
