@@ -13,22 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from bench.run import RESULTS, _cpu_seconds, _peak_rss_mb, influx_count
+from bench.run import RESULTS, _cpu_seconds, _peak_rss_mb, _status_mb, influx_count
 from common.kafka import ensure_topics
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import write_config
 from tests.support.services import native_or_exit
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def prefill(cfg, n_samples: int) -> None:
@@ -69,7 +61,7 @@ def main() -> int:
                 time.sleep(0.5)
                 assert proc.poll() is None, "consumer died; see bench/results/memory-consumer.log"
                 done = progress(cfg)
-                samples.append((time.perf_counter() - t0, done, _rss_mb(proc.pid)))
+                samples.append((time.perf_counter() - t0, done, _status_mb(proc.pid, "VmRSS")))
             seconds = time.perf_counter() - t0
             cpu, peak = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid)
         finally:
