@@ -1,4 +1,5 @@
-FROM python:3.11-slim
+# The pipeline image: common/, producer/, consumer/ and nothing of the operations tooling (ops/).
+FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -8,5 +9,12 @@ COPY consumer ./consumer
 RUN pip install . && useradd --create-home --uid 10001 healthpipe
 COPY config ./config
 USER healthpipe
-ENTRYPOINT ["healthpipe"]
-CMD ["--help"]
+# `docker run healthpipe producer` = `python -m producer` (each package runs its own main)
+ENTRYPOINT ["python", "-m"]
+CMD ["producer"]
+
+# The demo app (docker-compose's `demo-app`) is operations tooling: an image of its own.
+FROM runtime AS demo
+COPY ops ./ops
+ENTRYPOINT ["python", "-m", "ops.cli"]
+CMD ["demo-app"]

@@ -26,7 +26,6 @@ import orjson
 import requests
 
 from common.config import HealthpipeConfig, QuerySettings
-from common.durations import parse_duration
 from producer.service import ProducerService
 from producer.windows import Window, pending_windows
 from tests.support.kafka import read_topic
@@ -130,7 +129,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hp-b1-") as tmp:
         prom = BenchPrometheus(Path(tmp), args.series, start_s + args.every, n_points, args.every)
         try:
-            chunk_ms = int(parse_duration(services.config().extract.raw_chunk) * 1000)
+            chunk_ms = services.config().extract.raw_chunk.ms
             windows = pending_windows(start_s * 1000, end_s * 1000, chunk_ms)
             for _ in range(args.runs):
                 fetched, fetch_s = bare_fetch(prom.url, windows)

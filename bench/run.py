@@ -29,8 +29,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from common.kafka import ensure_topics
 from common.messages import decode
-from common.stack import CACHE, SCRIPTS, STACK_DIR
 from consumer.transformer import DataTransformer
+from ops.stack import CACHE, SCRIPTS, STACK_DIR
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.influx import temporary_bucket

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from common.durations import parse_duration
 from common.errors import ConfigError
+from common.times import Duration, Span
 
 DEFAULT_CONFIG_PATH = Path("config/healthpipe.yaml")
 CONFIG_PATH_ENV = "HEALTHPIPE_CONFIG"
@@ -34,19 +34,13 @@ class KafkaSettings(_Section):
     group_id: str = "healthpipe-consumer"
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
-    retention: str = "7d"
+    retention: Duration = Span.parse("7d")
     # Passed to librdkafka as is: security.protocol, sasl.*, ssl.* and the like.
     client_config: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("retention")
-    @classmethod
-    def _check_retention(cls, v: str) -> str:
-        parse_duration(v)
-        return v
-
     @property
     def retention_ms(self) -> int:
-        return int(parse_duration(self.retention) * 1000)
+        return self.retention.ms
 
     def as_librdkafka_dict(self) -> dict[str, Any]:
         """The common librdkafka settings; the only place where dotted keys are spelled."""
@@ -57,19 +51,26 @@ class QuerySettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
     promql: str = Field(min_length=1)
     mode: Literal["raw", "range"] = "range"
-    step: str = "15s"
+    step: Duration = Span.parse("15s")
     metric_type: str = "gauge"
 
     @field_validator("step")
     @classmethod
-    def _check_step(cls, v: str) -> str:
-        if parse_duration(v) < 0.001:
+    def _check_step(cls, v: Span) -> Span:
+        if v.ms < 1:
             raise ValueError("step must be at least 1ms")
         return v
 
     @property
     def step_ms(self) -> int:
-        return int(parse_duration(self.step) * 1000)
+        return self.step.ms
+
+    @property
+    def grid_ms(self) -> int:
+        """The grid this query's windows align to. range: the step grid keeps timestamps deterministic;
+        raw: samples keep their own timestamps, so the millisecond is grid enough (a coarser one only
+        delays the newest samples)."""
+        return self.step_ms if self.mode == "range" else 1
 
 
 def default_queries() -> list[QuerySettings]:
@@ -92,18 +93,15 @@ class ExtractSettings(_Section):
     # Never read newer than now - lag: Prometheus may still be ingesting the last scrape.
     lag_seconds: float = Field(10, ge=0)
     # How far back to read on first start, and the oldest gap an outage may leave to backfill.
-    max_backfill: str = "6h"
+    max_backfill: Duration = Span.parse("6h")
     # A raw-mode window is at most this long per request (range mode chunks by 11,000 points instead).
-    raw_chunk: str = "30m"
+    raw_chunk: Duration = Span.parse("30m")
     request_timeout_seconds: float = Field(10, gt=0)
+    # An answer that carries `warnings` may be partial; by default the window is retried instead of published
+    # (the watermark stays). Set true only for a Prometheus whose warnings are known to be harmless.
+    accept_warnings: bool = False
     max_retries: int = Field(4, ge=0)
     queries: list[QuerySettings] = Field(default_factory=default_queries)
-
-    @field_validator("max_backfill", "raw_chunk")
-    @classmethod
-    def _check_duration(cls, v: str) -> str:
-        parse_duration(v)
-        return v
 
     @model_validator(mode="after")
     def _unique_names(self) -> ExtractSettings:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from common.config import HealthpipeConfig, KafkaSettings
-from common.errors import HealthpipeError
+from common.errors import ConfigError, Fatal, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise HealthpipeError(f"Kafka at {cfg.kafka.bootstrap_servers} is not reachable: {exc}") from None
+        raise Retryable(f"Kafka at {cfg.kafka.bootstrap_servers} is not reachable: {exc}") from None
     missing = [s for s in topic_specs(cfg) if s.name not in existing]
     if not missing:
         return []
@@ -60,7 +63,7 @@ def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
             log.info("topic_created topic=%s", name)
         except KafkaException as exc:
             if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another process won the race
-                raise HealthpipeError(f"cannot create topic {name}: {exc}") from None
+                raise Fatal(f"cannot create topic {name}: {exc}") from None
     return created
 
 
@@ -109,13 +112,104 @@ def group_consumer(cfg: HealthpipeConfig, group_id: str | None = None, **extra: 
     })
 
 
-def reader(cfg: HealthpipeConfig) -> Consumer:
-    """A group-less consumer for reading a topic end to end (watermarks, tests), read_committed."""
+def reader(cfg: HealthpipeConfig, group_id: str | None = None, committed_only: bool = True) -> Consumer:
+    """A consumer for reading partitions by assignment (watermarks, replay, verify, tests); it never commits.
+
+    librdkafka requires a group id; a throw-away one keeps it from touching any real group's offsets.
+    """
     return Consumer({
         **cfg.kafka.as_librdkafka_dict(),
-        "group.id": "healthpipe-reader",  # required by librdkafka; never used to commit
-        "isolation.level": "read_committed",
+        "group.id": group_id or f"healthpipe-reader-{uuid.uuid4().hex[:8]}",
+        "isolation.level": "read_committed" if committed_only else "read_uncommitted",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
     })
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout: float = 30) -> list[int]:
+    """The partition ids of `topic`; Fatal naming it when it does not exist."""
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise Fatal(f"Kafka topic {topic!r} not found ({meta.error if meta else 'no metadata'}); "
+                    f"create it with `healthpipe check --create-topics`")
+    return sorted(meta.partitions)
+
+
+def end_offsets(consumer: Consumer, topic: str, partitions: list[int], timeout: float = 30) -> dict[int, int]:
+    """The high watermark (next offset to be written) of each partition."""
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in partitions}
+
+
+def offsets_at(consumer: Consumer, topic: str, partitions: list[int], ts_ms: int,
+               timeout: float = 30) -> dict[int, int]:
+    """The first offset whose record timestamp is at or after ts_ms, per partition (the end where none is)."""
+    found = consumer.offsets_for_times([TopicPartition(topic, p, ts_ms) for p in partitions], timeout=timeout)
+    ends = end_offsets(consumer, topic, partitions, timeout)
+    return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+
+
+def read_to_end(consumer: Consumer, topic: str, start: dict[int, int], end: dict[int, int] | None = None,
+                timeout: float = 120, batch: int = 500) -> Iterator[Message]:
+    """Every message of `topic` from `start` (offset per partition) up to `end` (exclusive; default: the end
+    when reading began), in offset order per partition. Raises TimeoutError if that takes over `timeout` s.
+
+    A partition is done when its position reaches `end`. Under read_committed the last offsets may be
+    transaction markers, which are never returned, and right after a commit the markers may not be written
+    yet (the log's stable offset lags): so reaching the end is checked by position, not by seeing a message.
+    """
+    partitions = sorted(start)
+    stop = end if end is not None else end_offsets(consumer, topic, partitions)
+    pending = {p for p in partitions if start[p] < stop[p]}
+    if not pending:
+        return
+    consumer.assign([TopicPartition(topic, p, start[p]) for p in sorted(pending)])
+    deadline = time.monotonic() + timeout
+    at_end: set[int] = set()  # partitions that reported EOF since we last checked their position
+    try:
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(pending)} not read to offsets "
+                                   f"{ {p: stop[p] for p in pending} } in {timeout:.0f}s")
+            for msg in consumer.consume(batch, 0.5):
+                err, p, offset = msg.error(), msg.partition() or 0, msg.offset() or 0
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(p)
+                        continue
+                    if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise KafkaException(err)
+                    continue  # transient (a broker restarting): librdkafka retries by itself
+                if p not in pending or offset >= stop[p]:
+                    pending.discard(p)
+                    continue
+                if offset >= stop[p] - 1:
+                    pending.discard(p)
+                yield msg
+            if at_end & pending:
+                positions = consumer.position([TopicPartition(topic, p) for p in sorted(at_end & pending)])
+                pending -= {tp.partition for tp in positions if tp.offset >= stop[tp.partition]}
+                at_end.clear()
+    finally:
+        consumer.unassign()
+
+
+def read_topic(cfg: HealthpipeConfig, topic: str, timeout: float = 120, committed_only: bool = True,
+               from_offsets: dict[int, int] | None = None) -> list[Message]:
+    """Every message of a whole topic (all partitions, from the start or `from_offsets`) up to its end now."""
+    consumer = reader(cfg, committed_only=committed_only)
+    try:
+        partitions = partitions_of(consumer, topic)
+        start = from_offsets or {p: 0 for p in partitions}
+        return list(read_to_end(consumer, topic, start, timeout=timeout))
+    finally:
+        consumer.close()
+
+
+def require_no_members(cfg: HealthpipeConfig, group: str) -> None:
+    """ConfigError if `group` has active members (moving a live group's offsets would be undone)."""
+    admin = admin_client(cfg.kafka)  # keep a reference: a collected client never completes its futures
+    description = admin.describe_consumer_groups([group])[group].result(30)
+    if description.members:
+        raise ConfigError(f"group {group!r} has {len(description.members)} active members; stop its consumers "
+                          f"first (offsets of a live group would be overwritten by its next commit)")

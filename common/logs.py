@@ -34,9 +34,21 @@ class SecretScrubber(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the moment (a test harness may swap it), not the one at start."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     """Route all logging to stderr as key=value lines; scrub `secrets` from every line."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z"))
     handler.addFilter(SecretScrubber(secrets))
     root = logging.getLogger()

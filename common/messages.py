@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from common.errors import Malformed
+
 SCHEMA_VERSION = 1
 SCHEMA_HEADER = "healthpipe-schema"
 
@@ -43,15 +45,6 @@ JSON_SCHEMA: dict = {
             "minItems": 2, "maxItems": 2}},
     },
 }
-
-
-class MalformedMessage(ValueError):
-    """A Kafka message that does not follow the contract; `reason` is a short machine-readable word."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,34 +87,34 @@ def series_key(query: str, labels: Mapping[str, str]) -> bytes:
 
 def decode(value: bytes | None, headers: Any = None,
            max_bytes: int = 1024 * 1024) -> SeriesWindow:
-    """Parse and validate one message value. Raises MalformedMessage with a reason word."""
+    """Parse and validate one message value. Raises Malformed with a reason word."""
     if value is None:
-        raise MalformedMessage("empty", "message has no value")
+        raise Malformed("empty", "message has no value")
     if len(value) > max_bytes:
-        raise MalformedMessage("oversized", f"{len(value)} bytes > limit {max_bytes}")
+        raise Malformed("oversized", f"{len(value)} bytes > limit {max_bytes}")
     for name, header_value in headers or []:
         if name == SCHEMA_HEADER and header_value != str(SCHEMA_VERSION).encode():
-            raise MalformedMessage("unknown_version", f"header {SCHEMA_HEADER}={header_value!r}")
+            raise Malformed("unknown_version", f"header {SCHEMA_HEADER}={header_value!r}")
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise MalformedMessage("not_json", str(exc)) from None
+        raise Malformed("not_json", str(exc)) from None
     if not isinstance(doc, dict):
-        raise MalformedMessage("missing_fields", f"expected an object, got {type(doc).__name__}")
+        raise Malformed("missing_fields", f"expected an object, got {type(doc).__name__}")
     if doc.get("v") != SCHEMA_VERSION:
-        raise MalformedMessage("unknown_version", f"v={doc.get('v')!r}, this consumer reads v={SCHEMA_VERSION}")
+        raise Malformed("unknown_version", f"v={doc.get('v')!r}, this consumer reads v={SCHEMA_VERSION}")
     missing = [f for f in ("query", "metric_type", "labels", "window", "samples") if f not in doc]
     if missing:
-        raise MalformedMessage("missing_fields", f"missing {', '.join(missing)}")
+        raise Malformed("missing_fields", f"missing {', '.join(missing)}")
     labels, window, samples = doc["labels"], doc["window"], doc["samples"]
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-        raise MalformedMessage("bad_field", "labels must map strings to strings")
+        raise Malformed("bad_field", "labels must map strings to strings")
     if not (isinstance(window, list) and len(window) == 2 and all(isinstance(w, int) for w in window)):
-        raise MalformedMessage("bad_field", "window must be [start_ms, end_ms]")
+        raise Malformed("bad_field", "window must be [start_ms, end_ms]")
     if not isinstance(samples, list) or not all(isinstance(s, list) and len(s) == 2 for s in samples):
-        raise MalformedMessage("bad_field", "samples must be a list of [timestamp_ms, value] pairs")
+        raise Malformed("bad_field", "samples must be a list of [timestamp_ms, value] pairs")
     if not isinstance(doc["query"], str) or not doc["query"]:
-        raise MalformedMessage("bad_field", "query must be a non-empty string")
+        raise Malformed("bad_field", "query must be a non-empty string")
     # Sample-level problems (a null value, a bad timestamp) are the transformer's to count, not ours.
     return SeriesWindow(doc["query"], str(doc["metric_type"]), labels, window[0], window[1],
                         [(s[0], s[1]) for s in samples])

@@ -1,5 +1,6 @@
 import sys
 
-from common.cli import main
+from common.command import main
+from consumer.command import HELP, add_arguments, run
 
-sys.exit(main(["consumer", *sys.argv[1:]]))
+sys.exit(main("python -m consumer", HELP, add_arguments, run))

@@ -67,3 +67,11 @@ def format_value(value: float) -> str:
 def line(prefix: str, value: float, timestamp_ms: int) -> str:
     """One point, millisecond precision."""
     return f"{prefix} {FIELD}={format_value(value)} {timestamp_ms}"
+
+
+def lines(prefixes: list[str], values: list[float], timestamps_ms: list[int]) -> list[str]:
+    """Many points at once (the transformer's hot path): values must already be finite floats.
+
+    `repr(float)` is the shortest text that reads back as the same float, so a value round-trips exactly."""
+    field = f" {FIELD}="
+    return [f"{p}{field}{v!r} {t}" for p, v, t in zip(prefixes, values, timestamps_ms, strict=True)]

@@ -1,21 +1,24 @@
-"""InfluxDBLoader (the plan's SimpleInfluxDBLoader): synchronous, batched line-protocol writes.
+"""InfluxDBLoader (the plan's SimpleInfluxDBLoader): one synchronous line-protocol write, one action per status.
 
-One action per HTTP status (as Telegraf's InfluxDB output does):
-  204          written
-  400 / 422    some points are bad: bisect the batch, write the good part, return the bad lines
-  413          too large: split in halves and write each
-  401 / 403    our token is refused: InfluxAuthError (nothing will succeed until it is fixed)
-  404          the org or bucket does not exist: InfluxAuthError too (configuration, not data)
-  429 / 503    InfluxUnavailableError with the server's Retry-After
-  other 5xx, connection errors, timeouts: InfluxUnavailableError, the caller backs off
-The loader never sleeps: the consumer decides how to wait, so it can keep polling Kafka meanwhile.
+`STATUS_ACTIONS` is the whole policy, as data (Telegraf's InfluxDB output makes the same choices):
+
+    204        WRITTEN   every line is in
+    400, 422   BISECT    some lines are bad: split until each bad line stands alone, write the good ones,
+                         return the bad ones (they go to the dead-letter topic)
+    413        SPLIT     the body is too large: write each half; a single line that is still too large is bad
+    401, 403   FATAL     the token is refused: nothing will succeed until it is fixed
+    404        FATAL     the org or bucket does not exist
+    429, 503   RETRY     throttled / not ready: Retryable with the server's Retry-After
+    other      RETRY     any other status, a connection error or a timeout: Retryable, the caller backs off
+
+The loader never sleeps and never retries on its own: its callers (the consumer's hold, replay) decide how
+to wait, so the consumer keeps polling Kafka meanwhile.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +29,33 @@ from influxdb_client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from common.config import InfluxSettings
-from common.errors import InfluxAuthError, InfluxUnavailableError
+from common.errors import Fatal, Retryable, SinkUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class Action(enum.Enum):
+    WRITTEN = "written"
+    BISECT = "bisect"
+    SPLIT = "split"
+    FATAL = "fatal"
+    RETRY = "retry"
+
+
+STATUS_ACTIONS: dict[int, Action] = {
+    204: Action.WRITTEN, 400: Action.BISECT, 422: Action.BISECT, 413: Action.SPLIT,
+    401: Action.FATAL, 403: Action.FATAL, 404: Action.FATAL, 429: Action.RETRY, 503: Action.RETRY,
+}
+
+_FATAL_REMEDY = {
+    401: "InfluxDB refused the token (HTTP 401); check load.influxdb.token",
+    403: "the token may not write to this bucket (HTTP 403); check load.influxdb.token's permissions",
+    404: "org or bucket not found (HTTP 404); check load.influxdb.org and load.influxdb.bucket",
+}
+
+
+def action_for(status: int) -> Action:
+    return STATUS_ACTIONS.get(status, Action.RETRY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,32 +96,25 @@ class InfluxDBLoader:
 
     # --- the plan's API ----------------------------------------------------------------------------
 
-    def load_data(self, data: Sequence[str], max_attempts: int = 5) -> bool:
-        """Write `data` (line protocol) in batches, retrying unavailability with backoff.
+    def load_data(self, data: Sequence[str]) -> bool:
+        """Write `data` (line protocol) in batches of batch_size, once each: True when every line is in.
 
-        True when every line was written; False when InfluxDB rejected some lines or stayed unavailable.
-        The consumer uses `write()` instead, which reports rejected lines for the dead-letter topic.
+        False when InfluxDB rejected a line or was unavailable (the plan's boolean API; it neither sleeps nor
+        retries). Pipelines use `consumer.influx_sink.InfluxSink`, which dead-letters rejected lines and
+        lets the caller hold and retry.
         """
-        ok = True
         size = self.settings.batch_size
-        for i in range(0, len(data), size):
-            for attempt in range(max_attempts):
-                try:
-                    result = self.write(data[i:i + size])
-                    ok &= not result.rejected
-                    break
-                except InfluxUnavailableError as exc:
-                    if attempt == max_attempts - 1:
-                        log.error("influx_write_gave_up attempts=%d error=%s", max_attempts, exc)
-                        return False
-                    time.sleep(backoff(attempt, exc.retry_after))
-        return ok
+        try:
+            return all(not self.write(data[i:i + size]).rejected for i in range(0, len(data), size))
+        except Retryable as exc:
+            log.error("influx_write_failed error=%s", exc)
+            return False
 
     def test_connection(self) -> bool:
         """True when InfluxDB is healthy and the bucket exists (and our token can see it)."""
         try:
             return self.client.ping() and self.check_bucket()
-        except (InfluxAuthError, InfluxUnavailableError, ApiException, Urllib3Error) as exc:
+        except (Fatal, Retryable, ApiException, Urllib3Error) as exc:
             log.error("influx_connection_failed error=%s", exc)
             return False
 
@@ -102,26 +122,25 @@ class InfluxDBLoader:
         self.write_api.close()
         self.client.close()
 
-    # --- the consumer's API ----------------------------------------------------------------------------
+    # --- what the sink uses ----------------------------------------------------------------------------
 
     def check_bucket(self) -> bool:
-        """Raise InfluxAuthError when the bucket is missing or our token cannot read it."""
+        """Fatal when the bucket is missing or our token cannot read it; Retryable when InfluxDB is not up."""
         try:
             bucket = self.client.buckets_api().find_bucket_by_name(self.settings.bucket)
         except ApiException as exc:
-            if exc.status in (401, 403):
-                raise InfluxAuthError(f"InfluxDB at {self.settings.url} refused the token "
-                                      f"(HTTP {exc.status}); check load.influxdb.token") from None
-            raise InfluxUnavailableError(f"InfluxDB bucket lookup failed: HTTP {exc.status}") from None
-        except Urllib3Error as exc:
-            raise InfluxUnavailableError(f"InfluxDB at {self.settings.url} unreachable: {exc}") from None
+            if action_for(exc.status or 0) is Action.FATAL:
+                raise Fatal(f"InfluxDB at {self.settings.url}: {_FATAL_REMEDY[exc.status or 0]}") from None
+            raise SinkUnavailable(f"InfluxDB bucket lookup failed: HTTP {exc.status}", _retry_after(exc)) from None
+        except (Urllib3Error, OSError) as exc:
+            raise SinkUnavailable(f"InfluxDB at {self.settings.url} unreachable: {exc}") from None
         if bucket is None:
-            raise InfluxAuthError(f"bucket {self.settings.bucket!r} does not exist in org {self.settings.org!r} "
-                                  f"(or the token cannot see it); check load.influxdb.bucket")
+            raise Fatal(f"bucket {self.settings.bucket!r} does not exist in org {self.settings.org!r} "
+                        f"(or the token cannot see it); check load.influxdb.bucket")
         return True
 
     def write(self, lines: Sequence[str]) -> WriteResult:
-        """Write one batch; bisect out rejected lines. Raises InfluxUnavailableError / InfluxAuthError."""
+        """Write one batch; bisect out rejected lines. Raises Retryable (SinkUnavailable) or Fatal."""
         result = WriteResult()
         self._write(list(lines), result)
         return result
@@ -137,36 +156,18 @@ class InfluxDBLoader:
             return
         except ApiException as exc:
             status = exc.status or 0
-            if status in (400, 422):
+            action = action_for(status)
+            if action in (Action.BISECT, Action.SPLIT):
                 if len(lines) == 1:
                     result.rejected.append(RejectedLine(lines[0], status, _body(exc)))
                     return
-                self._split(lines, result)  # find the bad points; the good ones get written
+                mid = len(lines) // 2  # the good part of the batch still gets written
+                self._write(lines[:mid], result)
+                self._write(lines[mid:], result)
                 return
-            if status == 413:
-                if len(lines) == 1:
-                    result.rejected.append(RejectedLine(lines[0], status, _body(exc)))
-                    return
-                self._split(lines, result)
-                return
-            if status in (401, 403):
-                raise InfluxAuthError(f"InfluxDB refused the token (HTTP {status}): {_body(exc)[:200]}") from None
-            if status == 404:
-                raise InfluxAuthError(f"InfluxDB: org or bucket not found (HTTP 404): {_body(exc)[:200]}") from None
-            raise InfluxUnavailableError(f"InfluxDB HTTP {status}: {_body(exc)[:200]}", _retry_after(exc)) from None
-        except Urllib3Error as exc:
-            raise InfluxUnavailableError(f"InfluxDB unreachable: {type(exc).__name__}: {exc}") from None
-        except OSError as exc:
-            raise InfluxUnavailableError(f"InfluxDB unreachable: {exc}") from None
-
-    def _split(self, lines: list[str], result: WriteResult) -> None:
-        mid = len(lines) // 2
-        self._write(lines[:mid], result)
-        self._write(lines[mid:], result)
-
-
-def backoff(attempt: int, retry_after: float | None = None, base: float = 0.5, cap: float = 30.0) -> float:
-    """Seconds to wait before retry `attempt` (0-based): Retry-After if the server said, else full jitter."""
-    if retry_after is not None:
-        return min(retry_after, 300.0)
-    return random.uniform(0, min(cap, base * 2 ** attempt))
+            if action is Action.FATAL:
+                raise Fatal(f"InfluxDB at {self.settings.url}: {_FATAL_REMEDY.get(status, status)}: "
+                            f"{_body(exc)[:200]}") from None
+            raise SinkUnavailable(f"InfluxDB HTTP {status}: {_body(exc)[:200]}", _retry_after(exc)) from None
+        except (Urllib3Error, OSError) as exc:
+            raise SinkUnavailable(f"InfluxDB unreachable: {type(exc).__name__}: {exc}") from None

@@ -27,6 +27,12 @@ class ConsumerMetrics:
                                       "Failed InfluxDB writes (retried)", registry=r)
         self.lag = Gauge("healthpipe_consumer_lag", "Consumer lag per partition", ["topic", "partition"],
                          registry=r)
+        self.commit_failures = Counter("healthpipe_consumer_commit_failures_total",
+                                       "Offset commits Kafka refused (the data is written; it will be re-delivered)",
+                                       registry=r)
+        self.offsets_lost = Counter("healthpipe_consumer_offsets_lost_total",
+                                    "Offsets skipped because they fell out of the topic's retention",
+                                    ["topic", "partition"], registry=r)
         self.committed = Gauge("healthpipe_consumer_committed_offset", "Last committed offset",
                                ["topic", "partition"], registry=r)
         self.paused = Gauge("healthpipe_consumer_paused", "1 while partitions are paused for InfluxDB",

@@ -27,12 +27,22 @@ import pandas as pd
 
 from common.config import TransformSettings
 from common.messages import SeriesWindow
-from consumer.line_protocol import series_prefix
+from consumer import line_protocol
 
 # Our own tag names, and names Flux or InfluxQL reserve: a label with one of these names is stored
-# as `label_<name>` so it cannot overwrite ours or confuse queries.
+# as `label_<name>` so it cannot overwrite ours or confuse queries. A label that already starts with
+# `label_` is renamed too, so no two labels can land on one tag (`metric` → `label_metric`,
+# `label_metric` → `label_label_metric`): the renaming is one-to-one.
 OWN_TAGS = {"service", "instance", "metric_type", "metric"}
 RESERVED = {"time", "result", "table", "value", "label"}
+RENAMED_PREFIX = "label_"
+
+
+def tag_key(label: str) -> str:
+    """The tag key a Prometheus label name is stored under."""
+    if label in OWN_TAGS or label in RESERVED or label.startswith("_") or label.startswith(RENAMED_PREFIX):
+        return RENAMED_PREFIX + label
+    return label
 # Series whose tag strings are kept (~2 KB each, measured by bench/memory.py): this caps the consumer's memory
 # under high cardinality; a series pushed out only costs one tag-set rebuild when it comes back.
 PREFIX_CACHE_SERIES = 20_000
@@ -105,8 +115,7 @@ class DataTransformer:
 
     def _to_influxdb_format(self, df: pd.DataFrame) -> list[str]:
         """Line protocol, one line per sample, millisecond timestamps."""
-        return [f"{p} value={v!r} {t}" for p, v, t in
-                zip(df["prefix"].tolist(), df["value"].tolist(), df["ts"].tolist(), strict=True)]
+        return line_protocol.lines(df["prefix"].tolist(), df["value"].tolist(), df["ts"].tolist())
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -125,8 +134,7 @@ class DataTransformer:
                 continue
             if include is not None and name not in include:
                 continue
-            key = f"label_{name}" if name in OWN_TAGS or name in RESERVED or name.startswith("_") else name
-            tags[key] = value
+            tags[tag_key(name)] = value
         return tags
 
     def _prefix(self, window: SeriesWindow) -> tuple[str, bool]:
@@ -135,7 +143,7 @@ class DataTransformer:
         if prefix is None:
             if len(self._prefix_cache) >= PREFIX_CACHE_SERIES:
                 del self._prefix_cache[next(iter(self._prefix_cache))]  # the oldest entry (dicts keep order)
-            prefix = self._prefix_cache[cache_key] = series_prefix(self.tags(window).items())
+            prefix = self._prefix_cache[cache_key] = line_protocol.series_prefix(self.tags(window).items())
         metric = window.labels.get("__name__") or window.query
         return prefix, (not self._valid or metric in self._valid)
 

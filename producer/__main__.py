@@ -1,5 +1,6 @@
 import sys
 
-from common.cli import main
+from common.command import main
+from producer.command import HELP, add_arguments, run
 
-sys.exit(main(["producer", *sys.argv[1:]]))
+sys.exit(main("python -m producer", HELP, add_arguments, run))

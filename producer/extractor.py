@@ -20,9 +20,24 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from common.config import QuerySettings, default_queries
-from common.durations import parse_duration
-from common.errors import PrometheusError
+from common.errors import PrometheusRejected, PrometheusUnavailable
+from common.times import parse_duration
 from producer.windows import Window, range_points
+
+# What to do with each errorType of Prometheus' HTTP API (web/api/v1/api.go). Only a query Prometheus cannot
+# parse or evaluate as written is the user's to fix; everything else is worth another try later.
+REJECTED_ERROR_TYPES = {"bad_data", "not_acceptable", "not_found"}  # others: timeout, canceled, execution,
+#                                                                     unavailable, internal -> retry later
+
+PrometheusError = PrometheusRejected | PrometheusUnavailable
+
+
+def api_error(query: str, error_type: str | None, error: str | None) -> PrometheusError:
+    """The exception for an API error answer, by its errorType."""
+    detail = f"{error_type}: {error}"
+    if error_type in REJECTED_ERROR_TYPES:
+        return PrometheusRejected(query, detail)
+    return PrometheusUnavailable(query, detail)
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +61,11 @@ class PrometheusExtractor:
 
     def __init__(self, prometheus_url: str, timeout: float = 10.0, max_retries: int = 4,
                  backoff_factor: float = 0.5, session: requests.Session | None = None,
-                 on_request: object = None):
+                 on_request: object = None, accept_warnings: bool = False):
         self.prometheus_url = prometheus_url.rstrip("/")
+        # An answer with `warnings` may be partial (a failed remote-read or a storage error): by default it is
+        # refused like an unavailable Prometheus, so no watermark moves past data that may be missing.
+        self.accept_warnings = accept_warnings
         self.timeout = timeout
         self.session = session or requests.Session()
         retry = Retry(total=max_retries, connect=max_retries, read=max_retries, status=max_retries,
@@ -76,16 +94,19 @@ class PrometheusExtractor:
         results: dict[str, list[Series] | PrometheusError] = {}
         for q in queries or default_queries():
             try:
-                results[q.name] = self.extract_metrics(q.promql, now - parse_duration(lookback), now, q.step)
-            except PrometheusError as exc:
-                log.warning("query_failed query=%s error=%s", q.name, exc.detail)
+                results[q.name] = self.extract_metrics(q.promql, now - parse_duration(lookback), now, str(q.step))
+            except (PrometheusRejected, PrometheusUnavailable) as exc:
+                log.warning("query_failed query=%s error=%s", q.name, exc)
                 results[q.name] = exc
         return results
 
     def _parse_response(self, payload: dict, query: str) -> list[Series]:
         """Series from a Prometheus API answer (matrix, vector or scalar), values kept as strings."""
         if payload.get("status") != "success":
-            raise PrometheusError(query, f"{payload.get('errorType', 'error')}: {payload.get('error', payload)}")
+            raise api_error(query, payload.get("errorType"), payload.get("error", str(payload)))
+        if payload.get("warnings") and not self.accept_warnings:
+            raise PrometheusUnavailable(query, f"answer has warnings (possibly partial data, not published; "
+                                               f"extract.accept_warnings allows it): {payload['warnings'][:3]}")
         data = payload.get("data") or {}
         kind, result = data.get("resultType"), data.get("result") or []
         if kind == "matrix":
@@ -94,7 +115,7 @@ class PrometheusExtractor:
             return [Series(dict(r["metric"]), [(_to_ms(r["value"][0]), r["value"][1])]) for r in result]
         if kind == "scalar":
             return [Series({}, [(_to_ms(result[0]), result[1])])]
-        raise PrometheusError(query, f"unexpected resultType {kind!r}")
+        raise PrometheusUnavailable(query, f"unexpected resultType {kind!r}")
 
     # --- what the producer uses ----------------------------------------------------------------------
 
@@ -105,7 +126,7 @@ class PrometheusExtractor:
         points = range_points(window, q.step_ms)
         if points is None:
             return []
-        series = self.extract_metrics(q.promql, points[0] / 1000, points[1] / 1000, q.step)
+        series = self.extract_metrics(q.promql, points[0] / 1000, points[1] / 1000, str(q.step))
         for s in series:  # query_range only returns grid points in [first, last]; keep the contract explicit
             s.samples = [p for p in s.samples if window.start_ms < p[0] <= window.end_ms]
         return [s for s in series if s.samples]
@@ -120,10 +141,16 @@ class PrometheusExtractor:
         return [s for s in series if s.samples]
 
     def check_query(self, q: QuerySettings) -> None:
-        """Evaluate `q` once; raise PrometheusError naming it if Prometheus rejects the PromQL."""
+        """Evaluate `q` once; PrometheusRejected (Fatal) naming it if Prometheus rejects the PromQL."""
         # raw mode appends a range to the PromQL, so it must be a plain selector; this finds out.
         promql = f"{q.promql}[1m]" if q.mode == "raw" else q.promql
         self._parse_response(self._get("/api/v1/query", q.name, {"query": promql}), q.name)
+
+    def now_ms(self) -> int:
+        """Prometheus' own clock (the evaluation time of an instant query without `time`), in ms."""
+        payload = self._get("/api/v1/query", "time()", {"query": "time()"})
+        series = self._parse_response(payload, "time()")
+        return series[0].samples[0][0]
 
     def ready(self) -> bool:
         try:
@@ -139,16 +166,17 @@ class PrometheusExtractor:
             resp = self.session.post(f"{self.prometheus_url}{path}", data=params, timeout=self.timeout)
             if resp.status_code in (400, 422):  # bad query: Prometheus explains in the JSON body
                 body = resp.json()
-                raise PrometheusError(query, f"{body.get('errorType')}: {body.get('error')}")
+                raise api_error(query, body.get("errorType"), body.get("error"))
             resp.raise_for_status()
             ok = True
             return resp.json()
         except requests.exceptions.RetryError as exc:
-            raise PrometheusError(query, f"gave up after retries: {exc.args[0].reason if exc.args else exc}") from None
+            raise PrometheusUnavailable(query, f"gave up after retries: {exc.args[0].reason if exc.args else exc}") \
+                from None
         except requests.RequestException as exc:
-            raise PrometheusError(query, f"{type(exc).__name__}: {exc}") from None
+            raise PrometheusUnavailable(query, f"{type(exc).__name__}: {exc}") from None
         except ValueError as exc:
-            raise PrometheusError(query, f"answer is not JSON: {exc}") from None
+            raise PrometheusUnavailable(query, f"answer is not JSON: {exc}") from None
         finally:
             if callable(self.on_request):
                 self.on_request(path, time.perf_counter() - t0, ok)

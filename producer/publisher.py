@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from common.config import HealthpipeConfig
-from common.errors import PublishError
+from common.errors import Fatal, PublishError
 from common.kafka import transactional_producer
 from common.messages import SeriesWindow, headers
 from producer import watermarks
@@ -36,8 +36,16 @@ class TransactionalPublisher:
         self._in_transaction = False
 
     def init(self) -> None:
-        """Register the transactional id; this fences and aborts a crashed predecessor's open transaction."""
-        self.producer.init_transactions(self.timeout)
+        """Register the transactional id; this fences and aborts a crashed predecessor's open transaction.
+
+        Retryable while Kafka cannot be reached (a timeout leaves the producer usable for another try)."""
+        try:
+            self.producer.init_transactions(self.timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise Fatal(f"Kafka refused transactional id {self.transactional_id!r}: {err}") from None
+            raise PublishError(f"Kafka transactions not available: {err}") from None
 
     def publish(self, query: str, windows: Iterable[SeriesWindow], watermark_ms: int | None) -> int:
         """Publish `windows` and (if given) the query's new watermark atomically; return messages sent."""

@@ -13,12 +13,19 @@ import time
 
 from common import logs
 from common.config import HealthpipeConfig, QuerySettings, load_config
-from common.durations import parse_duration
-from common.errors import ConfigError, HealthpipeError, PrometheusError, PublishError
+from common.errors import (
+    ConfigError,
+    HealthpipeError,
+    PrometheusRejected,
+    PrometheusUnavailable,
+    PublishError,
+    Retryable,
+)
 from common.kafka import ensure_topics
 from common.messages import SeriesWindow
 from common.observability import StatusServer
 from common.process import run_service
+from common.retry import retry
 from producer import watermarks
 from producer.extractor import PrometheusExtractor
 from producer.metrics import ProducerMetrics
@@ -28,44 +35,35 @@ from producer.windows import Window, chunk_ms, first_watermark, pending_windows,
 log = logging.getLogger(__name__)
 
 
-def _grid(q: QuerySettings) -> int:
-    # range: the step grid keeps timestamps deterministic; raw: samples keep their own timestamps, so the
-    # millisecond is grid enough (a coarser one only delays the newest samples)
-    return q.step_ms if q.mode == "range" else 1
-
-
 class ProducerService:
     def __init__(self, cfg: HealthpipeConfig, metrics: ProducerMetrics | None = None,
-                 clock=time.time, max_windows_per_cycle: int = 100):
+                 clock=time.time, max_windows_per_cycle: int = 100, transactional_id: str | None = None):
         self.cfg = cfg
         self.metrics = metrics or ProducerMetrics()
         self.clock = clock
         self.max_windows_per_cycle = max_windows_per_cycle
+        self.transactional_id = transactional_id or cfg.producer.transactional_id
         self.extractor = PrometheusExtractor(cfg.extract.prometheus_url, cfg.extract.request_timeout_seconds,
-                                             cfg.extract.max_retries,
-                                             on_request=self.metrics.on_prometheus_request)
+                                             cfg.extract.max_retries, on_request=self.metrics.on_prometheus_request,
+                                             accept_warnings=cfg.extract.accept_warnings)
         self.publisher: TransactionalPublisher | None = None
         self.watermarks: dict[str, int] = {}
         self._stop = threading.Event()
         self._ready = False
+        self._cycle_prometheus_now: int | None = None
         self.status_server: StatusServer | None = None
 
     # --- lifecycle (the plan's names) ----------------------------------------------------------------
 
-    def initialize(self) -> None:
-        """Check Prometheus and every query, create topics, fence predecessors, load watermarks."""
-        for q in self.cfg.extract.queries:
-            try:
-                self.extractor.check_query(q)
-            except PrometheusError as exc:
-                if "bad_data" in exc.detail or "parse error" in exc.detail or "ranges only allowed" in exc.detail:
-                    raise ConfigError(f"extract.queries[{q.name}]: Prometheus rejects the PromQL "
-                                      f"(mode={q.mode}): {exc.detail}") from None
-                raise
-        ensure_topics(self.cfg)
-        self.publisher = TransactionalPublisher(self.cfg)
-        self.publisher.init()
-        self.watermarks = watermarks.load(self.cfg)
+    def initialize(self, give_up_after: float | None = None) -> None:
+        """Check Prometheus and every query, create topics, fence predecessors, load watermarks.
+
+        Waits (unready, retrying with backoff) while Prometheus or Kafka is unreachable, until stop() or
+        `give_up_after` seconds; a query Prometheus rejects is a ConfigError at once."""
+        retry(self._check_queries, "prometheus_check", give_up_after, stop=self._stop)
+        retry(lambda: ensure_topics(self.cfg), "kafka_topics", give_up_after, stop=self._stop)
+        retry(self.start_publisher, "kafka_transactions", give_up_after, stop=self._stop)
+        self.watermarks = retry(lambda: watermarks.load(self.cfg), "watermarks_load", give_up_after, stop=self._stop)
         now_ms = int(self.clock() * 1000)
         for q in self.cfg.extract.queries:
             if q.name in self.watermarks:
@@ -73,10 +71,25 @@ class ProducerService:
         log.info("producer_initialized queries=%d watermarks=%s", len(self.cfg.extract.queries), self.watermarks)
         self._ready = True
 
+    def _check_queries(self) -> None:
+        for q in self.cfg.extract.queries:
+            try:
+                self.extractor.check_query(q)
+            except PrometheusRejected as exc:
+                raise ConfigError(f"extract.queries[{q.name}]: Prometheus rejects the PromQL "
+                                  f"(mode={q.mode}): {exc.detail}") from None
+
+    def start_publisher(self) -> None:
+        """Register our transactional id with Kafka: fences a predecessor and aborts its open transaction."""
+        if self.publisher is None:
+            self.publisher = TransactionalPublisher(self.cfg, self.transactional_id)
+        self.publisher.init()
+
     def run_single_cycle(self) -> dict[str, int]:
         """One pass over every query; returns samples published per query."""
         assert self.publisher is not None, "call initialize() first"
         t0 = time.perf_counter()
+        self._cycle_prometheus_now = None
         published = {}
         for q in self.cfg.extract.queries:
             if self._stop.is_set():
@@ -113,8 +126,8 @@ class ProducerService:
 
     def _run_query(self, q: QuerySettings) -> int:
         now_ms = int(self.clock() * 1000)
-        grid = _grid(q)
-        oldest = first_watermark(now_ms, int(parse_duration(self.cfg.extract.max_backfill) * 1000), grid)
+        grid = q.grid_ms
+        oldest = first_watermark(now_ms, self.cfg.extract.max_backfill.ms, grid)
         watermark = self.watermarks.get(q.name)
         if watermark is None:
             watermark = oldest
@@ -124,8 +137,11 @@ class ProducerService:
                         q.name, watermark, oldest, self.cfg.extract.max_backfill)
             self.metrics.query_errors.labels(q.name, "backfill_truncated").inc()
             watermark = oldest
-        limit = read_limit(now_ms, int(self.cfg.extract.lag_seconds * 1000), grid)
-        size = chunk_ms(q.mode, q.step_ms, int(parse_duration(self.cfg.extract.raw_chunk) * 1000))
+        # Never read past Prometheus' own now: with our clock ahead of its clock, a window ending in its future
+        # would be published before its last samples exist, and the watermark would move past them for good.
+        limit = read_limit(min(now_ms, self._prometheus_now_ms(now_ms)), int(self.cfg.extract.lag_seconds * 1000),
+                           grid)
+        size = chunk_ms(q.mode, q.step_ms, self.cfg.extract.raw_chunk.ms)
         windows = pending_windows(watermark, limit, size)
         if len(windows) > 1:
             log.info("backfill query=%s windows=%d from_ms=%d to_ms=%d", q.name, len(windows), watermark, limit)
@@ -135,8 +151,8 @@ class ProducerService:
                 break
             try:
                 total += self.publish_window(q, window, advance_watermark=True)
-            except (PrometheusError, PublishError) as exc:
-                stage = "prometheus" if isinstance(exc, PrometheusError) else "kafka"
+            except (Retryable, PrometheusRejected) as exc:
+                stage = "kafka" if isinstance(exc, PublishError) else "prometheus"
                 self.metrics.query_errors.labels(q.name, stage).inc()
                 log.error("window_failed query=%s stage=%s start_ms=%d end_ms=%d error=%s",
                           q.name, stage, window.start_ms, window.end_ms, exc)
@@ -146,6 +162,17 @@ class ProducerService:
                          window.end_ms)
         self._observe_watermark(q.name, now_ms)
         return total
+
+    def _prometheus_now_ms(self, fallback_ms: int) -> int:
+        """Prometheus' clock, asked once per cycle; our own when it cannot answer (the window read will fail
+        the same way and be retried)."""
+        if self._cycle_prometheus_now is None:
+            try:
+                self._cycle_prometheus_now = self.extractor.now_ms()
+            except (PrometheusUnavailable, PrometheusRejected) as exc:
+                log.warning("prometheus_clock_unknown error=%s", exc)
+                self._cycle_prometheus_now = fallback_ms
+        return self._cycle_prometheus_now
 
     def publish_window(self, q: QuerySettings, window: Window, advance_watermark: bool) -> int:
         """Read one window from Prometheus and publish it in one transaction; return samples published."""

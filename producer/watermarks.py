@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 import orjson
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message
 
 from common.config import HealthpipeConfig
-from common.kafka import reader
+from common.errors import Retryable
+from common.kafka import read_to_end, reader
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +36,20 @@ def load(cfg: HealthpipeConfig, timeout: float = 30) -> dict[str, int]:
     consumer = reader(cfg)
     watermarks: dict[str, int] = {}
     try:
-        consumer.assign([TopicPartition(cfg.kafka.watermark_topic, 0, 0)])  # offset 0 = from the start
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            err, value = msg.error(), msg.value()
-            if err is not None:
-                # End of partition (counting control records and the LSO): we have seen everything.
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return watermarks
-                raise RuntimeError(f"reading watermarks: {err}")
+        for msg in _read(consumer, cfg.kafka.watermark_topic, timeout):
+            value = msg.value()
             if value is None:  # a tombstone: the query's watermark was deleted
                 watermarks.pop((msg.key() or b"").decode(), None)
                 continue
             record = orjson.loads(value)
             watermarks[record["query"]] = int(record["watermark_ms"])
-        raise TimeoutError(f"watermark topic {cfg.kafka.watermark_topic} not read to its end in {timeout}s")
+        return watermarks
     finally:
         consumer.close()
+
+
+def _read(consumer: Consumer, topic: str, timeout: float) -> Iterator[Message]:
+    try:
+        yield from read_to_end(consumer, topic, {0: 0}, timeout=timeout)
+    except (KafkaException, TimeoutError) as exc:
+        raise Retryable(f"watermark topic {topic} not readable: {exc}") from None

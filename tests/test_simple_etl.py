@@ -7,7 +7,7 @@ import unittest
 from unittest import mock
 
 from common.config import load_config
-from common.errors import PrometheusError
+from common.errors import PrometheusUnavailable
 from consumer.transformer import DataTransformer
 from producer.extractor import PrometheusExtractor, Series
 from producer.service import ProducerService
@@ -32,6 +32,7 @@ class TestSimpleETL(unittest.TestCase):
             {"name": "error_rate", "promql": "sum(rate(x[1m]))", "mode": "range", "step": "15s"}]})
         self.service = ProducerService(self.config, clock=lambda: NOW)
         self.service.publisher = FakePublisher()
+        self.service.extractor.now_ms = lambda: int(NOW * 1000)  # Prometheus' clock agrees with ours
 
     def test_pipeline_initialization(self):
         self.assertIsInstance(self.service.extractor, PrometheusExtractor)
@@ -61,7 +62,7 @@ class TestSimpleETL(unittest.TestCase):
     def test_error_handling(self):
         def read_window(q, window):
             if q.name == "availability":
-                raise PrometheusError(q.name, "HTTP 500")
+                raise PrometheusUnavailable(q.name, "HTTP 500")
             return []
 
         with mock.patch.object(self.service.extractor, "read_window", side_effect=read_window):

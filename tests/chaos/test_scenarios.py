@@ -7,8 +7,8 @@ import signal
 import subprocess
 import time
 
-from common import stack
 from common.kafka import ensure_topics
+from ops import stack
 from tests.chaos.ledger import checksum, generate
 from tests.support import kafka
 from tests.support.faults import FaultProxy

@@ -176,7 +176,7 @@ def test_influxdb_down_for_30s_pauses_without_committing_then_drains(services):
     """Stops the stack's real InfluxDB process: the consumer must hold, stay in its group, then catch up."""
     if not services.native:
         pytest.skip("needs the native stack to stop and start InfluxDB")
-    from common import stack
+    from ops import stack
 
     cfg = fast(services, kafka={"partitions": 2})
     run = uuid.uuid4().hex

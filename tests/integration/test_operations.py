@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from common.check import run as check
 from common.errors import HealthpipeError
 from consumer import replay
+from ops.check import run as check
 from tests.support import influx, kafka
 from tests.support.pipeline import ConsumerThread, committed_all, series_messages, wait_until, write_config
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common import stack
 from common.config import HealthpipeConfig
 from common.kafka import topic_specs
+from ops import stack
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -78,7 +78,7 @@ def test_ports_agree_with_config_and_prometheus():
     assert SERVICES["consumer"]["environment"]["HEALTHPIPE_CONSUMER__METRICS_PORT"] == str(cfg.consumer.metrics_port)
     prom = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
-    assert jobs["test-app"]["static_configs"][0]["targets"] == [f"demo-app:{stack.DEMO_APP_PORT}"]
+    assert jobs["test-app"]["static_configs"][0]["targets"] == [f"demo-app:{stack.PORTS.demo_app}"]
     assert jobs["healthpipe-producer"]["static_configs"][0]["targets"] == [f"producer:{cfg.producer.metrics_port}"]
     assert jobs["healthpipe-consumer"]["dns_sd_configs"][0]["port"] == cfg.consumer.metrics_port
     assert "127.0.0.1:9090:9090" in SERVICES["prometheus"]["ports"]
@@ -89,3 +89,31 @@ def test_consumers_scale():
     consumer = SERVICES["consumer"]
     assert consumer["deploy"]["replicas"] == 2
     assert "container_name" not in consumer and "ports" not in consumer
+
+
+def test_the_native_stack_renders_the_same_prometheus_config():
+    """One prometheus.yml: the native stack rewrites docker-compose's hosts to 127.0.0.1, nothing else."""
+    template = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())
+    native = stack.render_prometheus_config(template)
+    assert [j["job_name"] for j in native["scrape_configs"]] == [j["job_name"] for j in template["scrape_configs"]]
+    targets = {j["job_name"]: [t for s in j["static_configs"] for t in s["targets"]] for j in native["scrape_configs"]}
+    assert targets["test-app"] == [f"127.0.0.1:{stack.PORTS.demo_app}"]
+    assert targets["healthpipe-producer"] == [f"127.0.0.1:{stack.PORTS.producer_metrics}"]
+    assert targets["healthpipe-consumer"] == [f"127.0.0.1:{p}" for p in stack.PORTS.consumer_metrics]
+    assert native["global"]["scrape_interval"] == "1s"
+
+
+def test_the_pipeline_image_carries_no_operations_tooling():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    runtime = dockerfile.split(" AS demo")[0]
+    copied = re.findall(r"^COPY (\S+) ", runtime, flags=re.M)
+    assert "ops" not in copied and {"common", "producer", "consumer"} <= set(copied)
+    assert SERVICES["producer"]["build"]["target"] == "runtime"  # (through the x-healthpipe anchor)
+    assert SERVICES["demo-app"]["build"]["target"] == "demo"
+
+
+def test_compose_commands_are_runnable_packages():
+    """The image's entry point is `python -m`: each command must be a package with a __main__."""
+    for name in ("producer", "consumer"):
+        module = SERVICES[name]["command"][0]
+        assert (ROOT / module / "__main__.py").exists(), f"{name}: python -m {module} would fail"

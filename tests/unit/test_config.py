@@ -75,7 +75,7 @@ def test_duplicate_query_names(tmp_path):
 
 
 def test_cli_exits_2_on_bad_config(tmp_path, capsys):
-    from common.cli import main
+    from ops.cli import main
 
     assert main(["producer", "--config", str(write(tmp_path, "nope: 1\n"))]) == 2
     assert "nope: unknown key" in capsys.readouterr().err

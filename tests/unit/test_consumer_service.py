@@ -1,27 +1,30 @@
-"""ConsumerService's batching state machine with Kafka and InfluxDB replaced by fakes (the real thing is in
-tests/integration and tests/chaos). These pin orderings that real services only hit by chance."""
+"""The consumer's state machine (loop, checkpoint, hold) with Kafka and the sink replaced by fakes (the real
+thing is in tests/integration and tests/chaos). These pin orderings that real services only hit by chance."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from common.config import load_config
-from common.errors import InfluxUnavailableError
+from common.errors import DeadLetterError, SinkUnavailable
 from common.messages import SeriesWindow, headers
-from consumer.loader import WriteResult
 from consumer.service import ConsumerService
+from consumer.sink import Rejected, WriteOutcome
 
 NOW_MS = int(time.time() * 1000) - 60_000
 
 
 class FakeMessage:
-    def __init__(self, offset: int):
+    def __init__(self, offset: int, partition: int = 0, value: bytes | None = None):
         window = SeriesWindow("availability", "availability", {"__name__": "up", "instance": f"i{offset}"},
                               NOW_MS - 1, NOW_MS, [(NOW_MS, "1")])
-        self._offset, self._key, self._value = offset, window.key, window.to_json()
+        self._offset, self._partition, self._key = offset, partition, window.key
+        self._value = window.to_json() if value is None else value
 
     def error(self):
         return None
@@ -30,7 +33,7 @@ class FakeMessage:
         return "hm"
 
     def partition(self):
-        return 0
+        return self._partition
 
     def offset(self):
         return self._offset
@@ -46,12 +49,14 @@ class FakeMessage:
 
 
 class FakeKafka:
-    """Hands out the queued messages one poll at a time; records commits and pauses."""
+    """Hands out the queued messages one poll at a time; records commits, pauses and seeks."""
 
     def __init__(self):
         self.queue: list[FakeMessage] = []
         self.commits: list[list[tuple[int, int]]] = []
+        self.seeks: list[tuple[int, int]] = []
         self.paused = False
+        self.commit_error: KafkaException | None = None
 
     def poll(self, timeout):
         return self.queue.pop(0) if self.queue else None
@@ -60,7 +65,7 @@ class FakeKafka:
         return []
 
     def assignment(self):
-        return [TopicPartition("hm", 0)]
+        return [TopicPartition("hm", 0), TopicPartition("hm", 1)]
 
     def pause(self, partitions):
         self.paused = True
@@ -68,71 +73,188 @@ class FakeKafka:
     def resume(self, partitions):
         self.paused = False
 
+    def seek(self, tp):
+        self.seeks.append((tp.partition, tp.offset))
+
     def commit(self, offsets, asynchronous):
+        if self.commit_error is not None:
+            raise self.commit_error
         self.commits.append([(tp.partition, tp.offset) for tp in offsets])
         return offsets
 
 
-class FakeInflux:
+@dataclass
+class FakeBatch:
+    windows: list
+    samples_in: int
+    dropped: Counter = field(default_factory=Counter)
+    done: bool = False
+
+
+class FakeSink:
+    """A sink that is up or down at the test's word, and refuses the windows it is told to."""
+
+    name = "fake"
+    batch_size = 5000
+
     def __init__(self):
         self.up = False
-        self.lines: list[str] = []
+        self.written: list = []
+        self.refuse: set[str] = set()  # instance labels whose points are refused for good
 
-    def write(self, lines):
+    def check(self):
+        pass
+
+    def prepare(self, windows, sources):
+        return FakeBatch(list(windows), sum(len(w.samples) for w in windows))
+
+    def write(self, prepared):
         if not self.up:
-            raise InfluxUnavailableError("InfluxDB unreachable (fake)")
-        self.lines += lines
-        return WriteResult(written=len(lines))
+            raise SinkUnavailable("sink unreachable (fake)")
+        if not prepared.done:
+            self.written += [w.labels["instance"] for w in prepared.windows]
+            prepared.done = True
+        rejected = [Rejected(i, b"x", "refused") for i, w in enumerate(prepared.windows)
+                    if w.labels["instance"] in self.refuse]
+        return WriteOutcome(len(prepared.windows) - len(rejected), rejected)
 
+    def flush(self, partitions=None):
+        return None
 
-class NoDeadLetters:
-    def flush(self):
+    def durable(self):
+        return None
+
+    def drop(self, partitions):
+        return {}
+
+    def close(self):
         pass
 
 
-def service() -> tuple[ConsumerService, FakeKafka, FakeInflux]:
-    cfg = load_config(path=os.devnull, consumer={"writers": 2, "metrics_port": 0})
-    svc = ConsumerService(cfg)
-    kafka, influx = FakeKafka(), FakeInflux()
-    svc.consumer, svc.dead_letters = kafka, NoDeadLetters()  # type: ignore[assignment]
-    svc.loader.write = influx.write  # type: ignore[method-assign]
-    return svc, kafka, influx
+class FakeDeadLetters:
+    def __init__(self):
+        self.up = True
+        self.delivered: list = []
+
+    def deliver(self, letters):
+        if letters and not self.up:
+            raise DeadLetterError("dead-letter topic unavailable (fake)")
+        self.delivered += letters
+
+
+def service(writers: int = 2) -> tuple[ConsumerService, FakeKafka, FakeSink, FakeDeadLetters]:
+    from consumer.checkpoint import Checkpoint
+
+    cfg = load_config(path=os.devnull, consumer={"writers": writers, "metrics_port": 0})
+    sink, kafka, letters = FakeSink(), FakeKafka(), FakeDeadLetters()
+    svc = ConsumerService(cfg, sink=sink)
+    svc.consumer = kafka  # type: ignore[assignment]
+    svc.checkpoint = Checkpoint(sink, letters, svc.metrics, writers)  # type: ignore[arg-type]
+    svc.checkpoint.consumer = kafka  # type: ignore[assignment]
+    return svc, kafka, sink, letters
 
 
 def wait_for_writes(svc: ConsumerService) -> None:
-    for batch in svc.inflight:
+    for batch in svc.checkpoint.inflight:
         if batch.write is not None:
             batch.write.exception(timeout=5)
 
 
+def metric(svc: ConsumerService, name: str, labels: dict | None = None) -> float:
+    return svc.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
 def test_a_failed_write_holds_everything_until_it_is_retried_and_commits_stay_in_order():
-    svc, kafka, influx = service()
+    svc, kafka, sink, _ = service()
     kafka.queue.append(FakeMessage(0))
-    svc.run_single_cycle()  # caught up: batch 1 goes to a writer, which fails (InfluxDB down)
+    svc.run_single_cycle()  # caught up: batch 1 goes to a writer, which fails (sink down)
     wait_for_writes(svc)
     kafka.queue.append(FakeMessage(1))
     svc.run_single_cycle()  # message 1 joins the open batch; batch 1's failure is noticed: hold
-    assert svc._held() and kafka.paused
-    assert svc.metrics.registry.get_sample_value("healthpipe_consumer_paused") == 1
+    assert svc.hold.active and kafka.paused
+    assert metric(svc, "healthpipe_consumer_paused") == 1
     # While held, nothing is dispatched past batch 1 and nothing is committed, however often we cycle.
     for _ in range(3):
         svc.run_single_cycle(timeout=0)
-    assert svc._held() and kafka.commits == [] and influx.lines == []
+    assert svc.hold.active and kafka.commits == [] and sink.written == []
 
-    influx.up = True
-    svc._retry_at = 0  # skip the backoff
+    sink.up = True
+    svc.hold.retry_at = 0  # skip the backoff
     svc.run_single_cycle(timeout=0)
-    assert not svc._held() and not kafka.paused
+    assert not svc.hold.active and not kafka.paused
     assert kafka.commits == [[(0, 1)], [(0, 2)]]  # batch 1, then the batch holding message 1
-    assert len(influx.lines) == 2
+    assert sink.written == ["i0", "i1"]
 
 
 def test_two_writes_in_flight_commit_in_dispatch_order():
-    svc, kafka, influx = service()
-    influx.up = True
+    svc, kafka, sink, _ = service()
+    sink.up = True
     for offset in range(3):
         kafka.queue.append(FakeMessage(offset))
         svc.run_single_cycle(timeout=0)
     svc.flush()
     assert kafka.commits == [[(0, 1)], [(0, 2)], [(0, 3)]]
-    assert not svc.inflight and not svc.batch
+    assert not svc.checkpoint and not svc.batch
+
+
+def test_revoke_while_the_sink_is_down_abandons_rewinds_and_resumes_what_we_keep():
+    """Partition 1 is revoked while a batch holding partitions 0 and 1 cannot be written: nothing is
+    committed, partition 0 (kept) is sought back to the batch's first offset, and the hold ends so the
+    kept partition is not left paused (the bug the review found)."""
+    svc, kafka, sink, _ = service()
+    svc.settings = svc.settings.model_copy(update={"revoke_deadline_seconds": 0.2})
+    kafka.queue += [FakeMessage(7, partition=0), FakeMessage(3, partition=1)]
+    svc.run_single_cycle(timeout=0)
+    svc.run_single_cycle(timeout=0)
+    wait_for_writes(svc)
+    svc.run_single_cycle(timeout=0)
+    assert svc.hold.active and kafka.paused
+    svc._on_revoke(kafka, [TopicPartition("hm", 1)])
+    assert kafka.commits == []
+    assert kafka.seeks == [(0, 7)]  # the kept partition re-reads the abandoned messages
+    assert not svc.hold.active and not kafka.paused
+    assert not svc.checkpoint and not svc.batch
+
+
+def test_lost_partitions_are_never_committed():
+    svc, kafka, sink, _ = service()
+    sink.up = True
+    kafka.queue.append(FakeMessage(5, partition=1))
+    svc._poll_one(0)  # in the open batch, not dispatched
+    svc._on_lost(kafka, [TopicPartition("hm", 1)])
+    svc.flush()
+    assert kafka.commits == [] and kafka.seeks == []  # someone else owns it now: no commit, no seek
+    assert sink.written == []
+
+
+def test_a_commit_kafka_refuses_is_counted_and_the_data_stays_written():
+    svc, kafka, sink, _ = service()
+    sink.up = True
+    kafka.commit_error = KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+    kafka.queue.append(FakeMessage(0))
+    svc.run_single_cycle(timeout=0)
+    svc.flush()
+    assert sink.written == ["i0"] and kafka.commits == []
+    assert metric(svc, "healthpipe_consumer_commit_failures_total") == 1
+    assert not svc.hold.active  # re-delivery overwrites identical points: nothing to hold for
+
+
+def test_an_unavailable_dead_letter_topic_holds_the_commit_until_the_letters_are_delivered():
+    svc, kafka, sink, letters = service()
+    sink.up = True
+    sink.refuse = {"i2"}
+    letters.up = False
+    kafka.queue += [FakeMessage(0), FakeMessage(1, value=b"not json"), FakeMessage(2)]
+    for _ in range(3):
+        svc.run_single_cycle(timeout=0)
+    wait_for_writes(svc)
+    svc.run_single_cycle(timeout=0)
+    assert svc.hold.active and kafka.commits == [[(0, 1)]]  # only the batch before the first dead letter
+    letters.up = True
+    svc.hold.retry_at = 0
+    svc.run_single_cycle(timeout=0)
+    svc.flush()
+    assert not svc.hold.active
+    assert kafka.commits[-1] == [(0, 3)]
+    assert sorted(letter.reason for letter in letters.delivered) == ["fake_rejected", "not_json"]
+    assert metric(svc, "healthpipe_consumer_dead_letters_total", {"reason": "not_json"}) == 1

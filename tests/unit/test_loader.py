@@ -7,8 +7,9 @@ import pytest
 from pydantic import SecretStr
 
 from common.config import InfluxSettings
-from common.errors import InfluxAuthError, InfluxUnavailableError
-from consumer.loader import InfluxDBLoader, backoff
+from common.errors import Fatal, Retryable, SinkUnavailable
+from common.retry import backoff
+from consumer.loader import STATUS_ACTIONS, Action, InfluxDBLoader, action_for
 
 
 class FakeInflux:
@@ -88,7 +89,7 @@ def test_413_splits_until_batches_fit(fake):
 @pytest.mark.parametrize("status", [401, 403, 404])
 def test_auth_and_missing_bucket_are_fatal(fake, status):
     server = fake(lambda lines: (status, {}))
-    with pytest.raises(InfluxAuthError):
+    with pytest.raises(Fatal):
         loader(server.url).write(LINES)
 
 
@@ -96,23 +97,32 @@ def test_auth_and_missing_bucket_are_fatal(fake, status):
 def test_unavailable_carries_retry_after(fake, status, retry_after):
     headers = {"Retry-After": str(int(retry_after))} if retry_after else {}
     server = fake(lambda lines: (status, headers))
-    with pytest.raises(InfluxUnavailableError) as exc:
+    with pytest.raises(SinkUnavailable) as exc:
         loader(server.url).write(LINES)
     assert exc.value.retry_after == retry_after
     assert len(server.bodies) == 1  # the loader never retries by itself: the consumer decides
 
 
 def test_connection_refused_is_unavailable():
-    with pytest.raises(InfluxUnavailableError, match="unreachable"):
+    with pytest.raises(Retryable, match="unreachable"):
         loader("http://127.0.0.1:9").write(LINES)
 
 
-def test_load_data_retries_then_succeeds(fake, monkeypatch):
-    monkeypatch.setattr("consumer.loader.time.sleep", lambda s: None)
-    calls = iter([(503, {"Retry-After": "0"}), (204, {})])
+def test_load_data_answers_once_and_never_sleeps(fake):
+    """The plan's boolean API: one attempt per batch, False when InfluxDB is unavailable (callers retry)."""
+    calls = iter([(503, {"Retry-After": "30"}), (204, {})])
     server = fake(lambda lines: next(calls))
+    assert loader(server.url).load_data(LINES) is False  # returns at once: a sleep of 30 s would time out
     assert loader(server.url).load_data(LINES) is True
     assert len(server.bodies) == 2
+
+
+def test_the_status_table_is_the_policy():
+    assert {s: a for s, a in STATUS_ACTIONS.items()} == {
+        204: Action.WRITTEN, 400: Action.BISECT, 422: Action.BISECT, 413: Action.SPLIT, 401: Action.FATAL,
+        403: Action.FATAL, 404: Action.FATAL, 429: Action.RETRY, 503: Action.RETRY}
+    # anything unknown is retried, never dropped
+    assert action_for(500) is action_for(502) is action_for(418) is Action.RETRY
 
 
 def test_backoff_honours_retry_after_and_caps():

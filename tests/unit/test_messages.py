@@ -1,7 +1,8 @@
 import orjson
 import pytest
 
-from common.messages import SCHEMA_HEADER, MalformedMessage, SeriesWindow, decode, headers, series_key
+from common.errors import Malformed
+from common.messages import SCHEMA_HEADER, SeriesWindow, decode, headers, series_key
 
 
 def window(n=3, **labels):
@@ -46,7 +47,7 @@ def test_values_stay_strings():
     (b"x" * 2000, None, "oversized"),
 ])
 def test_malformed_messages_name_their_reason(value, hdrs, reason):
-    with pytest.raises(MalformedMessage) as exc:
+    with pytest.raises(Malformed) as exc:
         decode(value, hdrs, max_bytes=1024)
     assert exc.value.reason == reason
 

@@ -1,0 +1,189 @@
+"""The checkpoint: batches handed to the sink, written up to `writers` at a time, committed strictly in order.
+
+Completing the oldest in-flight batch, in this order (each step must succeed before the next):
+
+    1. its write has returned: every item is durable in the sink, or refused for good (Rejected);
+       a write that failed is retried here, on the caller's thread, from where it stopped;
+    2. its dead letters (malformed messages, refused items) are delivered and every delivery checked;
+    3. its offsets are committed, synchronously: the batch's own, or what the sink reports durable
+       (a sink that buffers across batches commits only what it has made durable);
+    4. it leaves the queue.
+
+A failure in 1-2 raises (Retryable, or Fatal) and leaves the batch at the head of the queue, so nothing is
+committed past data the sink does not have, and no later batch completes before it:
+
+    in flight:  [b1: write failed] [b2: written] [b3: writing]      commits: none until b1 succeeds
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from consumer.batch import OpenBatch
+from consumer.dead_letters import DeadLetter, DeadLetterWriter
+from consumer.metrics import ConsumerMetrics
+from consumer.offsets import OffsetTracker
+from consumer.sink import Prepared, Sink, Source, TopicPartitionKey, WriteOutcome
+from consumer.transformer import drop_summary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InFlight:
+    """A dispatched batch: prepared, handed to a writer, not yet committed."""
+
+    sources: list[Source]
+    letters: list[DeadLetter]
+    offsets: OffsetTracker
+    prepared: Prepared
+    write: Future[WriteOutcome] | None  # the writer thread's job; None once collected (a retry runs inline)
+
+    def returned(self) -> bool:
+        return self.write is None or self.write.done()
+
+
+class Checkpoint:
+    def __init__(self, sink: Sink[Any], dead_letters: DeadLetterWriter, metrics: ConsumerMetrics, writers: int):
+        self.sink = sink
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.writers = writers
+        self.consumer: Consumer | None = None  # set once the consumer exists (it is created after the sink)
+        self.inflight: deque[InFlight] = deque()
+        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix=f"{sink.name}-writer")
+
+    def __bool__(self) -> bool:
+        return bool(self.inflight)
+
+    def held_samples(self) -> int:
+        return sum(b.prepared.samples_in for b in self.inflight)
+
+    # --- state the loop asks about ----------------------------------------------------------------------
+
+    def oldest_returned(self) -> bool:
+        """The oldest batch's write has returned (or failed and waits for its retry)."""
+        return bool(self.inflight) and self.inflight[0].returned()
+
+    def busy(self) -> bool:
+        """Every writer is taken and the oldest write (the next to commit) is still running."""
+        return len(self.inflight) >= self.writers and not self.oldest_returned()
+
+    def wait_oldest(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the oldest write to return; True if it did."""
+        job = self.inflight[0].write if self.inflight else None
+        if job is None:
+            return True
+        done, _ = wait([job], timeout=timeout)
+        return bool(done)
+
+    # --- moving batches along ---------------------------------------------------------------------------
+
+    def make_room(self) -> None:
+        """Complete what has returned, and the oldest batch too if every writer is taken (waits for it)."""
+        self.complete_returned()
+        if len(self.inflight) >= self.writers:
+            self.complete_oldest()
+
+    def dispatch(self, batch: OpenBatch) -> None:
+        """Hand `batch` to a writer; call make_room() first."""
+        assert len(self.inflight) < self.writers, "dispatch without make_room()"
+        prepared = batch.prepare(self.sink)
+        for reason, n in prepared.dropped.items():  # once: a batch is dispatched once
+            self.metrics.samples_dropped.labels(reason).inc(n)
+        job = self._pool.submit(self._timed_write, prepared)
+        self.inflight.append(InFlight(batch.sources, batch.letters, batch.offsets, prepared, job))
+
+    def _timed_write(self, prepared: Prepared) -> WriteOutcome:
+        t0 = time.perf_counter()
+        try:
+            return self.sink.write(prepared)
+        finally:
+            self.metrics.write_seconds.observe(time.perf_counter() - t0)
+
+    def complete_returned(self) -> None:
+        """Complete the in-flight batches whose writes have returned, oldest first, up to one still running."""
+        while self.oldest_returned():
+            self.complete_oldest()
+
+    def drain(self) -> None:
+        """Complete every in-flight batch (waiting for running writes): shutdown, revoke, retries."""
+        while self.inflight:
+            self.complete_oldest()
+
+    def complete_oldest(self) -> None:
+        """Steps 1-4 for the oldest in-flight batch; raises (keeping it in flight) on failure."""
+        batch = self.inflight[0]
+        # 1. the sink has it (a failed write surfaces here; the retry continues where the sink stopped)
+        if batch.write is not None:
+            job, batch.write = batch.write, None
+            outcome = job.result()
+        else:
+            outcome = self._timed_write(batch.prepared)
+        # 2. dead letters delivered (re-sent whole if this step failed before: at-least-once)
+        refused = [DeadLetter(self.sink.name + "_rejected", r.detail, batch.sources[r.window], r.payload, r.status)
+                   for r in outcome.rejected]
+        self.dead_letters.deliver(batch.letters + refused)
+        for letter in batch.letters + refused:
+            self.metrics.dead_letters.labels(letter.reason).inc()
+        # 3. offsets committed
+        self.commit(self._committable(batch))
+        # 4. done
+        self.inflight.popleft()
+        self.metrics.samples_written.inc(outcome.written)
+        self.metrics.batch_samples.observe(batch.prepared.samples_in)
+        log.info("batch_flushed messages=%d samples=%d written=%d rejected=%d dead_letters=%d %s",
+                 len(batch.sources) + len(batch.letters), batch.prepared.samples_in, outcome.written,
+                 len(outcome.rejected), len(batch.letters) + len(refused), drop_summary(batch.prepared.dropped))
+
+    def _committable(self, batch: InFlight) -> list[TopicPartition]:
+        durable = self.sink.durable()
+        if durable is None:
+            return batch.offsets.to_commit()
+        return [TopicPartition(t, p, o) for (t, p), o in sorted(durable.items())]
+
+    def commit(self, offsets: list[TopicPartition]) -> None:
+        if not offsets:
+            return
+        assert self.consumer is not None
+        try:
+            results = self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # The data is in the sink; an uncommitted offset only means a re-delivery, which overwrites
+            # identical points. Typical cause: the partitions were revoked meanwhile.
+            log.warning("commit_failed error=%s offsets=%s", exc.args[0], fmt(offsets))
+            self.metrics.commit_failures.inc()
+            return
+        for tp in results or []:
+            if tp.error:
+                log.warning("commit_failed partition=%s/%d error=%s", tp.topic, tp.partition, tp.error)
+                self.metrics.commit_failures.inc()
+            else:
+                self.metrics.committed.labels(tp.topic, str(tp.partition)).set(tp.offset)
+        log.debug("committed offsets=%s", fmt(offsets))
+
+    def abandon(self) -> dict[TopicPartitionKey, int]:
+        """Forget every in-flight batch; returns the first offset each held per partition (to seek back to).
+
+        An abandoned write may still finish on its writer thread: harmless, only completion commits."""
+        first: dict[TopicPartitionKey, int] = {}
+        for batch in self.inflight:
+            for tp in batch.offsets.rewind_points():
+                key = (tp.topic, tp.partition)
+                first[key] = min(first.get(key, tp.offset), tp.offset)
+        self.inflight.clear()
+        return first
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def fmt(tps: list[TopicPartition]) -> str:
+    return ",".join(f"{tp.partition}@{tp.offset}" for tp in tps) or "-"
