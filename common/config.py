@@ -170,6 +170,9 @@ class ConsumerSettings(_Section):
     writers: int = Field(2, ge=1, le=8)
     max_message_bytes: int = Field(1024 * 1024, ge=1024)
     revoke_deadline_seconds: float = Field(10, gt=0)
+    # How long a batch waits for Kafka to acknowledge its dead letters before the attempt counts as failed
+    # (the batch is then held and retried like a failed write; its offsets are not committed meanwhile).
+    dead_letter_timeout_seconds: float = Field(30, gt=0)
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(10_000, ge=6_000)
     metrics_port: int = Field(8002, ge=0, le=65535)
@@ -229,8 +232,22 @@ def config_path(path: str | Path | None = None) -> Path | None:
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> HealthpipeConfig:
-    """Read the YAML file (if any), apply env overrides, validate. Raises ConfigError naming the key."""
+class _FileOnlyConfig(HealthpipeConfig):
+    """The same model, blind to HEALTHPIPE_* variables (for tests and benchmarks that must be hermetic)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def load_config(path: str | Path | None = None, environment: bool = True, **overrides: Any) -> HealthpipeConfig:
+    """Read the YAML file (if any), apply env overrides (unless `environment` is false), validate.
+
+    Raises ConfigError naming the key."""
     file = config_path(path)
     data: dict[str, Any] = {}
     if file is not None:
@@ -245,7 +262,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> HealthpipeC
         data = loaded
     data.update(overrides)
     try:
-        return HealthpipeConfig(**data)
+        return HealthpipeConfig(**data) if environment else _FileOnlyConfig(**data)
     except ValidationError as exc:
         where = f" in {file}" if file else ""
         raise ConfigError(f"invalid configuration{where}:\n{_format_validation_error(exc)}") from None

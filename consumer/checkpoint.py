@@ -64,7 +64,14 @@ class Checkpoint:
         return bool(self.inflight)
 
     def held_samples(self) -> int:
-        return sum(b.prepared.samples_in for b in self.inflight)
+        return sum(b.prepared.samples_in for b in list(self.inflight))
+
+    def messages(self) -> int:
+        """Messages in flight (read from the status server's thread too: a snapshot of the queue)."""
+        return sum(len(b.sources) + len(b.letters) for b in list(self.inflight))
+
+    def writes_outstanding(self) -> int:
+        return sum(1 for b in list(self.inflight) if b.write is not None and not b.write.done())
 
     # --- state the loop asks about ----------------------------------------------------------------------
 

@@ -44,9 +44,10 @@ class DeadLetter:
 
 
 class DeadLetterWriter:
-    def __init__(self, producer: Producer, topic: str):
+    def __init__(self, producer: Producer, topic: str, timeout: float = 30):
         self.producer = producer
         self.topic = topic
+        self.timeout = timeout
         self._failed: list[str] = []
         self.pending = 0
 
@@ -64,7 +65,7 @@ class DeadLetterWriter:
         log.warning("dead_letter reason=%s source=%s/%d@%d detail=%s", letter.reason, s.topic, s.partition,
                     s.offset, letter.detail[:200])
 
-    def deliver(self, letters: list[DeadLetter], timeout: float = 30) -> None:
+    def deliver(self, letters: list[DeadLetter], timeout: float | None = None) -> None:
         """Send `letters` and wait until Kafka has every one; DeadLetterError (Retryable) if any is not there.
 
         After a failure the caller sends the same letters again (dead letters are at-least-once: a letter
@@ -75,7 +76,7 @@ class DeadLetterWriter:
         self._failed = []
         for letter in letters:
             self.send(letter)
-        remaining = self.producer.flush(timeout)
+        remaining = self.producer.flush(self.timeout if timeout is None else timeout)
         failed, self._failed = self._failed, []
         self.pending = remaining
         if remaining or failed:

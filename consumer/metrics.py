@@ -35,6 +35,12 @@ class ConsumerMetrics:
                                     ["topic", "partition"], registry=r)
         self.committed = Gauge("healthpipe_consumer_committed_offset", "Last committed offset",
                                ["topic", "partition"], registry=r)
+        # Work in flight, for operators and for fault tests that must prove a fault hit it.
+        self.uncommitted = Gauge("healthpipe_consumer_uncommitted_messages",
+                                 "Messages consumed whose offsets are not committed yet (open batch + in flight)",
+                                 registry=r)
+        self.writes_outstanding = Gauge("healthpipe_consumer_writes_outstanding",
+                                        "Sink writes handed to a writer thread that have not returned", registry=r)
         self.paused = Gauge("healthpipe_consumer_paused", "1 while partitions are paused for InfluxDB",
                             registry=r)
         self.rebalances = Counter("healthpipe_consumer_rebalances_total", "Rebalance events", ["kind"],

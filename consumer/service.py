@@ -61,6 +61,13 @@ class ConsumerService:
         # Partitions we own, kept by the rebalance callbacks: safe to read from any thread.
         self.assigned: frozenset[TopicPartitionKey] = frozenset()
         self.status_server: StatusServer | None = None
+        self.metrics.uncommitted.set_function(self._uncommitted_messages)
+        self.metrics.writes_outstanding.set_function(
+            lambda: self.checkpoint.writes_outstanding() if self.checkpoint is not None else 0)
+
+    def _uncommitted_messages(self) -> int:
+        held = self.checkpoint.messages() if self.checkpoint is not None else 0
+        return held + len(self.batch) + len(self.batch.letters)
 
     # --- lifecycle (the plan's names) ----------------------------------------------------------------
 
@@ -68,7 +75,8 @@ class ConsumerService:
         """Create topics, check the sink (waiting for it to come up), join the group."""
         ensure_topics(self.cfg)
         retry(self.sink.check, f"{self.sink.name}_check", give_up_after=sink_wait_seconds, stop=self._stop)
-        dead_letters = DeadLetterWriter(plain_producer(self.cfg), self.cfg.kafka.dead_letter_topic)
+        dead_letters = DeadLetterWriter(plain_producer(self.cfg), self.cfg.kafka.dead_letter_topic,
+                                        self.settings.dead_letter_timeout_seconds)
         self.checkpoint = Checkpoint(self.sink, dead_letters, self.metrics, self.settings.writers)
         self.consumer = group_consumer(self.cfg, self.group_id, **{
             "statistics.interval.ms": 5000, "stats_cb": self._on_stats, "error_cb": self._on_kafka_error})

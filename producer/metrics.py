@@ -25,6 +25,8 @@ class ProducerMetrics:
                                "The query's committed watermark", ["query"], registry=r)
         self.transactions = Counter("healthpipe_producer_transactions_total",
                                     "Kafka transactions by outcome", ["outcome"], registry=r)
+        self.transaction_open = Gauge("healthpipe_producer_transaction_open",
+                                      "1 while a Kafka transaction is open (data sent, not yet committed)", registry=r)
         self.cycle_seconds = Histogram("healthpipe_producer_cycle_seconds", "Duration of one cycle", registry=r)
 
     def on_prometheus_request(self, endpoint: str, seconds: float, ok: bool) -> None:

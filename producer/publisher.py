@@ -118,6 +118,10 @@ class TransactionalPublisher:
                 log.warning("abort_failed error=%s", err)
         self._in_transaction = False
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
     def close(self) -> None:
         self._abort()
         self.producer.flush(self.timeout)

@@ -51,6 +51,8 @@ class ProducerService:
         self._stop = threading.Event()
         self._ready = False
         self._cycle_prometheus_now: int | None = None
+        self.metrics.transaction_open.set_function(
+            lambda: 1 if self.publisher is not None and self.publisher.in_transaction else 0)
         self.status_server: StatusServer | None = None
 
     # --- lifecycle (the plan's names) ----------------------------------------------------------------

@@ -22,6 +22,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)  # e.g. tests/test_simple_etl.py: fast, no services
 
 
+@pytest.fixture(autouse=True)
+def hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No HEALTHPIPE_* variable of the caller's shell reaches the code under test (a sourced .stack/stack.env
+    would override the test's own config: a fault proxy's URL, a scratch bucket). Where the services are was
+    read once, at import (tests.support.services.CALLER_ENV); each test sets what it needs."""
+    for name in [k for k in os.environ if k.startswith("HEALTHPIPE_")]:
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def services() -> Services:
     found, why = discover()

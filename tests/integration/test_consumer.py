@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 
@@ -13,13 +12,13 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from common.kafka import ensure_topics
 from common.messages import SeriesWindow, headers
 from tests.support import influx, kafka
+from tests.support.faults import FaultProxy
 from tests.support.pipeline import (
     ConsumerThread,
     committed_all,
     consume_to_the_end,
-    kill_9_after,
+    kill_9_with_work_in_flight,
     series_messages,
-    start_process,
     wait_until,
     write_config,
 )
@@ -119,25 +118,23 @@ def test_two_replicas_share_the_partitions_and_load_every_point_once(services):
 
 
 def test_kill_9_mid_batch_then_restart_loses_nothing(services, tmp_path):
-    cfg = fast(services, influxdb={"batch_size": 500})
-    run = uuid.uuid4().hex
-    messages, expected = series_messages(run, 100, 1000, NOW_MS, step_ms=10)
-    kafka.produce(cfg, cfg.kafka.topic, messages)
-    config_file = write_config(cfg, tmp_path / "c.yaml")
-
-    def some_committed() -> bool:
-        return any(o > 0 for o in kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic).values())
-
-    proc = start_process("consumer", config_file, cfg, log=tmp_path / "consumer.log")
-    wait_until(some_committed, 60, interval=0.1, what="a first commit")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not committed_all(cfg), "the consumer finished before it was killed: the test proves nothing"
-    log = tmp_path / "consumer.log"
-    kill_9_after("consumer", config_file, cfg, (1.0, 2.0), log)  # two more crashes at arbitrary moments
-    consume_to_the_end(config_file, cfg, log)
-    assert loaded(cfg, run) == expected
-    assert committed_all(cfg)
+    """Three kills, each proven to hit uncommitted work (writes slowed to 0.2 s so work stays in flight)."""
+    proxy = FaultProxy(services.influx_url)
+    proxy.fail_path_prefix, proxy.delay = "/api/v2/write", 0.2
+    try:
+        cfg = fast(services, influxdb={"batch_size": 500, "url": proxy.url})
+        run = uuid.uuid4().hex
+        messages, expected = series_messages(run, 100, 1000, NOW_MS, step_ms=10)
+        kafka.produce(cfg, cfg.kafka.topic, messages)
+        log = tmp_path / "consumer.log"
+        evidence = kill_9_with_work_in_flight(cfg, tmp_path, log, (0.5, 1.0, 2.0))
+        assert all(m["healthpipe_consumer_uncommitted_messages"] > 0 for m in evidence)
+        proxy.delay = 0.0
+        consume_to_the_end(write_config(cfg, tmp_path / "c.yaml"), cfg, log)
+        assert loaded(cfg, run) == expected
+        assert committed_all(cfg)
+    finally:
+        proxy.close()
 
 
 @pytest.fixture

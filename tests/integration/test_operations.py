@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -13,13 +12,10 @@ from common.errors import HealthpipeError
 from consumer import replay
 from ops.check import run as check
 from tests.support import influx, kafka
+from tests.support.influx import iso
 from tests.support.pipeline import ConsumerThread, committed_all, series_messages, wait_until, write_config
 
 NOW_MS = int(time.time() * 1000) - 3_600_000
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def loaded(cfg, run):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -151,25 +150,49 @@ def test_invalid_promql_is_a_config_error_naming_the_query(services):
         ProducerService(cfg).initialize()
 
 
-def test_kill_9_mid_cycle_then_restart_leaves_no_gap_and_no_duplicate(services, tmp_path):
-    """SIGKILL the producer process while it backfills (many transactions), three times, then finish."""
+def kill_9_mid_transaction(cmd: list[str], env: dict, port: int, cfg, attempts: int = 20) -> dict:
+    """Start the producer, SIGKILL it the moment its /metrics say a transaction is open, and prove from Kafka
+    that the kill left an unfinished transaction holding records (last stable offset < high watermark).
+    The moment between the scrape and the kill can miss (the commit lands first): then try again."""
+    from tests.support.kafka import open_transactions
+    from tests.support.pipeline import scrape
+
+    for _ in range(attempts):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if scrape(port).get("healthpipe_producer_transaction_open") == 1:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        proc.kill()
+        proc.wait()
+        left_open = open_transactions(cfg, [cfg.kafka.topic, cfg.kafka.watermark_topic])
+        if left_open:
+            return left_open
+    raise AssertionError(f"no kill in {attempts} attempts left a transaction open: the test proves nothing")
+
+
+def test_kill_9_mid_transaction_then_restart_leaves_no_gap_and_no_duplicate(services, tmp_path):
+    """SIGKILL the producer process inside a transaction while it backfills, three times, then finish."""
+    from tests.support.pipeline import free_port, process_env
+
     wait_for_scrapes(services)
+    port = free_port()
     cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "10m", "lag_seconds": 1,
-                                   "raw_chunk": "1s"})
+                                   "raw_chunk": "1s"}, producer={"metrics_port": port})
     config_file = tmp_path / "healthpipe.yaml"
     config_file.write_text(yaml.safe_dump(orjson.loads(cfg.model_dump_json(
         exclude={"load": {"influxdb": {"token"}}}))))
-    env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": services.influx_token}
+    env = process_env(cfg)
     cmd = [sys.executable, "-m", "producer", "--config", str(config_file), "--once"]
-    for delay in (3.0, 4.0, 5.0):
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    for _ in range(3):
+        assert kill_9_mid_transaction(cmd, env, port, cfg)  # records of an unfinished transaction on the topic
     for _ in range(3):  # each --once run publishes at most 100 windows: finish the backfill
         assert subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               timeout=300).returncode == 0
-    service = ProducerService(cfg)
+    service = ProducerService(cfg.model_copy(update={"producer": cfg.producer.model_copy(
+        update={"metrics_port": 0})}))
     service.initialize()
     end = service.watermarks["availability"]
     service.close()

@@ -1,13 +1,18 @@
-"""A small fault-injecting HTTP proxy: forwards to a real service, or answers with a scripted failure.
+"""A small fault-injecting HTTP proxy in front of a real service (Prometheus, InfluxDB).
 
-Used to make Prometheus or InfluxDB answer 500/429/503 for a while without stopping them.
+For requests under `fail_path_prefix` it can: answer a scripted status (500/429/503 with headers); delay the
+forwarded request (a slow sink, so work stays in flight); hang (read the request, never answer, keep the socket
+open: a network partition, not a refused connection); or rewrite the JSON answer (Prometheus `warnings`).
+Everything else is forwarded as is. `in_flight` counts requests the proxy holds right now.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 import requests
 
 
@@ -16,10 +21,16 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.fail_status: int | None = None  # None: forward; else answer this status
         self.fail_headers: dict[str, str] = {}
-        self.fail_path_prefix = ""  # only requests under this path fail (e.g. "/api/v2/write")
+        self.fail_path_prefix = ""  # only requests under this path are touched (e.g. "/api/v2/write")
+        self.delay = 0.0
+        self.rewrite: Callable[[dict], dict] | None = None  # applied to JSON answers
         self.requests = 0
         self.failed = 0
-        self.delay = 0.0
+        self.hung = 0
+        self.in_flight = 0
+        self._hang = threading.Event()  # set: hold matching requests
+        self._release = threading.Event()
+        self._lock = threading.Lock()
         proxy = self
         session = requests.Session()
 
@@ -29,31 +40,48 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                proxy.requests += 1
-                status = proxy.fail_status
-                if status is not None and self.path.startswith(proxy.fail_path_prefix):
-                    proxy.failed += 1
-                    payload = b'{"status":"error","errorType":"injected","error":"fault proxy"}'
-                    self.send_response(status)
-                    for k, v in proxy.fail_headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                if proxy.delay and self.path.startswith(proxy.fail_path_prefix):
-                    threading.Event().wait(proxy.delay)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                resp = session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
-                                       timeout=120)
-                content = resp.content
-                self.send_response(resp.status_code)
-                for k, v in resp.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(content)))
+                touched = self.path.startswith(proxy.fail_path_prefix)
+                with proxy._lock:
+                    proxy.requests += 1
+                    proxy.in_flight += 1
+                try:
+                    if touched and proxy._hang.is_set():
+                        proxy.hung += 1
+                        proxy._release.wait()  # the client times out long before: a hung connection
+                        self.close_connection = True
+                        return
+                    status = proxy.fail_status
+                    if touched and status is not None:
+                        proxy.failed += 1
+                        self._send(status, b'{"status":"error","errorType":"injected","error":"fault proxy"}',
+                                   proxy.fail_headers)
+                        return
+                    if touched and proxy.delay:
+                        threading.Event().wait(proxy.delay)
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    try:
+                        resp = session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
+                                               timeout=120)
+                    except requests.RequestException:
+                        self.close_connection = True  # upstream gone: drop the connection like it did
+                        return
+                    content = resp.content
+                    if touched and proxy.rewrite is not None and "json" in resp.headers.get("Content-Type", ""):
+                        content = orjson.dumps(proxy.rewrite(orjson.loads(content)))
+                    hop = ("content-length", "transfer-encoding", "connection", "content-encoding")
+                    keep = {k: v for k, v in resp.headers.items() if k.lower() not in hop}
+                    self._send(resp.status_code, content, keep)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
+
+            def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(content)
+                self.wfile.write(payload)
 
             do_GET = do_POST = _handle
 
@@ -68,6 +96,16 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def hang(self) -> None:
+        """From now on, hold matching requests without answering (until heal())."""
+        self._release.clear()
+        self._hang.set()
+
+    def heal(self) -> None:
+        self._hang.clear()
+        self._release.set()
+
     def close(self) -> None:
+        self.heal()
         self.server.shutdown()
         self.server.server_close()

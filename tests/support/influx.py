@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from influxdb_client import InfluxDBClient
 
 from common.config import InfluxSettings
+from common.times import iso
+
+__all__ = ["client", "count", "iso", "points", "run_points", "temporary_bucket"]
 
 
 def client(settings: InfluxSettings) -> InfluxDBClient:
@@ -17,10 +20,12 @@ def client(settings: InfluxSettings) -> InfluxDBClient:
 
 
 def points(settings: InfluxSettings, predicate: str, start: str = "0", stop: str = "2100-01-01T00:00:00Z",
-           measurement: str = "health_metrics") -> list[dict]:
-    """Every point matching the Flux `predicate` (a filter body over r), as dicts of tags + _time + _value."""
-    flux = (f'from(bucket: "{settings.bucket}") |> range(start: {start}, stop: {stop}) '
-            f'|> filter(fn: (r) => r._measurement == "{measurement}" and ({predicate}))')
+           measurement: str | None = "health_metrics", imports: str = "") -> list[dict]:
+    """Every point matching the Flux `predicate` (a filter body over r), as dicts of tags + _time + _value.
+    `measurement=None` searches every measurement of the bucket."""
+    where = f'r._measurement == "{measurement}" and ({predicate})' if measurement else predicate
+    flux = (f'{imports}\nfrom(bucket: "{settings.bucket}") |> range(start: {start}, stop: {stop}) '
+            f'|> filter(fn: (r) => {where})')
     with client(settings) as c:
         tables = c.query_api().query(flux)
     return [rec.values for table in tables for rec in table.records]

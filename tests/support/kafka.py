@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from common.config import HealthpipeConfig
 
@@ -49,6 +50,24 @@ def committed_offsets(cfg: HealthpipeConfig, group: str, topic: str) -> dict[int
     committed = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=30)
     consumer.close()
     return {tp.partition: tp.offset for tp in committed}
+
+
+def open_transactions(cfg: HealthpipeConfig, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
+    """Partitions whose last stable offset is behind the high watermark: an unfinished transaction holds
+    records there. {(topic, partition): (last stable offset, high watermark)}."""
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    found = {}
+    for topic in topics:
+        parts = [TopicPartition(topic, p) for p in admin.list_topics(topic, timeout=30).topics[topic].partitions]
+        stable = admin.list_offsets({tp: OffsetSpec.latest() for tp in parts},
+                                    isolation_level=IsolationLevel.READ_COMMITTED)
+        high = admin.list_offsets({tp: OffsetSpec.latest() for tp in parts},
+                                  isolation_level=IsolationLevel.READ_UNCOMMITTED)
+        for tp in parts:
+            lso, hw = stable[tp].result(30).offset, high[tp].result(30).offset
+            if lso < hw:
+                found[(topic, tp.partition)] = (lso, hw)
+    return found
 
 
 def produce(cfg: HealthpipeConfig, topic: str, messages: list[tuple[bytes | None, bytes | None, list | None]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -11,8 +12,10 @@ import time
 from pathlib import Path
 
 import orjson
+import requests
 import yaml
 from confluent_kafka import KafkaException
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.config import HealthpipeConfig
 from common.messages import SeriesWindow, headers
@@ -60,13 +63,74 @@ def write_config(cfg: HealthpipeConfig, path: Path) -> Path:
 
 
 def process_env(cfg: HealthpipeConfig) -> dict[str, str]:
-    return {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value()}
+    """The environment of a process a test starts: the caller's, minus every HEALTHPIPE_* variable (they would
+    override the test's config file), plus the token (never written to the file)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHPIPE_")}
+    return {**clean, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value()}
 
 
 def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: str, log: Path | None = None):
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the process)
     return subprocess.Popen([sys.executable, "-m", kind, "--config", str(config_file), *args],
                             env=process_env(cfg), stdout=out, stderr=subprocess.STDOUT)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A process's /metrics, summed over labels per sample name ({} while it does not answer)."""
+    try:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except requests.RequestException:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
+
+
+class ConsumerProcess:
+    """`python -m consumer` as a subprocess with its own /metrics port: for kill -9 and SIGTERM."""
+
+    def __init__(self, cfg: HealthpipeConfig, workdir: Path, log: Path, *args: str):
+        self.port = free_port()
+        mine = cfg.model_copy(update={"consumer": cfg.consumer.model_copy(update={"metrics_port": self.port})})
+        config_file = write_config(mine, workdir / f"consumer-{self.port}.yaml")
+        self.proc = start_process("consumer", config_file, cfg, *args, log=log)
+
+    def metrics(self) -> dict[str, float]:
+        return scrape(self.port)
+
+    def wait_for(self, what: str, predicate, timeout: float = 60) -> dict[str, float]:
+        """Wait until predicate(metrics) holds; returns the metrics that satisfied it."""
+        seen: dict[str, float] = {}
+
+        def check() -> bool:
+            nonlocal seen
+            seen = self.metrics()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"consumer exited ({self.proc.returncode}) while waiting for {what}")
+            return bool(seen) and predicate(seen)
+
+        wait_until(check, timeout, interval=0.05, what=what)
+        return seen
+
+    def kill_9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+def holds_uncommitted_work(m: dict[str, float]) -> bool:
+    return m.get("healthpipe_consumer_uncommitted_messages", 0) > 0
 
 
 def wait_for_log(log: Path, text: str, since: int, timeout: float = 60) -> None:
@@ -78,13 +142,22 @@ def wait_for_log(log: Path, text: str, since: int, timeout: float = 60) -> None:
     wait_until(seen, timeout, interval=0.2, what=f"{text!r} in {log.name}")
 
 
-def kill_9_after(kind: str, config_file: Path, cfg: HealthpipeConfig, delays, log: Path) -> None:
-    """Start the process and SIGKILL it after each delay in turn: crashes at arbitrary moments."""
+def kill_9_with_work_in_flight(cfg: HealthpipeConfig, workdir: Path, log: Path, delays) -> list[dict[str, float]]:
+    """Start a consumer process and SIGKILL it after each delay in turn (crashes at arbitrary moments), each
+    time proving the crash hit work in flight: its /metrics, read just before the kill, show uncommitted
+    messages, and Kafka shows offsets left to commit. The caller sizes the data (or slows the sink) so there
+    is work left at every kill. Returns the metrics read at each kill."""
+    evidence = []
     for delay in delays:
-        proc = start_process(kind, config_file, cfg, log=log)
+        replica = ConsumerProcess(cfg, workdir, log)
+        replica.wait_for("uncommitted work", holds_uncommitted_work)
         time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        at_kill = replica.metrics()
+        replica.kill_9()
+        assert holds_uncommitted_work(at_kill), f"kill after {delay:.1f}s hit no uncommitted work: {at_kill}"
+        assert not committed_all(cfg), "everything was committed before the kill: the crash proves nothing"
+        evidence.append(at_kill)
+    return evidence
 
 
 def consume_to_the_end(config_file: Path, cfg: HealthpipeConfig, log: Path, timeout: float = 300) -> None:

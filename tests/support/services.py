@@ -17,6 +17,9 @@ import requests
 from common.config import HealthpipeConfig, load_config
 
 STACK_ENV = Path(__file__).resolve().parents[2] / ".stack" / "stack.env"
+# The caller's HEALTHPIPE_* variables, read once at import: they say where the services are (to test against
+# your own), and nothing else; tests run with them removed from the environment (tests/conftest.py).
+CALLER_ENV = {k: v for k, v in os.environ.items() if k.startswith("HEALTHPIPE_")}
 # The same images and versions as docker-compose.yml.
 KAFKA_IMAGE = "apache/kafka:3.9.1"
 INFLUXDB_IMAGE = "influxdb:2.7.12"
@@ -46,8 +49,9 @@ class Services:
         producer = {"transactional_id": f"hp-producer-{suffix}", "metrics_port": 0,
                     **overrides.pop("producer", {})}
         consumer = {"metrics_port": 0, **overrides.pop("consumer", {})}
-        return load_config(path=os.devnull, kafka=kafka, load={"influxdb": influx}, extract=extract,
-                           producer=producer, consumer=consumer, **overrides)
+        # Blind to HEALTHPIPE_* in the caller's shell (a sourced .stack/stack.env, say): the test decides.
+        return load_config(path=os.devnull, environment=False, kafka=kafka, load={"influxdb": influx},
+                           extract=extract, producer=producer, consumer=consumer, **overrides)
 
     def close(self) -> None:
         for close in reversed(self._closers):
@@ -82,7 +86,7 @@ def _reachable(s: Services) -> str | None:
 def from_environment() -> Services | None:
     """The native stack's settings (.stack/stack.env), overridden by HEALTHPIPE_* variables."""
     env = _read_env_file(STACK_ENV) if STACK_ENV.exists() else {}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("HEALTHPIPE_")})
+    env.update(CALLER_ENV)
     if "HEALTHPIPE_KAFKA__BOOTSTRAP_SERVERS" not in env:
         return None
     return Services(
