@@ -127,7 +127,11 @@ class ProducerService:
     # --- one query -----------------------------------------------------------------------------------
 
     def _run_query(self, q: QuerySettings) -> int:
-        now_ms = int(self.clock() * 1000)
+        # "Now" is the earlier of our clock and Prometheus' own: with our clock ahead, a window ending in
+        # Prometheus' future would be published before its last samples exist, and the watermark would move
+        # past them for good.
+        own_ms = int(self.clock() * 1000)
+        now_ms = min(own_ms, self._prometheus_now_ms(own_ms))
         grid = q.grid_ms
         oldest = first_watermark(now_ms, self.cfg.extract.max_backfill.ms, grid)
         watermark = self.watermarks.get(q.name)
@@ -139,10 +143,7 @@ class ProducerService:
                         q.name, watermark, oldest, self.cfg.extract.max_backfill)
             self.metrics.query_errors.labels(q.name, "backfill_truncated").inc()
             watermark = oldest
-        # Never read past Prometheus' own now: with our clock ahead of its clock, a window ending in its future
-        # would be published before its last samples exist, and the watermark would move past them for good.
-        limit = read_limit(min(now_ms, self._prometheus_now_ms(now_ms)), int(self.cfg.extract.lag_seconds * 1000),
-                           grid)
+        limit = read_limit(now_ms, int(self.cfg.extract.lag_seconds * 1000), grid)
         size = chunk_ms(q.mode, q.step_ms, self.cfg.extract.raw_chunk.ms)
         windows = pending_windows(watermark, limit, size)
         if len(windows) > 1:

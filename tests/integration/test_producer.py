@@ -150,9 +150,11 @@ def test_invalid_promql_is_a_config_error_naming_the_query(services):
         ProducerService(cfg).initialize()
 
 
-def kill_9_mid_transaction(cmd: list[str], env: dict, port: int, cfg, attempts: int = 20) -> dict:
-    """Start the producer, SIGKILL it the moment its /metrics say a transaction is open, and prove from Kafka
-    that the kill left an unfinished transaction holding records (last stable offset < high watermark).
+def kill_9_mid_transaction(cmd: list[str], env: dict, port: int, cfg, attempts: int = 20,
+                           after_commits: int = 30) -> dict:
+    """Start the producer, SIGKILL it the moment its /metrics say a transaction is open (once it has committed
+    `after_commits` windows, so its watermark keeps ahead of max_backfill), and prove from Kafka that the kill
+    left an unfinished transaction holding records (last stable offset < high watermark).
     The moment between the scrape and the kill can miss (the commit lands first): then try again."""
     from tests.support.kafka import open_transactions
     from tests.support.pipeline import scrape
@@ -161,7 +163,9 @@ def kill_9_mid_transaction(cmd: list[str], env: dict, port: int, cfg, attempts: 
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
-            if scrape(port).get("healthpipe_producer_transaction_open") == 1:
+            m = scrape(port)
+            if m.get("healthpipe_producer_transaction_open") == 1 and \
+                    m.get("healthpipe_producer_transactions_total", 0) >= after_commits:
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.002)
@@ -211,3 +215,55 @@ def test_the_plans_four_core_queries_all_return_data(services):
     assert set(results) == {"availability", "request_rate", "latency_p95", "error_rate"}
     for name, series in results.items():
         assert isinstance(series, list) and series and all(s.samples for s in series), name
+
+
+def test_an_answer_with_warnings_is_retried_never_published(services):
+    """Prometheus may answer `success` with `warnings` when data may be partial (a failed remote read, say):
+    the window is not published and the watermark stays, so nothing is skipped; when the warning is gone
+    the same span is published exactly."""
+    wait_for_scrapes(services)
+    proxy = FaultProxy(services.prometheus_url)
+    try:
+        cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "20s", "lag_seconds": 1,
+                                       "prometheus_url": proxy.url})
+        service = ProducerService(cfg)
+        service.initialize()
+        service.run_single_cycle()
+        before = service.watermarks["availability"]
+        proxy.fail_path_prefix = "/api/v1/query"
+        proxy.rewrite = lambda body: {**body, "warnings": ["remote read: partial response (injected)"]}
+        time.sleep(3)
+        assert service.run_single_cycle() == {"availability": 0}
+        assert service.watermarks["availability"] == before
+        assert service.metrics.registry.get_sample_value(
+            "healthpipe_producer_query_errors_total", {"query": "availability", "stage": "prometheus"}) == 1
+        proxy.rewrite = None
+        service.run_single_cycle()
+        end = service.watermarks["availability"]
+        service.close()
+    finally:
+        proxy.close()
+    assert end > before + 2000
+    samples, begin = published(cfg)
+    assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', begin, end)
+    assert len(samples) == len(set(samples))
+
+
+def test_a_producer_clock_ahead_of_prometheus_skips_nothing(services):
+    """Our clock 2 minutes ahead: windows stop at Prometheus' own now - lag, so the samples Prometheus has not
+    scraped yet are read by a later cycle instead of being skipped for good."""
+    wait_for_scrapes(services)
+    cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "30s", "lag_seconds": 1})
+    service = ProducerService(cfg, clock=lambda: time.time() + 120)
+    service.initialize()
+    service.run_single_cycle()
+    first = service.watermarks["availability"]
+    assert first <= time.time() * 1000  # not in Prometheus' future
+    time.sleep(4)
+    service.run_single_cycle()
+    end = service.watermarks["availability"]
+    service.close()
+    assert end > first
+    samples, begin = published(cfg)
+    assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', begin, end)
+    assert sum(1 for _, ts, _ in samples if first < ts <= end) >= 3  # the second cycle read what came after

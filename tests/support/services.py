@@ -20,10 +20,6 @@ STACK_ENV = Path(__file__).resolve().parents[2] / ".stack" / "stack.env"
 # The caller's HEALTHPIPE_* variables, read once at import: they say where the services are (to test against
 # your own), and nothing else; tests run with them removed from the environment (tests/conftest.py).
 CALLER_ENV = {k: v for k, v in os.environ.items() if k.startswith("HEALTHPIPE_")}
-# The same images and versions as docker-compose.yml.
-KAFKA_IMAGE = "apache/kafka:3.9.1"
-INFLUXDB_IMAGE = "influxdb:2.7.12"
-PROMETHEUS_IMAGE = "prom/prometheus:v2.42.0"
 
 
 @dataclass
@@ -121,32 +117,13 @@ def docker_available() -> bool:
 
 
 def from_testcontainers() -> Services:
-    """Kafka, InfluxDB and Prometheus in containers, same images as docker-compose.yml."""
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
-    from testcontainers.kafka import KafkaContainer
+    """Kafka, InfluxDB and Prometheus in containers (tests/support/containers.py): docker-compose's images."""
+    from tests.support.containers import start_all
+    from tests.support.pipeline import free_port
 
-    token = uuid.uuid4().hex
-    kafka = KafkaContainer(KAFKA_IMAGE).with_kraft()
-    kafka.start()
-    influx = (DockerContainer(INFLUXDB_IMAGE).with_exposed_ports(8086)
-              .with_env("DOCKER_INFLUXDB_INIT_MODE", "setup").with_env("DOCKER_INFLUXDB_INIT_USERNAME", "healthpipe")
-              .with_env("DOCKER_INFLUXDB_INIT_PASSWORD", uuid.uuid4().hex)
-              .with_env("DOCKER_INFLUXDB_INIT_ORG", "healthpipe")
-              .with_env("DOCKER_INFLUXDB_INIT_BUCKET", "health_metrics")
-              .with_env("DOCKER_INFLUXDB_INIT_ADMIN_TOKEN", token))
-    influx.start()
-    wait_for_logs(influx, "Listening", timeout=60)
-    prometheus = DockerContainer(PROMETHEUS_IMAGE).with_exposed_ports(9090)
-    prometheus.start()
-    wait_for_logs(prometheus, "Server is ready", timeout=60)
-
-    def url(c: DockerContainer, port: int) -> str:
-        return f"http://{c.get_container_host_ip()}:{c.get_exposed_port(port)}"
-
-    return Services(kafka.get_bootstrap_server(), url(prometheus, 9090), url(influx, 8086), token,
-                    "healthpipe", "health_metrics", native=False,
-                    _closers=[kafka.stop, influx.stop, prometheus.stop])
+    settings, closers = start_all(free_port)
+    return Services(settings["kafka"], settings["prometheus"], settings["influx"], settings["token"],
+                    "healthpipe", "health_metrics", native=False, _closers=closers)
 
 
 def discover() -> tuple[Services | None, str]:

@@ -79,3 +79,40 @@ def test_cli_exits_2_on_bad_config(tmp_path, capsys):
 
     assert main(["producer", "--config", str(write(tmp_path, "nope: 1\n"))]) == 2
     assert "nope: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,path", [
+    ("transform:\n  valid_metrics: up\n", r"transform\.valid_metrics"),
+    ("transform:\n  max_future_skew_seconds: -1\n", r"transform\.max_future_skew_seconds"),
+    ("transform:\n  colour: red\n", r"transform\.colour: unknown key"),
+    ("pipeline:\n  interval_seconds: 0\n", r"pipeline\.interval_seconds"),
+    ("pipeline:\n  log_level: LOUD\n", r"pipeline\.log_level"),
+    ("producer:\n  max_samples_per_message: 0\n", r"producer\.max_samples_per_message"),
+    ("producer:\n  metrics_port: 70000\n", r"producer\.metrics_port"),
+    ("consumer:\n  writers: 0\n", r"consumer\.writers"),
+    ("consumer:\n  session_timeout_ms: 10\n", r"consumer\.session_timeout_ms"),
+    ("consumer:\n  batch_max_age_seconds: fast\n", r"consumer\.batch_max_age_seconds"),
+    ("kafka:\n  retention: forever\n", r"kafka\.retention: .*not a duration"),
+    ("extract:\n  max_backfill: 6 hours\n", r"extract\.max_backfill: .*not a duration"),
+    ("extract:\n  raw_chunk: -5\n", r"extract\.raw_chunk"),
+    ("extract:\n  queries:\n    - {name: q, promql: up, step: 0s}\n", r"extract\.queries\.0\.step"),
+])
+def test_bad_values_in_every_section_name_the_key(tmp_path, text, path):
+    with pytest.raises(ConfigError, match=path):
+        load_config(write(tmp_path, text))
+
+
+def test_an_unreadable_token_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"load\.influxdb: .*cannot read token_file .*missing-token"):
+        load_config(write(tmp_path, f"load:\n  influxdb:\n    token_file: {tmp_path / 'missing-token'}\n"))
+
+
+def test_durations_are_parsed_once_and_round_trip(tmp_path):
+    cfg = load_config(write(tmp_path, "kafka:\n  retention: 2d\nextract:\n  max_backfill: 1h30m\n"))
+    assert cfg.kafka.retention_ms == 2 * 86_400_000 and cfg.extract.max_backfill.ms == 5_400_000
+    assert cfg.model_dump(mode="json")["extract"]["max_backfill"] == "1h30m"
+
+
+def test_the_environment_can_be_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEALTHPIPE_KAFKA__PARTITIONS", "12")
+    assert load_config(write(tmp_path, ""), environment=False).kafka.partitions == 6

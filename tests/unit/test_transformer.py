@@ -100,3 +100,17 @@ def test_timestamps_in_the_near_future_are_fine():
     tr = DataTransformer(TransformSettings(max_future_skew_seconds=60), clock=lambda: now)
     res = tr.transform([w([(int(now * 1000) + 30_000, "1"), (int(now * 1000) + 90_000, "1")])])
     assert res.samples_out == 1 and res.dropped == {"future_timestamp": 1}
+
+
+def test_labels_that_would_collide_land_on_distinct_tags():
+    """`metric` is ours, so the label becomes label_metric; a label already named label_metric must not
+    overwrite it: it becomes label_label_metric. The renaming is one-to-one."""
+    from consumer.transformer import tag_key
+
+    tags = transformer().tags(w([], metric="from-label", label_metric="other", label_x="y", _hidden="h"))
+    assert tags["metric"] == "up"
+    assert tags["label_metric"] == "from-label"
+    assert tags["label_label_metric"] == "other"
+    assert tags["label_label_x"] == "y" and tags["label__hidden"] == "h"
+    names = ["metric", "label_metric", "label_label_metric", "x", "label_x", "_x", "value", "time"]
+    assert len({tag_key(n) for n in names}) == len(names)
