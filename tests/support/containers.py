@@ -66,7 +66,8 @@ def prometheus_config(demo_app_port: int) -> dict:
 
 def prometheus_spec(config_file: Path) -> ContainerSpec:
     return ContainerSpec(PROMETHEUS_IMAGE, ports={9090: None},
-                         volumes={str(config_file): "/etc/prometheus/prometheus.yml"}, extra_hosts={"host.docker.internal": "host-gateway"}, ready_log="Server is ready")
+                         volumes={str(config_file): "/etc/prometheus/prometheus.yml"},
+                         extra_hosts={"host.docker.internal": "host-gateway"}, ready_log="Server is ready")
 
 
 def start(spec: ContainerSpec):
