@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
-from bench.run import RESULTS, _cpu_seconds, _peak_rss_mb, influx_count
+from bench.support import RESULTS, clean_env, cpu_seconds, influx_count, peak_rss_mb
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import write_config
 from tests.support.services import native_or_exit
@@ -35,8 +34,8 @@ def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path) -> dict:
     with temporary_bucket(cfg.load.influxdb, "bench-e2e") as bucket:
         cfg = cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": bucket})})
         config_file = write_config(cfg, tmp / "e2e.yaml")
-        env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": bucket.token.get_secret_value(),
-               "HEALTHPIPE_PIPELINE__LOG_LEVEL": "WARNING"}
+        env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
+                        HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
         procs = {}
         t0 = time.perf_counter()
         for name in ("consumer", "producer"):
@@ -50,8 +49,8 @@ def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path) -> dict:
                     assert p.poll() is None, f"{name} died; see bench/results/e2e-{name}.log"
                 loaded = influx_count(bucket, 'r.job == "bench"')
             seconds = time.perf_counter() - t0
-            usage = {name: {"cpu_s_per_million": _cpu_seconds(p.pid) / prom.samples * 1e6,
-                            "peak_rss_mb": _peak_rss_mb(p.pid)} for name, p in procs.items()}
+            usage = {name: {"cpu_s_per_million": cpu_seconds(p.pid) / prom.samples * 1e6,
+                            "peak_rss_mb": peak_rss_mb(p.pid)} for name, p in procs.items()}
         finally:
             for p in procs.values():
                 p.send_signal(signal.SIGTERM)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-from bench.run import RESULTS, _cpu_seconds, _peak_rss_mb, _status_mb, influx_count
+from bench.support import RESULTS, clean_env, cpu_seconds, influx_count, peak_rss_mb, status_mb
 from common.kafka import ensure_topics
 from tests.chaos.ledger import generate
 from tests.support import kafka
@@ -49,8 +48,8 @@ def main() -> int:
         prefill(cfg, args.samples)
         print(f"prefilled {args.samples:,} samples in {time.perf_counter() - t:.0f} s", flush=True)
         config_file = write_config(cfg, RESULTS / "memory.yaml")
-        env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": bucket.token.get_secret_value(),
-               "HEALTHPIPE_PIPELINE__LOG_LEVEL": "WARNING"}
+        env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
+                        HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(config_file)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(RESULTS / "memory-consumer.log", "ab"))  # noqa: SIM115
@@ -61,9 +60,9 @@ def main() -> int:
                 time.sleep(0.5)
                 assert proc.poll() is None, "consumer died; see bench/results/memory-consumer.log"
                 done = progress(cfg)
-                samples.append((time.perf_counter() - t0, done, _status_mb(proc.pid, "VmRSS")))
+                samples.append((time.perf_counter() - t0, done, status_mb(proc.pid, "VmRSS")))
             seconds = time.perf_counter() - t0
-            cpu, peak = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid)
+            cpu, peak = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)

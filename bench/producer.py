@@ -131,12 +131,18 @@ def main() -> int:
         try:
             chunk_ms = services.config().extract.raw_chunk.ms
             windows = pending_windows(start_s * 1000, end_s * 1000, chunk_ms)
-            for _ in range(args.runs):
-                fetched, fetch_s = bare_fetch(prom.url, windows)
-                published, prod_s, cfg = producer_backfill(services, prom.url, start_s * 1000, end_s * 1000)
+            for run in range(args.runs):
+                # alternate who reads first: Prometheus' page cache favours whoever reads second
+                if run % 2 == 0:
+                    fetched, fetch_s = bare_fetch(prom.url, windows)
+                    published, prod_s, cfg = producer_backfill(services, prom.url, start_s * 1000, end_s * 1000)
+                else:
+                    published, prod_s, cfg = producer_backfill(services, prom.url, start_s * 1000, end_s * 1000)
+                    fetched, fetch_s = bare_fetch(prom.url, windows)
                 on_topic = sum(len(orjson.loads(m.value())["samples"]) for m in read_topic(cfg, cfg.kafka.topic))
                 assert published == fetched == on_topic == prom.samples, (published, fetched, on_topic, prom.samples)
-                rows.append({"samples": fetched, "windows": len(windows), "bare_fetch_per_s": fetched / fetch_s,
+                rows.append({"run": run, "first": "bare_fetch" if run % 2 == 0 else "producer",
+                             "samples": fetched, "windows": len(windows), "bare_fetch_per_s": fetched / fetch_s,
                              "producer_per_s": published / prod_s, "ratio": (published / prod_s) / (fetched / fetch_s)})
                 print(json.dumps(rows[-1]), flush=True)
         finally:

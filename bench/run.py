@@ -27,41 +27,26 @@ from pathlib import Path
 import requests
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from bench.support import (
+    RESULTS,
+    check_sample_of_points,
+    clean_env,
+    cpu_seconds,
+    influx_count,
+    influxd_cpu_seconds,
+    peak_rss_mb,
+)
 from common.kafka import ensure_topics
 from common.messages import decode
 from consumer.transformer import DataTransformer
-from ops.stack import CACHE, SCRIPTS, STACK_DIR
+from ops.stack import CACHE, SCRIPTS
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import committed_all, write_config
 from tests.support.services import native_or_exit
 
-RESULTS = Path(__file__).parent / "results"
 TELEGRAF_VERSION = "1.37.2"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def _status_mb(pid: int, field: str) -> float:
-    """A memory figure from /proc/<pid>/status (VmRSS now, VmHWM the peak), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_rss_mb(pid: int) -> float:
-    return _status_mb(pid, "VmHWM")
-
-
-def influxd_cpu_seconds() -> float:
-    """CPU seconds the stack's influxd has used so far: what each contender costs InfluxDB, on the same 2 cores."""
-    return _cpu_seconds(int((STACK_DIR / "pids" / "influxdb.pid").read_text()))
 
 
 def prefill(services, n_samples: int, seed: int):
@@ -71,18 +56,6 @@ def prefill(services, n_samples: int, seed: int):
     ledger = generate(seed, n_series, 1000, per_message=1000)
     kafka.produce(cfg, cfg.kafka.topic, ledger.messages)
     return cfg, ledger
-
-
-def influx_count(settings, predicate: str) -> int:
-    """Points matching a Flux predicate, counted by InfluxDB itself (reading millions back would take minutes)."""
-    flux = (f'from(bucket: "{settings.bucket}") |> range(start: -30d) |> filter(fn: (r) => {predicate}) '
-            '|> group() |> count()')
-    resp = requests.post(f"{settings.url}/api/v2/query", params={"org": settings.org}, data=flux, timeout=300,
-                         headers={"Authorization": f"Token {settings.token.get_secret_value()}",
-                                  "Content-Type": "application/vnd.flux", "Accept": "application/csv"})
-    resp.raise_for_status()
-    rows = [r for r in resp.text.splitlines() if r and not r.startswith(",result") and r[0] == ","]
-    return sum(int(r.split(",")[-1]) for r in rows) if rows else 0
 
 
 def run_count(cfg, run: str) -> int:
@@ -149,30 +122,36 @@ def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, 
             time.sleep(0.25)
             assert proc.poll() is None, f"{name} died; see bench/results/{name}.log"
         seconds = time.perf_counter() - t0
-        cpu, rss, influxd_cpu = _cpu_seconds(proc.pid), _peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
+        cpu, rss, influxd_cpu = cpu_seconds(proc.pid), peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     n = len(ledger.truth)
     loaded = run_count(cfg, ledger.run)
     assert loaded == n, f"{name} incomplete: {loaded} of {n} points in InfluxDB"
-    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds,
+    compared = check_sample_of_points(cfg.load.influxdb, ledger, seed=n)
+    return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds, "points_compared_whole": compared,
             "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
 
 
-def b2_consumer(cfg, ledger, tmp: Path) -> dict:
+def b2_consumer(cfg, ledger, tmp: Path, writers: int | None = None) -> dict:
     """`healthpipe consumer` as its own process, from a full topic to every offset committed."""
-    config_file = write_config(cfg, tmp / f"{cfg.kafka.topic}.yaml")
-    env = {**os.environ, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value(),
-           "HEALTHPIPE_PIPELINE__LOG_LEVEL": "WARNING"}
-    return _until_committed("consumer", [sys.executable, "-m", "consumer", "--config", str(config_file)], env, cfg,
+    if writers is not None:
+        group = f"{cfg.kafka.group_id}-w{writers}"
+        cfg = cfg.model_copy(update={"consumer": cfg.consumer.model_copy(update={"writers": writers}),
+                                     "kafka": cfg.kafka.model_copy(update={"group_id": group})})
+    config_file = write_config(cfg, tmp / f"{cfg.kafka.topic}-{cfg.consumer.writers}.yaml")
+    env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
+                    HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
+    return _until_committed(f"consumer-w{cfg.consumer.writers}",
+                            [sys.executable, "-m", "consumer", "--config", str(config_file)], env, cfg,
                             cfg.kafka.group_id, ledger, tmp)
 
 
 def telegraf_binary() -> Path:
     """The Telegraf built by scripts/stack/build-telegraf.sh (built now if missing: ~30 s with a warm Go cache)."""
     subprocess.run(["bash", str(SCRIPTS / "build-telegraf.sh")], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "HEALTHPIPE_CACHE": str(CACHE), "TELEGRAF_VERSION": TELEGRAF_VERSION})
+                   env=clean_env(HEALTHPIPE_CACHE=str(CACHE), TELEGRAF_VERSION=TELEGRAF_VERSION))
     return CACHE / f"telegraf-{TELEGRAF_VERSION}" / "telegraf"
 
 
@@ -180,9 +159,9 @@ def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
     """The same topic through Telegraf (kafka_consumer + xpath_json parser → influxdb_v2) into the same InfluxDB."""
     group = f"telegraf-{uuid.uuid4().hex[:6]}"
     s = cfg.load.influxdb
-    env = {**os.environ, "HP_KAFKA": cfg.kafka.bootstrap_servers, "HP_TOPIC": cfg.kafka.topic, "HP_GROUP": group,
-           "HP_INFLUX_URL": s.url, "HP_INFLUX_TOKEN": s.token.get_secret_value(), "HP_INFLUX_ORG": s.org,
-           "HP_INFLUX_BUCKET": s.bucket}
+    env = clean_env(HP_KAFKA=cfg.kafka.bootstrap_servers, HP_TOPIC=cfg.kafka.topic, HP_GROUP=group,
+                    HP_INFLUX_URL=s.url, HP_INFLUX_TOKEN=s.token.get_secret_value(), HP_INFLUX_ORG=s.org,
+                    HP_INFLUX_BUCKET=s.bucket)
     return _until_committed("telegraf", [str(telegraf), "--config", str(Path(__file__).parent / "telegraf.conf")],
                             env, cfg, group, ledger, tmp)
 
@@ -200,18 +179,26 @@ def one_run(services, n: int, run: int, telegraf: Path | None) -> dict:
                                                             connections=writers)}
         cfg, ledger = prefill(services, n, seed=2000 + run)
         row["b0_kafka"] = b0_kafka_consume(cfg, len(ledger.messages))
-        order = ["b2_consumer", "b2_telegraf"] if telegraf else ["b2_consumer"]
+        # healthpipe at its default writers, healthpipe at 1 writer (Telegraf's one connection), Telegraf
+        order = ["b2_consumer", "b2_consumer_1writer"] + (["b2_telegraf"] if telegraf else [])
         for name in order[::-1] if run % 2 else order:  # alternate who reads the topic first
             target = fresh(cfg)
-            row[name] = (b2_consumer(target, ledger, RESULTS) if name == "b2_consumer"
-                         else b2_telegraf(target, ledger, RESULTS, telegraf))  # type: ignore[arg-type]
+            if name == "b2_consumer":
+                row[name] = b2_consumer(target, ledger, RESULTS)
+            elif name == "b2_consumer_1writer":
+                row[name] = b2_consumer(target, ledger, RESULTS, writers=1)
+            else:
+                row[name] = b2_telegraf(target, ledger, RESULTS, telegraf)  # type: ignore[arg-type]
     hp = row["b2_consumer"]
     row["ratio_consumer_vs_influx_ceiling"] = hp["samples_per_s"] / row["b0_influx"]["samples_per_s"]
     row["ratio_consumer_vs_influx_ceiling_same_connections"] = (hp["samples_per_s"] /
                                                                 row["b0_influx_writers"]["samples_per_s"])
+    row["ratio_consumer_1writer_vs_influx_ceiling"] = (row["b2_consumer_1writer"]["samples_per_s"] /
+                                                       row["b0_influx"]["samples_per_s"])
     if telegraf:
         tg = row["b2_telegraf"]
         row["ratio_consumer_vs_telegraf"] = hp["samples_per_s"] / tg["samples_per_s"]
+        row["ratio_consumer_1writer_vs_telegraf"] = row["b2_consumer_1writer"]["samples_per_s"] / tg["samples_per_s"]
         row["cpu_efficiency_consumer_vs_telegraf"] = tg["cpu_s_per_million"] / hp["cpu_s_per_million"]
     return row
 
@@ -239,6 +226,9 @@ def summarize(rows: list[dict], n: int) -> dict:
         "ratio_consumer_vs_influx_ceiling": median("ratio_consumer_vs_influx_ceiling"),
         "ratio_consumer_vs_influx_ceiling_same_connections":
             median("ratio_consumer_vs_influx_ceiling_same_connections"),
+        "consumer_1writer_samples_per_s": median("b2_consumer_1writer", "samples_per_s"),
+        "consumer_1writer_cpu_s_per_million": median("b2_consumer_1writer", "cpu_s_per_million"),
+        "ratio_consumer_1writer_vs_influx_ceiling": median("ratio_consumer_1writer_vs_influx_ceiling"),
     }
     if "b2_telegraf" in rows[0]:
         summary |= {
@@ -247,6 +237,7 @@ def summarize(rows: list[dict], n: int) -> dict:
             "telegraf_influxd_cpu_s_per_million": median("b2_telegraf", "influxd_cpu_s_per_million"),
             "telegraf_peak_rss_mb_max": max(r["b2_telegraf"]["peak_rss_mb"] for r in rows),
             "ratio_consumer_vs_telegraf": median("ratio_consumer_vs_telegraf"),
+            "ratio_consumer_1writer_vs_telegraf": median("ratio_consumer_1writer_vs_telegraf"),
             "cpu_efficiency_consumer_vs_telegraf": median("cpu_efficiency_consumer_vs_telegraf"),
         }
     return summary

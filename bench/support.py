@@ -1,0 +1,71 @@
+"""What every benchmark script shares: process accounting, hermetic environments, counting and checking points.
+
+Benchmarks run real processes against the native stack. A process they start gets exactly the settings the
+benchmark means: the caller's HEALTHPIPE_* variables (a sourced .stack/stack.env) are removed first.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import requests
+
+from ops.stack import STACK_DIR
+from tests.chaos.ledger import Ledger, point_of
+from tests.support import influx
+
+RESULTS = Path(__file__).parent / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without any HEALTHPIPE_* variable, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("HEALTHPIPE_")}, **extra}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure from /proc/<pid>/status (VmRSS now, VmHWM the peak), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
+
+
+def influxd_cpu_seconds() -> float:
+    """CPU seconds the stack's influxd has used so far: what each contender costs InfluxDB, on the same 2 cores."""
+    return cpu_seconds(int((STACK_DIR / "pids" / "influxdb.pid").read_text()))
+
+
+def influx_count(settings, predicate: str, start: str = "-30d") -> int:
+    """Points matching a Flux predicate, counted by InfluxDB itself (reading millions back would take minutes)."""
+    flux = (f'from(bucket: "{settings.bucket}") |> range(start: {start}) |> filter(fn: (r) => {predicate}) '
+            '|> group() |> count()')
+    resp = requests.post(f"{settings.url}/api/v2/query", params={"org": settings.org}, data=flux, timeout=300,
+                         headers={"Authorization": f"Token {settings.token.get_secret_value()}",
+                                  "Content-Type": "application/vnd.flux", "Accept": "application/csv"})
+    resp.raise_for_status()
+    rows = [r for r in resp.text.splitlines() if r and not r.startswith(",result") and r[0] == ","]
+    return sum(int(r.split(",")[-1]) for r in rows) if rows else 0
+
+
+def check_sample_of_points(settings, ledger: Ledger, series: int = 10, seed: int = 0) -> int:
+    """Contents, not just counts: every point of `series` random ledger series, read back whole (measurement,
+    tags, field, value, time), must equal the truth exactly. Returns the number of points compared."""
+    instances = sorted({dict(p[1])["instance"] for p in ledger.truth})
+    chosen = random.Random(seed).sample(instances, min(series, len(instances)))
+    expected = {p for p in ledger.truth if dict(p[1])["instance"] in chosen}
+    wanted = " or ".join(f'r.instance == "{i}"' for i in chosen)
+    got = {point_of(r) for r in influx.points(settings, f'r.run == "{ledger.run}" and ({wanted})', start="0")}
+    assert got == expected, f"contents differ: {len(expected - got)} missing, {len(got - expected)} extra"
+    return len(expected)
