@@ -38,7 +38,7 @@ test-chaos: stack-up
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy common producer consumer ops
+	$(VENV)/bin/mypy common producer consumer verify ops
 
 # Without a Docker engine: the native stack plus producer and consumer in the background.
 up: install

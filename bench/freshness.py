@@ -54,7 +54,7 @@ def measure(cfg, seconds: float, prometheus_url: str) -> dict:
         rows = influx.points(cfg.load.influxdb, flux, start="-1m")
         seen = time.time()
         for r in rows:
-            first_seen.setdefault(int(r["_time"].timestamp() * 1000), seen)
+            first_seen.setdefault(round(r["_time"].timestamp() * 1000), seen)
         time.sleep(0.1)
     producer.stop()
     time.sleep(1.5)  # the producer's loop notices the stop within a cycle
@@ -63,8 +63,8 @@ def measure(cfg, seconds: float, prometheus_url: str) -> dict:
     wait_until(lambda: committed_all(cfg), 60, what="the consumer to commit everything published")
     consumer.stop()
     # Contents: the bucket holds exactly what Prometheus has for the span the producer covered.
-    begin = min(int(r["_time"].timestamp() * 1000) for r in influx.points(cfg.load.influxdb, "true", start="-10m"))
-    stored = {(r["instance"], int(r["_time"].timestamp() * 1000), r["_value"])
+    begin = min(round(r["_time"].timestamp() * 1000) for r in influx.points(cfg.load.influxdb, "true", start="-10m"))
+    stored = {(r["instance"], round(r["_time"].timestamp() * 1000), r["_value"])
               for r in influx.points(cfg.load.influxdb, "true", start="-10m")}
     direct = {(dict(labels)["instance"], ts, float(v))
               for labels, ts, v in prometheus_raw(prometheus_url, 'up{job="test-app"}', begin - 1, end)}

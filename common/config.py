@@ -178,6 +178,16 @@ class ConsumerSettings(_Section):
     metrics_port: int = Field(8002, ge=0, le=65535)
 
 
+class VerifySettings(_Section):
+    # Continuous mode (`healthpipe verify --every`): how often, and how far behind now the verified interval
+    # ends (the producer's lag and interval, and the consumer's batching, must have delivered it by then).
+    every: Duration = Span.parse("5m")
+    delay: Duration = Span.parse("2m")
+    # --repair waits this long for the consumer group to commit what it re-published.
+    repair_timeout_seconds: float = Field(300, gt=0)
+    metrics_port: int = Field(8006, ge=0, le=65535)
+
+
 class HealthpipeConfig(BaseSettings):
     """The whole configuration. Build it with `load_config()`."""
 
@@ -192,6 +202,7 @@ class HealthpipeConfig(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
 
     @classmethod
     def settings_customise_sources(

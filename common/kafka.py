@@ -194,6 +194,25 @@ def read_to_end(consumer: Consumer, topic: str, start: dict[int, int], end: dict
         consumer.unassign()
 
 
+def consumable_end(consumer: Consumer, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Per partition, the offset after its last record a read_committed reader can see: what a consumer group
+    commits once it has read everything. Below the high watermark when the log ends in transaction markers
+    (or aborted records); 0 for a partition with nothing readable."""
+    high = end_offsets(consumer, topic, partitions)
+    out = {}
+    for p in partitions:
+        back, found = 16, -1
+        while found < 0:
+            start = max(0, high[p] - back)
+            for msg in read_to_end(consumer, topic, {p: start}, {p: high[p]}):
+                found = max(found, msg.offset() or 0)
+            if start == 0:
+                break
+            back *= 4
+        out[p] = found + 1 if found >= 0 else 0
+    return out
+
+
 def read_topic(cfg: HealthpipeConfig, topic: str, timeout: float = 120, committed_only: bool = True,
                from_offsets: dict[int, int] | None = None) -> list[Message]:
     """Every message of a whole topic (all partitions, from the start or `from_offsets`) up to its end now."""

@@ -85,7 +85,7 @@ def parse_time(text: str) -> int:
             from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return round(parsed.timestamp() * 1000)
 
 
 def parse_duration_arg(text: str, what: str) -> float:

@@ -36,6 +36,7 @@ from consumer.dead_letters import DeadLetter, DeadLetterWriter
 from consumer.hold import Hold
 from consumer.influx_sink import InfluxSink
 from consumer.metrics import ConsumerMetrics
+from consumer.retention import RetentionWatch
 from consumer.sink import Sink, Source, TopicPartitionKey
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ConsumerService:
         self.batch = OpenBatch()
         self.checkpoint: Checkpoint = None  # type: ignore[assignment]  # set by initialize()
         self.hold = Hold(self.metrics)
+        self.retention = RetentionWatch(self.metrics)
         self._stop = threading.Event()
         self._fatal: BaseException | None = None
         self._last_message = time.monotonic()
@@ -186,6 +188,7 @@ class ConsumerService:
             return
         self.metrics.messages_consumed.inc()
         source = Source.of(msg)
+        self.retention.accepted(source.topic, source.partition, source.offset)
         try:
             window = decode(msg.value(), msg.headers(), self.settings.max_message_bytes)
         except Malformed as exc:
@@ -268,6 +271,7 @@ class ConsumerService:
         self.metrics.rebalances.labels("assign").inc()
         self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
         log.info("partitions_assigned partitions=%s", fmt(partitions))
+        self.retention.assigned(consumer, partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions are leaving cleanly: flush and commit within the deadline, else abandon what is held.
@@ -277,6 +281,7 @@ class ConsumerService:
         self.metrics.rebalances.labels("revoke").inc()
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned = self.assigned - revoked
+        self.retention.revoked(revoked)
         log.info("partitions_revoked partitions=%s", fmt(partitions))
         if not self.batch and not self.checkpoint:
             return
@@ -290,6 +295,7 @@ class ConsumerService:
         self.metrics.rebalances.labels("lost").inc()
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned = self.assigned - lost
+        self.retention.revoked(lost)
         log.warning("partitions_lost partitions=%s", fmt(partitions))
         if self.batch or self.checkpoint:
             self._abandon(lost, "partitions_lost")
@@ -300,8 +306,12 @@ class ConsumerService:
         stats = orjson.loads(stats_json)
         for topic, t in stats.get("topics", {}).items():
             for pid, p in t.get("partitions", {}).items():
-                if pid != "-1" and p.get("consumer_lag", -1) >= 0:
+                if pid == "-1":
+                    continue
+                if p.get("consumer_lag", -1) >= 0:
                     self.metrics.lag.labels(topic, pid).set(p["consumer_lag"])
+                if p.get("lo_offset", -1) >= 0:
+                    self.retention.statistics(topic, int(pid), p["lo_offset"])
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         log.warning("kafka_error error=%s", err)

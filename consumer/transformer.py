@@ -137,7 +137,7 @@ class DataTransformer:
             tags[tag_key(name)] = value
         return tags
 
-    def _prefix(self, window: SeriesWindow) -> tuple[str, bool]:
+    def prefix_of(self, window: SeriesWindow) -> tuple[str, bool]:
         cache_key = (window.query, window.metric_type, tuple(sorted(window.labels.items())))
         prefix = self._prefix_cache.get(cache_key)
         if prefix is None:
@@ -150,7 +150,7 @@ class DataTransformer:
     def _to_frame(self, windows: Sequence[SeriesWindow]) -> pd.DataFrame:
         prefixes, allowed, src, ts, values = [], [], [], [], []
         for i, w in enumerate(windows):
-            prefix, ok = self._prefix(w)
+            prefix, ok = self.prefix_of(w)
             n = len(w.samples)
             prefixes.extend([prefix] * n)
             src.extend([i] * n)

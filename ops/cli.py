@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from common.command import add_config_argument, execute
 from consumer import command as consumer_command
 from producer import command as producer_command
+from verify import command as verify_command
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ COMMANDS: list[Command] = [
             _check_arguments, _check),
     Command("replay", consumer_command.REPLAY_HELP, consumer_command.add_replay_arguments,
             consumer_command.run_replay),
+    Command("verify", verify_command.HELP, verify_command.add_arguments, verify_command.run),
 ]
 
 

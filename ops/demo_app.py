@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 ROUTES = [("GET", "/api/users", 0.45), ("GET", "/api/orders", 0.25), ("POST", "/api/orders", 0.15),
           ("GET", "/health", 0.10), ("DELETE", "/api/users", 0.05)]
+EDGE_LABEL_VALUES = ("new\nline", "comma,here", "equals=here", 'quote"here', "back\\", "ünï✓ code", "sp ace",
+                     "trailing\\ x")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -36,6 +38,16 @@ class DemoTraffic:
         self.cpu = Gauge("app_cpu_usage_ratio", "Simulated CPU usage (0-1)", registry=self.registry)
         self.memory = Gauge("app_memory_usage_bytes", "Simulated resident memory", registry=self.registry)
         self.queue = Gauge("app_queue_depth", "Simulated work queue depth", registry=self.registry)
+        # Edge cases the pipeline must carry exactly (verify and the tests read them): label values that break
+        # naive line protocol, and values InfluxDB cannot store (the consumer drops and counts them).
+        self.edge_labels = Gauge("demo_label_edge_cases", "A series per awkward label value", ["value"],
+                                 registry=self.registry)
+        for i, value in enumerate(EDGE_LABEL_VALUES):
+            self.edge_labels.labels(value).set(i)
+        self.special = Gauge("demo_special_values", "NaN and infinities", ["kind"], registry=self.registry)
+        for kind, v in (("nan", float("nan")), ("pos_inf", float("inf")), ("neg_inf", float("-inf")),
+                        ("finite", 1.5)):
+            self.special.labels(kind).set(v)
         self._stop = threading.Event()
         self._incident_until = 0.0
 

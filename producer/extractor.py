@@ -146,6 +146,11 @@ class PrometheusExtractor:
         promql = f"{q.promql}[1m]" if q.mode == "raw" else q.promql
         self._parse_response(self._get("/api/v1/query", q.name, {"query": promql}), q.name)
 
+    def instant(self, promql: str, at_ms: int, name: str) -> list[Series]:
+        """An instant query evaluated at `at_ms` (errors name the query `name`)."""
+        payload = self._get("/api/v1/query", name, {"query": promql, "time": f"{at_ms / 1000:.3f}"})
+        return self._parse_response(payload, name)
+
     def now_ms(self) -> int:
         """Prometheus' own clock (the evaluation time of an instant query without `time`), in ms."""
         payload = self._get("/api/v1/query", "time()", {"query": "time()"})

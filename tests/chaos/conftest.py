@@ -31,11 +31,12 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if "tests/chaos/" not in str(item.fspath).replace("\\", "/"):
         return
     name = item.nodeid.split("::", 1)[1]
+    when = datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%d %H:%M")
     if rep.when == "setup" and rep.skipped:
-        _outcomes[name] = {"outcome": "skipped", "seconds": 0.0}
+        _outcomes[name] = {"outcome": "skipped", "seconds": 0.0, "when": when}
     elif rep.when == "call":
         _outcomes[name] = {"outcome": "passed" if rep.passed else ("skipped" if rep.skipped else "FAILED"),
-                           "seconds": rep.duration}
+                           "seconds": rep.duration, "when": when}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -46,9 +47,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                                 cwd=report.ROOT).stdout.strip() or "-"
     except OSError:
         commit = "-"
-    when = datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%d %H:%M")
     results = report.load()
     for name, r in _outcomes.items():
-        results[name] = {**r, "when": when, "commit": commit}
+        results[name] = {**r, "commit": commit}
     report.RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     report.write_doc(results)

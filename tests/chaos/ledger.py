@@ -26,7 +26,7 @@ def point_of(record: dict) -> Point:
     """A Flux record as a whole point."""
     tags = tuple(sorted((k, str(v)) for k, v in record.items() if k not in _NOT_TAGS and v is not None))
     return (record["_measurement"], tags, record["_field"], float(record["_value"]),
-            int(record["_time"].timestamp() * 1000))
+            round(record["_time"].timestamp() * 1000))
 
 
 def expected_point(run: str, instance: str, ts: int, value: float) -> Point:

@@ -218,7 +218,10 @@ def test_12_sigterm_with_a_write_outstanding_flushes_commits_and_redelivers_noth
     cfg, ledger = setup(native, 12, 50, 1000, consumer={"batch_max_age_seconds": 30.0},
                         influxdb={"batch_size": 20_000, "url": slow_influx.url, "timeout_seconds": 60})
     replica = ConsumerProcess(cfg, tmp_path, tmp_path / "consumer.log")
-    at_signal = replica.wait_for("a write outstanding", lambda m: m.get("healthpipe_consumer_writes_outstanding", 0) > 0
+    total = len(ledger.messages)  # everything consumed (else a restart rightly reads the rest), a write still out
+    at_signal = replica.wait_for("every message consumed and a write outstanding", lambda m:
+                                 m.get("healthpipe_consumer_messages_consumed_total", 0) == total
+                                 and m.get("healthpipe_consumer_writes_outstanding", 0) > 0
                                  and holds_uncommitted_work(m))
     assert not committed_all(cfg)
     assert replica.terminate() == 0

@@ -34,7 +34,7 @@ def points(settings: InfluxSettings, predicate: str, start: str = "0", stop: str
 def run_points(settings: InfluxSettings, run: str, start: str = "0") -> set[tuple[str, int, float]]:
     """(instance, timestamp ms, value) of every point tagged run=<run>: what the data tests compare."""
     rows = points(settings, f'r.run == "{run}"', start=start)
-    return {(r["instance"], int(r["_time"].timestamp() * 1000), r["_value"]) for r in rows}
+    return {(r["instance"], round(r["_time"].timestamp() * 1000), r["_value"]) for r in rows}
 
 
 def count(settings: InfluxSettings, predicate: str, **kwargs) -> int:

@@ -4,6 +4,8 @@ Every confluent_kafka.Consumer commits the offsets of whatever poll()/consume() 
 processing: the classic at-most-once bug. Put this folder first on PYTHONPATH; scenario 02 must then FAIL.
 """
 
+import contextlib
+
 import confluent_kafka
 
 _Real = confluent_kafka.Consumer
@@ -27,11 +29,9 @@ class CommitBeforeWrite(_Real):
         last = {}
         for m in msgs:
             last[(m.topic(), m.partition())] = m.offset()
-        try:
+        with contextlib.suppress(confluent_kafka.KafkaException):
             super().commit(offsets=[confluent_kafka.TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
                            asynchronous=False)
-        except confluent_kafka.KafkaException:
-            pass
 
 
 confluent_kafka.Consumer = CommitBeforeWrite

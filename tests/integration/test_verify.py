@@ -1,0 +1,177 @@
+"""`healthpipe verify` against the real stack: real Prometheus data through the real pipeline into a bucket of the
+test's own, then deletions, changes and outages that verify must name exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from common.errors import Retryable
+from producer.service import ProducerService
+from tests.integration.test_producer import RAW_UP, wait_for_scrapes
+from tests.support import influx
+from tests.support.influx import iso
+from tests.support.pipeline import ConsumerThread, free_port, process_env, write_config
+from verify import verification
+
+RATE = {"name": "request_rate", "promql": "sum by (method, path) (rate(http_requests_total[1m]))", "mode": "range",
+        "step": "5s", "metric_type": "throughput"}
+EDGES = {"name": "edges", "promql": "demo_label_edge_cases", "mode": "raw", "metric_type": "gauge"}
+SPECIAL = {"name": "special", "promql": "demo_special_values", "mode": "raw", "metric_type": "gauge"}
+CPU = {"name": "cpu", "promql": "app_cpu_usage_ratio", "mode": "raw", "metric_type": "gauge"}  # not whitelisted
+QUERIES = [RAW_UP, RATE, EDGES, SPECIAL, CPU]
+
+
+@pytest.fixture(scope="module")
+def loaded(services):
+    """~2 minutes of the demo app, published and loaded into a scratch bucket: (cfg, start_ms, end_ms)."""
+    wait_for_scrapes(services, seconds=30)
+    base = services.config()
+    with influx.temporary_bucket(base.load.influxdb, "verify") as bucket:
+        cfg = services.config(extract={"queries": QUERIES, "max_backfill": "2m", "lag_seconds": 5},
+                              influxdb={"bucket": bucket.bucket},
+                              transform={"valid_metrics": ["up", "request_rate", "demo_label_edge_cases",
+                                                           "demo_special_values"]})
+        producer = ProducerService(cfg)
+        producer.initialize()
+        producer.run_single_cycle()
+        producer.close()
+        ConsumerThread(cfg, until_idle=3).join()
+        end = min(producer.watermarks.values())
+        yield cfg, end - 90_000, end
+
+
+def run(cfg, start, end, **kw):
+    return verification.run(cfg, cfg.extract.queries, start, end, **kw)
+
+
+def test_a_freshly_loaded_range_is_exact_and_counts_every_sample(loaded):
+    cfg, start, end = loaded
+    report = run(cfg, start, end)
+    assert report.exact, report.as_json()
+    by_name = {q.name: q for q in report.queries}
+    assert by_name["availability"].expected >= 25  # 1 s scrapes (the demo app may be younger than 90 s)
+    assert by_name["request_rate"].expected >= 18 * 4  # several series at a 5 s step grid
+    assert by_name["edges"].expected >= 20 * 8  # every awkward label value, exact
+    # NaN and ±Inf are dropped by the consumer and so never expected; the finite one is
+    assert by_name["special"].expected == by_name["special"].present >= 20
+    assert by_name["cpu"].expected == 0  # not on the whitelist: not expected, so never missing
+
+
+def test_a_deleted_minute_of_one_series_is_named_with_its_exact_range_and_count(loaded):
+    cfg, start, end = loaded
+    s = cfg.load.influxdb
+    victim = {"method": "GET", "path": "/api/users"}
+    hole_start, hole_end = start + 20_000, start + 50_000
+    before = influx.points(s, 'r.metric == "request_rate" and r.method == "GET" and r.path == "/api/users"',
+                           start=iso(hole_start), stop=iso(hole_end + 1))
+    assert len(before) >= 5
+    requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
+                  headers={"Authorization": f"Token {s.token.get_secret_value()}"},
+                  json={"start": iso(hole_start), "stop": iso(hole_end),
+                        "predicate": 'metric="request_rate" AND method="GET" AND path="/api/users"'}).raise_for_status()
+    gone = {round(r["_time"].timestamp() * 1000) for r in before}  # InfluxDB's delete includes its stop
+    report = run(cfg, start, end)
+    assert not report.exact
+    q = {q.name: q for q in report.queries}["request_rate"]
+    assert report.missing == q.missing == len(gone) and report.extra == report.mismatched == 0
+    (series,) = q.series.values()
+    assert {k: series.labels[k] for k in victim} == victim
+    assert series.missing_ranges == [[min(gone), max(gone), len(gone)]]
+
+
+def test_repair_republishes_from_prometheus_and_ends_exact(loaded, capsys):
+    cfg, start, end = loaded
+    s = cfg.load.influxdb
+    requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
+                  headers={"Authorization": f"Token {s.token.get_secret_value()}"},
+                  json={"start": iso(start + 60_000), "stop": iso(start + 70_000),
+                        "predicate": 'metric="up"'}).raise_for_status()
+    assert run(cfg, start, end).missing >= 5
+    from verify.repair import repair
+
+    consumer = ConsumerThread(cfg)  # the running pipeline loads what repair re-publishes
+    try:
+        actions = repair(cfg, cfg.extract.queries, run(cfg, start, end).queries, progress=False)
+    finally:
+        consumer.stop()
+    assert any("availability" in a and "backfill" in a for a in actions)
+    assert run(cfg, start, end).exact
+
+
+def test_a_changed_value_is_mismatched_and_json_matches_the_table(loaded, tmp_path, monkeypatch, capsys):
+    cfg, start, end = loaded
+    s = cfg.load.influxdb
+    point = influx.points(s, 'r.metric == "up"', start=iso(start), stop=iso(end))[10]
+    ts = round(point["_time"].timestamp() * 1000)
+    tags = ",".join(f"{k}={v}" for k, v in sorted(point.items())
+                    if k not in {"result", "table", "_start", "_stop", "_time", "_value", "_field", "_measurement"})
+    with influx.client(s) as c:
+        c.write_api(write_options=SYNCHRONOUS).write(s.bucket, s.org, f"health_metrics,{tags} value=7.0 {ts}",
+                                                     write_precision="ms")
+    from ops.cli import main
+
+    monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", s.token.get_secret_value())
+    config_file = write_config(cfg, tmp_path / "c.yaml")
+    args = ["verify", "--config", str(config_file), "--from", iso(start), "--to", iso(end), "--query", "availability"]
+    assert main([*args, "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["exact"], doc["mismatched"], doc["missing"], doc["extra"]) == (False, 1, 0, 0)
+    assert doc["queries"][0]["series"][0]["mismatched"] == 1
+    assert main(args) == 1
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.startswith("availability"))
+    q = doc["queries"][0]
+    assert row.split() == ["availability", str(q["expected"]), str(q["present"]), "0", "0", "1", "0"]
+    assert "NOT EXACT" in text
+
+
+def test_influxdb_unreachable_exits_3_never_exact(loaded, tmp_path, monkeypatch, capsys):
+    cfg, start, end = loaded
+    dead = cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": cfg.load.influxdb.model_copy(
+        update={"url": f"http://127.0.0.1:{free_port()}"})})})
+    with pytest.raises(Retryable):
+        run(dead, start, end)
+    from ops.cli import main
+
+    monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", cfg.load.influxdb.token.get_secret_value())
+    code = main(["verify", "--config", str(write_config(dead, tmp_path / "d.yaml")), "--from", iso(start),
+                 "--to", iso(end), "--json"])
+    assert code == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and "InfluxDB" in captured.err
+
+
+def test_bad_arguments_exit_2_naming_the_cause(loaded, tmp_path, monkeypatch, capsys):
+    cfg, start, end = loaded
+    from ops.cli import main
+
+    config_file = write_config(cfg, tmp_path / "c.yaml")
+    assert main(["verify", "--config", str(config_file), "--from", iso(end), "--to", iso(start)]) == 2
+    assert main(["verify", "--config", str(config_file), "--from", iso(start), "--to", iso(end),
+                 "--query", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "must be after" in err and "no query named 'nope'" in err
+
+
+def test_the_range_is_clipped_to_what_prometheus_still_holds(loaded):
+    cfg, _, end = loaded
+    report = run(cfg, 0, end)  # from 1970
+    assert report.notes and "Prometheus holds nothing before" in report.notes[0]
+    assert report.start_ms > 0
+
+
+def test_python_m_verify_runs_as_its_own_package(loaded, tmp_path):
+    import subprocess
+    import sys
+
+    cfg, start, end = loaded
+    out = subprocess.run([sys.executable, "-m", "verify", "--config", str(write_config(cfg, tmp_path / "c.yaml")),
+                          "--from", iso(end - 30_000), "--to", iso(end), "--query", "edges", "--json"],
+                         env=process_env(cfg), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["exact"] and doc["queries"][0]["name"] == "edges" and doc["queries"][0]["expected"] >= 8 * 25

@@ -1,0 +1,113 @@
+"""What InfluxDB holds for a query: per-window count and sum per series (screening), or the exact points.
+
+A query's series in InfluxDB are the points of measurement `health_metrics`, field `value`, with the query's
+`metric_type` and one of its metric names (the selector's metric in raw mode, the query name for computed
+series, and every name Prometheus returned). Each series is named by the line-protocol prefix rebuilt from
+its tags, the same name the consumer wrote it under.
+
+Flux `range(start, stop)` is [start, stop); windows here are (start, end] on the millisecond grid, so every
+query asks for [start + 1 ms, end + 1 ms).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from influxdb_client import InfluxDBClient
+from influxdb_client.rest import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from common.config import InfluxSettings, QuerySettings
+from common.errors import Fatal, SinkUnavailable
+from common.times import iso
+from consumer.line_protocol import FIELD, MEASUREMENT, series_prefix
+from producer.windows import Window
+from verify.expected import Figures, Points
+
+_NOT_TAGS = {"result", "table", "_start", "_stop", "_time", "_value", "_field", "_measurement"}
+_SELECTOR_NAME = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{|\[|$)")
+
+
+def flux_string(text: str) -> str:
+    """A Flux string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
+
+
+def metric_names(query: QuerySettings) -> set[str]:
+    """The metric tags a query's series can carry, known before reading anything."""
+    names = {query.name}
+    match = _SELECTOR_NAME.match(query.promql)
+    if match:
+        names.add(match.group(1))
+    return names
+
+
+class Stored:
+    """InfluxDB's side of a verification."""
+
+    def __init__(self, settings: InfluxSettings):
+        self.settings = settings
+        self.client = InfluxDBClient(url=settings.url, token=settings.token.get_secret_value(), org=settings.org,
+                                     timeout=int(max(settings.timeout_seconds, 60) * 1000))
+        self.api = self.client.query_api()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _where(self, query: QuerySettings, names: Iterable[str], series: dict[str, dict[str, str]] | None) -> str:
+        metrics = " or ".join(f"r.metric == {flux_string(n)}" for n in sorted(names))
+        where = (f'r._measurement == "{MEASUREMENT}" and r._field == "{FIELD}" and '
+                 f"r.metric_type == {flux_string(query.metric_type)} and ({metrics})")
+        if series:  # only these series: match every tag of each
+            each = [" and ".join(f"r[{flux_string(k)}] == {flux_string(v)}" for k, v in sorted(tags.items()))
+                    for tags in series.values()]
+            where += " and (" + " or ".join(f"({e})" for e in each) + ")"
+        return where
+
+    def _base(self, window: Window, where: str) -> str:
+        return (f'from(bucket: {flux_string(self.settings.bucket)}) '
+                f"|> range(start: {iso(window.start_ms + 1)}, stop: {iso(window.end_ms + 1)}) "
+                f"|> filter(fn: (r) => {where})")
+
+    def _records(self, flux: str) -> Iterator:
+        try:
+            yield from self.api.query_stream(flux, org=self.settings.org)
+        except ApiException as exc:
+            if exc.status in (401, 403, 404):
+                raise Fatal(f"InfluxDB at {self.settings.url} refused the query (HTTP {exc.status}): check "
+                            f"load.influxdb.token / org / bucket {self.settings.bucket!r}") from None
+            raise SinkUnavailable(f"InfluxDB at {self.settings.url} cannot be read: HTTP {exc.status}") from None
+        except (Urllib3Error, OSError) as exc:
+            raise SinkUnavailable(f"InfluxDB at {self.settings.url} cannot be read: {exc}") from None
+
+    @staticmethod
+    def _tags(values: dict) -> dict[str, str]:
+        return {k: str(v) for k, v in values.items() if k not in _NOT_TAGS and v is not None}
+
+    def figures(self, query: QuerySettings, window: Window, names: Iterable[str]) -> dict[str, Figures]:
+        """Count and sum per series in one window, computed by InfluxDB."""
+        base = self._base(window, self._where(query, names, None))
+        flux = f'{base} |> count() |> yield(name: "count")\n{base} |> sum() |> yield(name: "sum")'
+        counts: dict[str, int] = {}
+        sums: dict[str, float] = {}
+        for rec in self._records(flux):
+            prefix = series_prefix(self._tags(rec.values).items())
+            if rec.values["result"] == "count":
+                counts[prefix] = int(rec.get_value())
+            else:
+                sums[prefix] = float(rec.get_value())
+        return {p: Figures(n, sums.get(p, float("nan"))) for p, n in counts.items()}
+
+    def points(self, query: QuerySettings, window: Window, names: Iterable[str],
+               series: dict[str, dict[str, str]] | None = None) -> Points:
+        """The exact points in one window (of the named series only, when given)."""
+        if series is not None and len(series) > 200:
+            series = None  # a filter that long costs more than reading the window whole
+        points = Points()
+        for rec in self._records(self._base(window, self._where(query, names, series))):
+            tags = self._tags(rec.values)
+            prefix = series_prefix(tags.items())
+            points.values.setdefault(prefix, {})[round(rec.get_time().timestamp() * 1000)] = float(rec.get_value())
+            points.tags[prefix] = tags
+        return points
