@@ -175,3 +175,18 @@ def test_python_m_verify_runs_as_its_own_package(loaded, tmp_path):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["exact"] and doc["queries"][0]["name"] == "edges" and doc["queries"][0]["expected"] >= 8 * 25
+
+
+def test_continuous_mode_exports_what_it_found(loaded):
+    from verify.service import ContinuousVerifier
+
+    cfg, start, end = loaded
+    v = ContinuousVerifier(cfg, [q for q in cfg.extract.queries if q.name == "edges"], every_s=30, delay_s=0,
+                           clock=lambda: end / 1000)
+    v.run_once()
+    interval_end = end // 30_000 * 30_000
+    reg = v.metrics.registry
+    assert reg.get_sample_value("healthpipe_verify_missing_samples", {"query": "edges"}) == 0
+    assert reg.get_sample_value("healthpipe_verify_last_exact_timestamp_seconds", {"query": "edges"}) == \
+        interval_end / 1000
+    assert reg.get_sample_value("healthpipe_verify_runs_total", {"outcome": "exact"}) == 1

@@ -66,7 +66,7 @@ def _config_key_exists(var: str) -> bool:
 
 
 def test_every_healthpipe_env_var_names_a_real_config_key():
-    for name in ("demo-app", "producer", "consumer"):
+    for name in ("demo-app", "producer", "consumer", "verify"):
         for var in SERVICES[name]["environment"]:
             if var.startswith("HEALTHPIPE_") and var != "HEALTHPIPE_CONFIG":
                 assert _config_key_exists(var), f"{name}: {var} is not a config key"
@@ -101,6 +101,7 @@ def test_the_native_stack_renders_the_same_prometheus_config():
     assert targets["healthpipe-producer"] == [f"127.0.0.1:{stack.PORTS.producer_metrics}"]
     assert targets["healthpipe-consumer"] == [f"127.0.0.1:{p}" for p in stack.PORTS.consumer_metrics]
     assert native["global"]["scrape_interval"] == "1s"
+    assert native["rule_files"] == [str(ROOT / "config" / "prometheus" / "alerts.yml")]
 
 
 def test_the_pipeline_image_carries_no_operations_tooling():
@@ -114,6 +115,29 @@ def test_the_pipeline_image_carries_no_operations_tooling():
 
 def test_compose_commands_are_runnable_packages():
     """The image's entry point is `python -m`: each command must be a package with a __main__."""
-    for name in ("producer", "consumer"):
+    for name in ("producer", "consumer", "verify"):
         module = SERVICES[name]["command"][0]
         assert (ROOT / module / "__main__.py").exists(), f"{name}: python -m {module} would fail"
+
+
+def test_verify_runs_continuously_scraped_and_alerted_on():
+    cfg = HealthpipeConfig()
+    assert SERVICES["verify"]["command"][:2] == ["verify", "--every"]
+    assert SERVICES["verify"]["environment"]["HEALTHPIPE_VERIFY__METRICS_PORT"] == str(cfg.verify.metrics_port)
+    prom = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    assert jobs["healthpipe-verify"]["static_configs"][0]["targets"] == [f"verify:{cfg.verify.metrics_port}"]
+    rules = yaml.safe_load((ROOT / "config" / "prometheus" / "alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert "healthpipe_verify_missing_samples > 0" in exprs
+    assert any(r.get("for") == "10m" for g in rules["groups"] for r in g["rules"])
+
+
+def test_alert_rules_are_valid_for_promtool():
+    if not shutil.which("promtool"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool (Debian package prometheus) is missing")
+        pytest.skip("promtool not installed")
+    result = subprocess.run(["promtool", "check", "rules", str(ROOT / "config" / "prometheus" / "alerts.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
