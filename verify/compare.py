@@ -72,14 +72,15 @@ def verify_query(query: QuerySettings, expected: Expected, stored: Stored, start
     names = set(metric_names(query))
     windows = windows_of(start_ms, end_ms)
     for i, window in enumerate(windows):
-        if full:
+        want_figures = None if full else expected.figures([window])[window]
+        if want_figures is None:  # --full, or a window Prometheus cannot screen
             truth = expected.points(window)
-            names |= {t["metric"] for t in truth.tags.values() if "metric" in t}
+            names |= expected.metrics_seen
             actual = stored.points(query, window, names)
             _compare(result, truth, actual, set(truth.values) | set(actual.values))
         else:
-            want = expected.figures([window])[window]
-            names |= _metrics_of(expected, window)
+            want = want_figures
+            names |= expected.metrics_seen
             have = stored.figures(query, window, names)
             result.expected += sum(f.count for f in want.values())
             result.present += sum(f.count for f in have.values())
@@ -99,12 +100,6 @@ def verify_query(query: QuerySettings, expected: Expected, stored: Stored, start
         if progress:
             progress(query.name, i + 1, len(windows))
     return result
-
-
-def _metrics_of(expected: Expected, window: Window) -> set[str]:
-    if expected.query.mode == "range":
-        return {t["metric"] for t in expected.points(window).tags.values() if "metric" in t}
-    return set()
 
 
 def _compare(result: QueryResult, truth: Points, actual: Points, prefixes: set[str]) -> None:

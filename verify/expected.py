@@ -17,6 +17,7 @@ InfluxDB's are fetched sample by sample.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -51,13 +52,35 @@ class Points:
     tags: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+@dataclass
+class Timings:
+    """Where a verification's time goes (reported in --json, and by bench/verify.py)."""
+
+    prometheus_s: float = 0.0
+    influxdb_s: float = 0.0
+    kafka_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def compare_s(self) -> float:
+        return max(0.0, self.total_s - self.prometheus_s - self.influxdb_s - self.kafka_s)
+
+    def as_json(self) -> dict:
+        return {"prometheus_s": round(self.prometheus_s, 3), "influxdb_s": round(self.influxdb_s, 3),
+                "kafka_s": round(self.kafka_s, 3), "compare_s": round(self.compare_s, 3),
+                "total_s": round(self.total_s, 3)}
+
+
 class Expected:
     """Prometheus' side of a verification, for one query."""
 
-    def __init__(self, extractor: PrometheusExtractor, query: QuerySettings, transform: TransformSettings):
+    def __init__(self, extractor: PrometheusExtractor, query: QuerySettings, transform: TransformSettings,
+                 timings: Timings | None = None):
+        self.timings = timings or Timings()
         self.extractor = extractor
         self.query = query
         self.transformer = DataTransformer(transform, clock=lambda: float("inf"))  # history is never "future"
+        self.metrics_seen: set[str] = set()  # metric tags of every series met so far (InfluxDB is asked for these)
         # range mode: the points of the current chunk, fetched once for screening and reused for comparison
         self._range_cache: tuple[Window, Points] | None = None
 
@@ -72,30 +95,54 @@ class Expected:
             return None
         stored = {representable(k): representable(v) for k, v in self.transformer.tags(window).items()
                   if escape_tag(k) and escape_tag(v)}
+        if "metric" in stored:
+            self.metrics_seen.add(stored["metric"])
         return prefix, stored
 
     # --- screening ----------------------------------------------------------------------------------------
 
-    def figures(self, windows: list[Window]) -> dict[Window, dict[str, Figures]]:
-        """Count and sum per series for each window (all windows share one length, except maybe the edges)."""
+    def figures(self, windows: list[Window]) -> dict[Window, dict[str, Figures] | None]:
+        """Count and sum per series for each window; None for a window that cannot be screened (then every
+        series of it is compared sample by sample)."""
         if self.query.mode == "range":
             return {w: self._figures_of(self.points(w)) for w in windows}
-        out: dict[Window, dict[str, Figures]] = {}
+        out: dict[Window, dict[str, Figures] | None] = {}
         for w in windows:
             span = w.end_ms - w.start_ms - 1  # Prometheus 2.x ranges include both ends: (start, end] on the ms grid
-            counts = self._instant(f"count_over_time({self.query.promql}[{span}ms])", w.end_ms)
-            sums = self._instant(f"sum_over_time({self.query.promql}[{span}ms])", w.end_ms)
+            selector = f"{self.query.promql}[{span}ms]"
+            # count_over_time and sum_over_time drop __name__; last_over_time keeps it: map the name back
+            names: dict[tuple, str] = {}
+            for key, _value in self._instant_labels(f"last_over_time({selector})", w.end_ms):
+                labels = dict(key)
+                rest = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+                if rest in names and names[rest] != labels.get("__name__", ""):
+                    names = {}
+                    break  # two metric names with one label set: counts would collide, compare exactly
+                names[rest] = labels.get("__name__", "")
+            if not names:
+                out[w] = None
+                continue
+            counts = self._instant(f"count_over_time({selector})", w.end_ms)
+            sums = self._instant(f"sum_over_time({selector})", w.end_ms)
             figures: dict[str, Figures] = {}
             for key, n in counts.items():
-                named = self.identify(dict(key))
+                labels = dict(key)
+                if names.get(key):
+                    labels["__name__"] = names[key]
+                named = self.identify(labels)
                 if named is not None:
                     figures[named[0]] = Figures(int(float(n)), float(sums.get(key, "NaN")))
             out[w] = figures
         return out
 
+    def _instant_labels(self, promql: str, at_ms: int) -> list[tuple[tuple, str]]:
+        t0 = time.perf_counter()
+        series = self.extractor.instant(promql, at_ms, self.query.name)
+        self.timings.prometheus_s += time.perf_counter() - t0
+        return [(tuple(sorted(s.labels.items())), s.samples[0][1]) for s in series]
+
     def _instant(self, promql: str, at_ms: int) -> dict[tuple, str]:
-        return {tuple(sorted(s.labels.items())): s.samples[0][1]
-                for s in self.extractor.instant(promql, at_ms, self.query.name)}
+        return dict(self._instant_labels(promql, at_ms))
 
     @staticmethod
     def _figures_of(points: Points) -> dict[str, Figures]:
@@ -111,7 +158,10 @@ class Expected:
             points = Points()
             for part in pending_windows(window.start_ms, window.end_ms,
                                         chunk_ms(self.query.mode, self.query.step_ms, window.end_ms - window.start_ms)):
-                self._add(points, self.extractor.read_window(self.query, part))
+                t0 = time.perf_counter()
+                series = self.extractor.read_window(self.query, part)
+                self.timings.prometheus_s += time.perf_counter() - t0
+                self._add(points, series)
             if self.query.mode == "range":
                 self._range_cache = (window, points)
         if prefixes is None:

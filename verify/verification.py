@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 
 import requests
@@ -20,7 +21,7 @@ from common.times import iso
 from producer.extractor import PrometheusExtractor
 from verify.compare import QueryResult, verify_query
 from verify.dead_letters import DeadLetterCount, count_dead_letters
-from verify.expected import Expected
+from verify.expected import Expected, Timings
 from verify.stored import Stored
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Report:
     queries: list[QueryResult]
     dead_letters: DeadLetterCount
     notes: list[str] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
 
     @property
     def missing(self) -> int:
@@ -54,6 +56,7 @@ class Report:
         return {"exact": self.exact, "from": self.start_ms, "to": self.end_ms, "missing": self.missing,
                 "extra": self.extra, "mismatched": self.mismatched, "dead_lettered": self.dead_letters.explained,
                 "dead_letters_by_reason": self.dead_letters.by_reason, "notes": self.notes,
+                "timings": self.timings.as_json(),
                 "queries": [q.as_json() for q in self.queries]}
 
 
@@ -78,6 +81,8 @@ def progress_line(name: str, done: int, total: int) -> None:
 
 def run(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, bucket: str | None = None,
         full: bool = False, progress: bool = False) -> Report:
+    t0 = time.perf_counter()
+    timings = Timings()
     extractor = PrometheusExtractor(cfg.extract.prometheus_url, cfg.extract.request_timeout_seconds,
                                     cfg.extract.max_retries, accept_warnings=cfg.extract.accept_warnings)
     notes = []
@@ -91,12 +96,15 @@ def run(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_
                          f"{iso(start_ms)} (samples Prometheus no longer has cannot be verified)")
             start_ms = lowest - 1  # windows are (start, end]
     influx = cfg.load.influxdb.model_copy(update={"bucket": bucket}) if bucket else cfg.load.influxdb
-    stored = Stored(influx)
+    stored = Stored(influx, timings)
     try:
-        results = [verify_query(q, Expected(extractor, q, cfg.transform), stored, start_ms, end_ms, full,
+        results = [verify_query(q, Expected(extractor, q, cfg.transform, timings), stored, start_ms, end_ms, full,
                                 progress_line if progress else None)
                    for q in queries] if start_ms < end_ms else [QueryResult(q.name) for q in queries]
     finally:
         stored.close()
+    t1 = time.perf_counter()
     letters = count_dead_letters(cfg, results, start_ms, end_ms)
-    return Report(start_ms, end_ms, results, letters, notes)
+    timings.kafka_s = time.perf_counter() - t1
+    timings.total_s = time.perf_counter() - t0
+    return Report(start_ms, end_ms, results, letters, notes, timings)
