@@ -178,6 +178,67 @@ class ConsumerSettings(_Section):
     metrics_port: int = Field(8002, ge=0, le=65535)
 
 
+class WarmTier(_Section):
+    """A downsampled bucket fed by an InfluxDB task from the hot bucket."""
+
+    name: str = Field("5m", pattern=r"^[A-Za-z0-9_.-]+$")
+    bucket: str = "health_metrics_5m"
+    every: Duration = Span.parse("5m")  # the window of each aggregate
+    retention: Duration = Span.parse("400d")
+    # How long after a window closes its task runs, so samples that arrive late are included.
+    offset: Duration = Span.parse("1m")
+
+
+class HotTier(_Section):
+    """The raw bucket (load.influxdb.bucket): how long it keeps raw samples."""
+
+    retention: Duration = Span.parse("7d")
+
+
+class TiersSettings(_Section):
+    hot: HotTier = Field(default_factory=HotTier)
+    warm: list[WarmTier] = Field(default_factory=lambda: [WarmTier()])
+    # Counters get an `increase` field besides mean/min/max/last/count: series whose metric_type is one of
+    # these, or whose metric name ends in _total (the Prometheus naming convention for counters).
+    counter_metric_types: list[str] = Field(default_factory=lambda: ["counter"])
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TiersSettings:
+        for what in ("name", "bucket"):
+            values = [getattr(w, what) for w in self.warm]
+            if len(values) != len(set(values)):
+                raise ValueError(f"warm tiers must have distinct {what}s, got {values}")
+        for w in self.warm:
+            if w.offset.ms >= w.every.ms:
+                raise ValueError(f"warm tier {w.name}: offset ({w.offset}) must be shorter than every ({w.every})")
+        return self
+
+
+class S3Settings(_Section):
+    """An S3-compatible object store for the archive (credentials: prefer the environment)."""
+
+    endpoint: str = ""  # e.g. http://127.0.0.1:8333; empty: AWS itself
+    bucket: str = "healthpipe-archive"
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+
+
+class ArchiveSettings(_Section):
+    """The cold tier: `healthpipe archive`, a consumer group of its own writing Parquet."""
+
+    group_id: str = "healthpipe-archive"
+    # Where the files go: a local directory, or "s3" for the object store below.
+    target: str = "data/archive"
+    s3: S3Settings = Field(default_factory=S3Settings)
+    # A file closes (and its offsets commit) at this many rows or this age, whichever comes first.
+    max_file_rows: int = Field(500_000, ge=1)
+    max_file_age_seconds: float = Field(300, gt=0)
+    batch_size: int = Field(50_000, ge=1)  # samples the loop gathers per batch
+    metrics_port: int = Field(8007, ge=0, le=65535)
+
+
 class VerifySettings(_Section):
     # Continuous mode (`healthpipe verify --every`): how often, and how far behind now the verified interval
     # ends (the producer's lag and interval, and the consumer's batching, must have delivered it by then).
@@ -203,6 +264,8 @@ class HealthpipeConfig(BaseSettings):
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    tiers: TiersSettings = Field(default_factory=TiersSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -221,7 +284,8 @@ class HealthpipeConfig(BaseSettings):
         """Secret values to scrub from every log line and error message."""
         token = self.load.influxdb.token.get_secret_value()
         extra = [v for k, v in self.kafka.client_config.items() if "password" in k or "secret" in k]
-        return [s for s in [token, *extra] if s]
+        s3 = [self.archive.s3.secret_key.get_secret_value(), self.archive.s3.access_key.get_secret_value()]
+        return [s for s in [token, *extra, *s3] if s]
 
 
 def _format_validation_error(exc: ValidationError) -> str:

@@ -58,6 +58,7 @@ class Checkpoint:
         self.writers = writers
         self.consumer: Consumer | None = None  # set once the consumer exists (it is created after the sink)
         self.inflight: deque[InFlight] = deque()
+        self.committed_offsets: dict[TopicPartitionKey, int] = {}  # what this member committed, per partition
         self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix=f"{sink.name}-writer")
 
     def __bool__(self) -> bool:
@@ -168,12 +169,17 @@ class Checkpoint:
             log.warning("commit_failed error=%s offsets=%s", exc.args[0], fmt(offsets))
             self.metrics.commit_failures.inc()
             return
+        done = {}
         for tp in results or []:
             if tp.error:
                 log.warning("commit_failed partition=%s/%d error=%s", tp.topic, tp.partition, tp.error)
                 self.metrics.commit_failures.inc()
             else:
                 self.metrics.committed.labels(tp.topic, str(tp.partition)).set(tp.offset)
+                done[(tp.topic, tp.partition)] = tp.offset
+                self.committed_offsets[(tp.topic, tp.partition)] = tp.offset
+        if done:
+            self.sink.committed(done)
         log.debug("committed offsets=%s", fmt(offsets))
 
     def abandon(self) -> dict[TopicPartitionKey, int]:

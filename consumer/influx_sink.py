@@ -70,5 +70,14 @@ class InfluxSink:
     def drop(self, partitions: set[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         return {}  # nothing buffered
 
+    def assigned(self, committed: dict[TopicPartitionKey, int]) -> None:
+        pass
+
+    def committed(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        pass
+
+    def tick(self) -> None:
+        return None
+
     def close(self) -> None:
         self.loader.close()

@@ -30,14 +30,16 @@ class RetentionWatch:
     def __init__(self, metrics: ConsumerMetrics):
         self.metrics = metrics
         self._next: dict[tuple[str, int], int] = {}  # the offset we expect to read next
+        self._start: dict[tuple[str, int], int] = {}  # where reading began since the assignment
         self._gaps: dict[tuple[str, int], list[tuple[int, int]]] = {}  # jumps since the last statistics
 
-    def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Check new partitions; returns the group's committed offset of each (-1001 where none is)."""
         try:
             committed = consumer.committed(partitions, timeout=10)
         except KafkaException as exc:
             log.warning("retention_check_skipped error=%s", exc)
-            return
+            return {}
         for tp in committed:
             if tp.offset < 0:
                 continue  # nothing committed yet: a new group reads from the earliest offset by design
@@ -48,11 +50,13 @@ class RetentionWatch:
                 continue
             if tp.offset < low:
                 self._lost(tp.topic, tp.partition, tp.offset, low, "committed offset below the log start")
-            self._next[(tp.topic, tp.partition)] = max(tp.offset, low)
+            self._next[(tp.topic, tp.partition)] = self._start[(tp.topic, tp.partition)] = max(tp.offset, low)
+        return {(tp.topic, tp.partition): tp.offset for tp in committed}
 
     def revoked(self, partitions: set[tuple[str, int]]) -> None:
         for key in partitions:
             self._next.pop(key, None)
+            self._start.pop(key, None)
             self._gaps.pop(key, None)
 
     def accepted(self, topic: str, partition: int, offset: int) -> None:
@@ -60,7 +64,13 @@ class RetentionWatch:
         expected = self._next.get(key)
         if expected is not None and offset > expected:
             self._gaps.setdefault(key, []).append((expected, offset))
+        self._start.setdefault(key, offset)
         self._next[key] = offset + 1
+
+    def positions(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Per owned partition: (where reading began, the next offset to read). Safe from another thread."""
+        start, nxt = dict(self._start), dict(self._next)
+        return {k: (start.get(k, n), n) for k, n in nxt.items()}
 
     def statistics(self, topic: str, partition: int, log_start: int) -> None:
         """librdkafka's view of the partition's log start offset (`lo_offset`), every statistics interval."""

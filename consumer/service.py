@@ -68,8 +68,10 @@ class ConsumerService:
             lambda: self.checkpoint.writes_outstanding() if self.checkpoint is not None else 0)
 
     def _uncommitted_messages(self) -> int:
-        held = self.checkpoint.messages() if self.checkpoint is not None else 0
-        return held + len(self.batch) + len(self.batch.letters)
+        """Offsets read and not committed, over the partitions we own (held in the open batch, in flight, or
+        in a sink that buffers across batches); transaction markers among them count too."""
+        committed = self.checkpoint.committed_offsets if self.checkpoint is not None else {}
+        return sum(max(0, nxt - committed.get(tp, start)) for tp, (start, nxt) in self.retention.positions().items())
 
     # --- lifecycle (the plan's names) ----------------------------------------------------------------
 
@@ -140,6 +142,8 @@ class ConsumerService:
         """Run until stop(), a fatal error, or `until_idle` seconds without a new message."""
         while not self._stop.is_set():
             self.run_single_cycle()
+            if not self.batch and not self.checkpoint and not self.hold.active:
+                self._attempt(self._tick)
             if not self.assigned:
                 self._last_message = time.monotonic()  # idle means "nothing to read", not "not joined yet"
             if (until_idle is not None and not self.batch and not self.checkpoint and not self.hold.active
@@ -213,6 +217,12 @@ class ConsumerService:
         if durable:
             self.checkpoint.commit([TopicPartition(t, p, o) for (t, p), o in sorted(durable.items())])
 
+    def _tick(self) -> None:
+        """Idle: a sink that buffers across batches seals what is due; commit what became durable."""
+        durable = self.sink.tick()
+        if durable:
+            self.checkpoint.commit([TopicPartition(t, p, o) for (t, p), o in sorted(durable.items())])
+
     def _dispatch(self) -> None:
         self.checkpoint.make_room()  # may raise: then the open batch simply stays open
         batch, self.batch = self.batch, OpenBatch()
@@ -271,7 +281,8 @@ class ConsumerService:
         self.metrics.rebalances.labels("assign").inc()
         self.assigned = self.assigned | {(tp.topic, tp.partition) for tp in partitions}
         log.info("partitions_assigned partitions=%s", fmt(partitions))
-        self.retention.assigned(consumer, partitions)
+        committed = self.retention.assigned(consumer, partitions)
+        self.sink.assigned(committed)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions are leaving cleanly: flush and commit within the deadline, else abandon what is held.
@@ -286,6 +297,7 @@ class ConsumerService:
         if not self.batch and not self.checkpoint:
             return
         if self._fatal is None and self._flush_within(self.settings.revoke_deadline_seconds):
+            self.sink.drop(revoked)  # flushed and committed: nothing of theirs stays with us
             self.hold.release(self.consumer)
             return
         self._abandon(revoked, "revoke_deadline")

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from archive import command as archive_command
 from common.command import add_config_argument, execute
 from consumer import command as consumer_command
 from producer import command as producer_command
@@ -136,6 +137,7 @@ COMMANDS: list[Command] = [
     Command("replay", consumer_command.REPLAY_HELP, consumer_command.add_replay_arguments,
             consumer_command.run_replay),
     Command("verify", verify_command.HELP, verify_command.add_arguments, verify_command.run),
+    Command("archive", archive_command.HELP, archive_command.add_arguments, archive_command.run),
 ]
 
 

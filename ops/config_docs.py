@@ -37,7 +37,9 @@ def _show(value: Any) -> str:
     if isinstance(value, SecretStr):
         return '`""` (secret)'
     if isinstance(value, list) and value and isinstance(value[0], BaseModel):
-        return f"{len(value)} built-in queries (see config/healthpipe.yaml)"
+        items = "; ".join(json.dumps(v.model_dump(mode="json", include={"name", "bucket", "every", "retention",
+                                                                         "mode"})) for v in value)
+        return f"{len(value)} built-in: `{items}` (see config/healthpipe.yaml)"
     if isinstance(value, BaseModel):
         return ""
     return f"`{json.dumps(value, default=str)}`"

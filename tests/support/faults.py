@@ -17,8 +17,10 @@ import requests
 
 
 class FaultProxy:
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, keep_host: bool = False):
         self.upstream = upstream.rstrip("/")
+        # S3 signs the Host header: a proxy in front of it must pass the client's Host through unchanged
+        self.keep_host = keep_host
         self.fail_status: int | None = None  # None: forward; else answer this status
         self.fail_headers: dict[str, str] = {}
         self.fail_path_prefix = ""  # only requests under this path are touched (e.g. "/api/v2/write")
@@ -37,9 +39,21 @@ class FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _handle(self) -> None:
+            def _body(self) -> bytes | None:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                return self.rfile.read(length) if length else None
+
+            def _handle(self) -> None:
+                body = self._body()
                 touched = self.path.startswith(proxy.fail_path_prefix)
                 with proxy._lock:
                     proxy.requests += 1
@@ -58,7 +72,8 @@ class FaultProxy:
                         return
                     if touched and proxy.delay:
                         threading.Event().wait(proxy.delay)
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    dropped = ("content-length", "transfer-encoding", "expect") + (() if proxy.keep_host else ("host",))
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                     try:
                         resp = session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
                                                timeout=120)
@@ -70,6 +85,12 @@ class FaultProxy:
                         content = orjson.dumps(proxy.rewrite(orjson.loads(content)))
                     hop = ("content-length", "transfer-encoding", "connection", "content-encoding")
                     keep = {k: v for k, v in resp.headers.items() if k.lower() not in hop}
+                    if self.command == "HEAD":  # no body, but the size the client asks about
+                        self.send_response(resp.status_code)
+                        for k, v in {**keep, "Content-Length": resp.headers.get("Content-Length", "0")}.items():
+                            self.send_header(k, v)
+                        self.end_headers()
+                        return
                     self._send(resp.status_code, content, keep)
                 finally:
                     with proxy._lock:
@@ -83,7 +104,7 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
             def log_message(self, *a: object) -> None:
                 pass

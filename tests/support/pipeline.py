@@ -24,10 +24,12 @@ from tests.support import kafka
 
 
 class ConsumerThread:
-    """A ConsumerService running in a thread, as one replica of the group."""
+    """A ConsumerService running in a thread, as one replica of the group (`service=` runs a prebuilt one,
+    e.g. the archiver)."""
 
-    def __init__(self, cfg: HealthpipeConfig, until_idle: float | None = None, **kwargs):
-        self.service = ConsumerService(cfg, **kwargs)
+    def __init__(self, cfg: HealthpipeConfig, until_idle: float | None = None, service: ConsumerService | None = None,
+                 **kwargs):
+        self.service = service or ConsumerService(cfg, **kwargs)
         self.service.initialize()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(until_idle,), daemon=True)
@@ -57,16 +59,19 @@ class ConsumerThread:
 
 def write_config(cfg: HealthpipeConfig, path: Path) -> Path:
     """The config as YAML, without the token (passed through the environment, as in production)."""
-    data = orjson.loads(cfg.model_dump_json(exclude={"load": {"influxdb": {"token"}}}))
+    data = orjson.loads(cfg.model_dump_json(exclude={"load": {"influxdb": {"token"}},
+                                                     "archive": {"s3": {"access_key", "secret_key"}}}))
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def process_env(cfg: HealthpipeConfig) -> dict[str, str]:
     """The environment of a process a test starts: the caller's, minus every HEALTHPIPE_* variable (they would
-    override the test's config file), plus the token (never written to the file)."""
+    override the test's config file), plus the secrets (never written to the file)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHPIPE_")}
-    return {**clean, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value()}
+    return {**clean, "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": cfg.load.influxdb.token.get_secret_value(),
+            "HEALTHPIPE_ARCHIVE__S3__ACCESS_KEY": cfg.archive.s3.access_key.get_secret_value(),
+            "HEALTHPIPE_ARCHIVE__S3__SECRET_KEY": cfg.archive.s3.secret_key.get_secret_value()}
 
 
 def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: str, log: Path | None = None):
@@ -95,13 +100,14 @@ def scrape(port: int) -> dict[str, float]:
 
 
 class ConsumerProcess:
-    """`python -m consumer` as a subprocess with its own /metrics port: for kill -9 and SIGTERM."""
+    """`python -m consumer` (or `archive`) as a subprocess with its own /metrics port: for kill -9 and SIGTERM."""
 
-    def __init__(self, cfg: HealthpipeConfig, workdir: Path, log: Path, *args: str):
+    def __init__(self, cfg: HealthpipeConfig, workdir: Path, log: Path, *args: str, kind: str = "consumer"):
         self.port = free_port()
-        mine = cfg.model_copy(update={"consumer": cfg.consumer.model_copy(update={"metrics_port": self.port})})
-        config_file = write_config(mine, workdir / f"consumer-{self.port}.yaml")
-        self.proc = start_process("consumer", config_file, cfg, *args, log=log)
+        section = "archive" if kind == "archive" else "consumer"
+        mine = cfg.model_copy(update={section: getattr(cfg, section).model_copy(update={"metrics_port": self.port})})
+        config_file = write_config(mine, workdir / f"{kind}-{self.port}.yaml")
+        self.proc = start_process(kind, config_file, cfg, *args, log=log)
 
     def metrics(self) -> dict[str, float]:
         return scrape(self.port)

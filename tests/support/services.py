@@ -31,6 +31,7 @@ class Services:
     influx_org: str
     influx_bucket: str
     native: bool
+    s3: dict[str, str] | None = None  # archive.s3 settings of the stack's S3 server, when it runs
     _closers: list = field(default_factory=list, repr=False)
 
     def config(self, **overrides) -> HealthpipeConfig:
@@ -45,6 +46,9 @@ class Services:
         producer = {"transactional_id": f"hp-producer-{suffix}", "metrics_port": 0,
                     **overrides.pop("producer", {})}
         consumer = {"metrics_port": 0, **overrides.pop("consumer", {})}
+        archive = overrides.pop("archive", {})
+        if archive or self.s3:
+            overrides["archive"] = {"metrics_port": 0, "group_id": f"hp-archive-{suffix}", **archive}
         # Blind to HEALTHPIPE_* in the caller's shell (a sourced .stack/stack.env, say): the test decides.
         return load_config(path=os.devnull, environment=False, kafka=kafka, load={"influxdb": influx},
                            extract=extract, producer=producer, consumer=consumer, **overrides)
@@ -93,7 +97,15 @@ def from_environment() -> Services | None:
         influx_org=env.get("HEALTHPIPE_LOAD__INFLUXDB__ORG", "healthpipe"),
         influx_bucket=env.get("HEALTHPIPE_LOAD__INFLUXDB__BUCKET", "health_metrics"),
         native=STACK_ENV.exists(),
+        s3=_s3(env),
     )
+
+
+def _s3(env: dict[str, str]) -> dict[str, str] | None:
+    if "HEALTHPIPE_ARCHIVE__S3__ENDPOINT" not in env:
+        return None
+    return {key: env[f"HEALTHPIPE_ARCHIVE__S3__{key.upper()}"]
+            for key in ("endpoint", "bucket", "access_key", "secret_key")}
 
 
 def native_or_exit() -> Services:

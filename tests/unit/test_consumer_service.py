@@ -127,6 +127,15 @@ class FakeSink:
     def drop(self, partitions):
         return {}
 
+    def assigned(self, committed):
+        pass
+
+    def committed(self, offsets):
+        pass
+
+    def tick(self):
+        return None
+
     def close(self):
         pass
 
