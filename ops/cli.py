@@ -18,6 +18,7 @@ from archive import command as archive_command
 from common.command import add_config_argument, execute
 from consumer import command as consumer_command
 from producer import command as producer_command
+from tiers import command as tiers_command
 from verify import command as verify_command
 
 
@@ -138,6 +139,7 @@ COMMANDS: list[Command] = [
             consumer_command.run_replay),
     Command("verify", verify_command.HELP, verify_command.add_arguments, verify_command.run),
     Command("archive", archive_command.HELP, archive_command.add_arguments, archive_command.run),
+    Command("tiers", tiers_command.HELP, tiers_command.add_arguments, tiers_command.run),
 ]
 
 
