@@ -1,4 +1,4 @@
-# The pipeline image: common/, producer/, consumer/, verify/ and nothing of the operations tooling (ops/).
+# The pipeline image: the pipeline's packages and nothing of the operations tooling (ops/).
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
@@ -7,6 +7,8 @@ COPY common ./common
 COPY producer ./producer
 COPY consumer ./consumer
 COPY verify ./verify
+COPY archive ./archive
+COPY tiers ./tiers
 RUN pip install . && useradd --create-home --uid 10001 healthpipe
 COPY config ./config
 USER healthpipe

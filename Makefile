@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
+KAFKA_BROKERS ?= 1
+# The S3 server (SeaweedFS) is part of the stack: the archive's tests run against it.
 stack-up: install
-	$(HP) stack up
+	$(HP) stack up --with s3 --kafka-brokers $(KAFKA_BROKERS)
 
 stack-down:
 	@if [ -x $(HP) ]; then $(HP) stack down; fi

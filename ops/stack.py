@@ -30,7 +30,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from common.config import ConsumerSettings, InfluxSettings, ProducerSettings
+from common.config import ArchiveSettings, ConsumerSettings, InfluxSettings, ProducerSettings, VerifySettings
 from common.errors import StackError
 
 KAFKA_VERSION = "3.9.1"
@@ -55,6 +55,8 @@ class Ports:
     demo_app: int = 8000
     s3: int = 8333
     producer_metrics: int = ProducerSettings().metrics_port
+    archive_metrics: int = ArchiveSettings().metrics_port
+    verify_metrics: int = VerifySettings().metrics_port
     consumer_metrics: tuple[int, ...] = field(default_factory=lambda: tuple(
         ConsumerSettings().metrics_port + i for i in range(4)))  # up to four local replicas
 
@@ -408,6 +410,10 @@ PIPELINE: list[Service] = [
             ready=lambda: _http_ok(f"http://127.0.0.1:{PORTS.producer_metrics}/readyz")),
     Service("consumer", command=lambda: [sys.executable, "-m", "consumer"], env=_pipeline_env,
             ready=lambda: _http_ok(f"http://127.0.0.1:{PORTS.consumer_metrics[0]}/readyz")),
+    # the cold tier into data/archive (a local directory; docker-compose's writes to its S3 service)
+    Service("archive", command=lambda: [sys.executable, "-m", "archive"],
+            env=lambda: {**_pipeline_env(), "HEALTHPIPE_ARCHIVE__TARGET": str(ROOT / "data" / "archive")},
+            ready=lambda: _http_ok(f"http://127.0.0.1:{PORTS.archive_metrics}/readyz")),
 ]
 
 
@@ -568,8 +574,9 @@ def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False) 
 
 
 def pipeline_up() -> None:
-    """The stack, then producer and consumer in the background (make up without a Docker engine)."""
+    """The stack, the storage tiers, then the pipeline in the background (make up without a Docker engine)."""
     up()
+    _apply_tiers()
     for svc in PIPELINE:
         start(svc)
     print(f"""
@@ -577,9 +584,19 @@ healthpipe is running (native stack, no Docker):
   Prometheus  http://127.0.0.1:{PORTS.prometheus}      demo app  http://127.0.0.1:{PORTS.demo_app}/metrics
   InfluxDB    http://127.0.0.1:{PORTS.influxdb}      token in {_influx_dir() / 'token'}
   producer    {PORTS.producer_metrics_url}   consumer {PORTS.consumer_metrics_urls[0]}
+  archive     Parquet files in {ROOT / 'data' / 'archive'}   (healthpipe archive ls)
 Watch data arrive:  make status   (per-stage counts, lag, watermark age)
 Logs:               make logs     ({STACK_DIR / 'logs'})
 Stop everything:    make down""", flush=True)
+
+
+def _apply_tiers() -> None:
+    from common.config import load_config
+    from tiers.apply import plan_and_apply
+
+    os.environ.update(stack_env())
+    steps = plan_and_apply(load_config(ROOT / "config" / "healthpipe.yaml"), dry_run=False)
+    print("tiers: " + ", ".join(f"{s.kind} {s.name} {s.action}" for s in steps), flush=True)
 
 
 def pipeline_down() -> None:
@@ -640,7 +657,8 @@ def docker_engine_runs() -> bool:
 def compose_up() -> int:
     env_file = ROOT / ".env"
     if not env_file.exists():
-        env_file.write_text(f"INFLUXDB_TOKEN={secrets.token_urlsafe(32)}\n")
+        env_file.write_text(f"INFLUXDB_TOKEN={secrets.token_urlsafe(32)}\nS3_ACCESS_KEY=hp{secrets.token_hex(8)}\n"
+                            f"S3_SECRET_KEY={secrets.token_urlsafe(24)}\n")
         env_file.chmod(0o600)
     return subprocess.run(["docker", "compose", "up", "-d", "--build"], cwd=ROOT).returncode
 

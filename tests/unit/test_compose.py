@@ -22,13 +22,23 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
+def test_the_cold_and_warm_tiers_run_in_compose():
+    archive = SERVICES["archive"]["environment"]
+    assert archive["HEALTHPIPE_ARCHIVE__TARGET"] == "s3"
+    assert archive["HEALTHPIPE_ARCHIVE__S3__ENDPOINT"] == "http://s3:8333"
+    assert "-bucket=healthpipe-archive" in SERVICES["s3"]["command"]
+    assert HealthpipeConfig().archive.s3.bucket == "healthpipe-archive"
+    assert SERVICES["tiers-init"]["command"] == ["tiers", "apply"]
+
+
 def test_compose_file_is_valid():
     if not shutil.which("docker-compose"):
         if os.environ.get("CI") == "true":
             pytest.fail("docker-compose (Debian package) is missing: .ci/run installs it")
         pytest.skip("docker-compose not installed (apt-get install docker-compose)")
     result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                            env={**os.environ, "INFLUXDB_TOKEN": "test"}, capture_output=True, text=True)
+                            env={**os.environ, "INFLUXDB_TOKEN": "test", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "b"},
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
@@ -66,7 +76,7 @@ def _config_key_exists(var: str) -> bool:
 
 
 def test_every_healthpipe_env_var_names_a_real_config_key():
-    for name in ("demo-app", "producer", "consumer", "verify"):
+    for name in ("demo-app", "producer", "consumer", "verify", "archive"):
         for var in SERVICES[name]["environment"]:
             if var.startswith("HEALTHPIPE_") and var != "HEALTHPIPE_CONFIG":
                 assert _config_key_exists(var), f"{name}: {var} is not a config key"
@@ -115,7 +125,7 @@ def test_the_pipeline_image_carries_no_operations_tooling():
 
 def test_compose_commands_are_runnable_packages():
     """The image's entry point is `python -m`: each command must be a package with a __main__."""
-    for name in ("producer", "consumer", "verify"):
+    for name in ("producer", "consumer", "verify", "archive", "tiers-init"):
         module = SERVICES[name]["command"][0]
         assert (ROOT / module / "__main__.py").exists(), f"{name}: python -m {module} would fail"
 
