@@ -12,7 +12,7 @@ cut again at exactly the same offsets, so the same files get the same names and 
 order, dictionaries in first-seen order): no duplicate row, no partial file, ever. Intents of committed ranges
 are deleted after the commit (`committed()`).
 
-Rows: ts (timestamp[ms, UTC]), value (float64; NaN and ±Inf kept as Prometheus gave them; null only for a
+Rows (zstd; strings dictionary-encoded; ts delta-encoded): ts (timestamp[ms, UTC]), value (float64; NaN and ±Inf kept as Prometheus gave them; null only for a
 value that is not a number at all), metric, query, metric_type, series (the message key), labels (map).
 A sample whose timestamp is not a positive integer cannot be placed in an hour: it is dropped and counted
 (`samples_dropped{reason="bad_timestamp"}`), as the consumer does.
@@ -356,10 +356,12 @@ class ParquetSink:
                 "labels": labels.take(idx),
             })
             buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd",
+            # bench/archive.py measured: PLAIN values under zstd level 6 take about half the bytes of
+            # BYTE_STREAM_SPLIT for Prometheus-like values (few significant digits), at ~9 M samples/s
+            pq.write_table(table, buf, compression="zstd", compression_level=6,
                            use_dictionary=["metric", "query", "metric_type", "series", "labels.key_value.key",
                                            "labels.key_value.value"],
-                           column_encoding={"ts": "DELTA_BINARY_PACKED", "value": "BYTE_STREAM_SPLIT"})
+                           column_encoding={"ts": "DELTA_BINARY_PACKED", "value": "PLAIN"})
             key = layout.FileKey(int(hour), r.topic, r.partition, r.first, r.last)
             files[key.path] = buf.getvalue()
         return files
