@@ -9,6 +9,7 @@ COPY consumer ./consumer
 COPY verify ./verify
 COPY archive ./archive
 COPY tiers ./tiers
+COPY healthpipe ./healthpipe
 RUN pip install . && useradd --create-home --uid 10001 healthpipe
 COPY config ./config
 USER healthpipe

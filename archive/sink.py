@@ -12,8 +12,9 @@ cut again at exactly the same offsets, so the same files get the same names and 
 order, dictionaries in first-seen order): no duplicate row, no partial file, ever. Intents of committed ranges
 are deleted after the commit (`committed()`).
 
-Rows (zstd; strings dictionary-encoded; ts delta-encoded): ts (timestamp[ms, UTC]), value (float64; NaN and ±Inf kept as Prometheus gave them; null only for a
-value that is not a number at all), metric, query, metric_type, series (the message key), labels (map).
+Rows (zstd; strings dictionary-encoded; ts delta-encoded): ts (timestamp[ms, UTC]), value (float64; NaN and
+±Inf kept as Prometheus gave them; null only for a value that is not a number at all), metric, query,
+metric_type, series (the message key), labels (map).
 A sample whose timestamp is not a positive integer cannot be placed in an hour: it is dropped and counted
 (`samples_dropped{reason="bad_timestamp"}`), as the consumer does.
 """

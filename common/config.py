@@ -239,6 +239,12 @@ class ArchiveSettings(_Section):
     metrics_port: int = Field(8007, ge=0, le=65535)
 
 
+class FeaturesSettings(_Section):
+    """`healthpipe features serve`: online features over HTTP."""
+
+    port: int = Field(8010, ge=0, le=65535)
+
+
 class VerifySettings(_Section):
     # Continuous mode (`healthpipe verify --every`): how often, and how far behind now the verified interval
     # ends (the producer's lag and interval, and the consumer's batching, must have delivered it by then).
@@ -266,6 +272,7 @@ class HealthpipeConfig(BaseSettings):
     verify: VerifySettings = Field(default_factory=VerifySettings)
     tiers: TiersSettings = Field(default_factory=TiersSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    features: FeaturesSettings = Field(default_factory=FeaturesSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -275,6 +282,14 @@ class HealthpipeConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the YAML file (passed as init kwargs), key by key.
         return env_settings, init_settings
+
+    def select_queries(self, names: list[str] | None) -> list[QuerySettings]:
+        """The configured queries named in `names` (all when empty); ConfigError naming an unknown one."""
+        known = {q.name: q for q in self.extract.queries}
+        unknown = [n for n in names or [] if n not in known]
+        if unknown:
+            raise ConfigError(f"no query named {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        return [known[n] for n in names] if names else list(known.values())
 
     @property
     def poll_interval_seconds(self) -> float:

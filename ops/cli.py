@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from archive import command as archive_command
 from common.command import add_config_argument, execute
 from consumer import command as consumer_command
+from healthpipe import command as ml_command
 from producer import command as producer_command
 from tiers import command as tiers_command
 from verify import command as verify_command
@@ -140,6 +141,8 @@ COMMANDS: list[Command] = [
     Command("verify", verify_command.HELP, verify_command.add_arguments, verify_command.run),
     Command("archive", archive_command.HELP, archive_command.add_arguments, archive_command.run),
     Command("tiers", tiers_command.HELP, tiers_command.add_arguments, tiers_command.run),
+    Command("export", ml_command.EXPORT_HELP, ml_command.add_export_arguments, ml_command.run_export),
+    Command("features", ml_command.FEATURES_HELP, ml_command.add_features_arguments, ml_command.run_features),
 ]
 
 

@@ -34,15 +34,6 @@ def progress_bar(done: int, total: int, label: str) -> None:
     sys.stderr.flush()
 
 
-def select_queries(cfg: HealthpipeConfig, names: list[str] | None) -> list[QuerySettings]:
-    """The configured queries named in `names` (all when empty); ConfigError naming an unknown one."""
-    known = {q.name: q for q in cfg.extract.queries}
-    unknown = [n for n in names or [] if n not in known]
-    if unknown:
-        raise ConfigError(f"no query named {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-    return [known[n] for n in names] if names else list(known.values())
-
-
 def publish_range(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int,
                   progress: bool = True) -> int:
     """Publish every window of `queries` covering (start_ms, end_ms], watermarks untouched; returns samples."""
@@ -71,6 +62,6 @@ def main(config_path: str | None, start: str, end: str, query: str | None = None
     if end_ms <= start_ms:
         raise ConfigError(f"--end ({end}) must be after --start ({start})")
     t0 = time.monotonic()
-    total = publish_range(cfg, select_queries(cfg, [query] if query else None), start_ms, end_ms)
+    total = publish_range(cfg, cfg.select_queries([query] if query else None), start_ms, end_ms)
     log.info("backfill_done samples=%d seconds=%.1f", total, time.monotonic() - t0)
     return 0

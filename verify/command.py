@@ -39,13 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from common import logs
     from common.config import load_config
     from common.times import parse_duration_arg, parse_time
-    from producer.backfill import select_queries
     from verify import report as output
     from verify import verification
 
     cfg = load_config(args.config)
     logs.configure(cfg.pipeline.log_level, cfg.secrets())
-    queries = select_queries(cfg, args.query)
+    queries = cfg.select_queries(args.query)
     if args.every or (args.start is None and args.end is None and args.delay):
         from verify.service import run_continuous
 

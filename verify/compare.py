@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common.config import QuerySettings
+from common.flux import metric_names
 from producer.windows import Window
 from verify.expected import Expected, Points
-from verify.stored import Stored, metric_names
+from verify.stored import Stored
 
 HOUR_MS = 3_600_000
 

@@ -11,7 +11,6 @@ query asks for [start + 1 ms, end + 1 ms).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Iterator
 
@@ -21,27 +20,13 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from common.config import InfluxSettings, QuerySettings
 from common.errors import Fatal, SinkUnavailable
+from common.flux import flux_string
 from common.times import iso
 from consumer.line_protocol import FIELD, MEASUREMENT, series_prefix
 from producer.windows import Window
 from verify.expected import Figures, Points, Timings
 
 _NOT_TAGS = {"result", "table", "_start", "_stop", "_time", "_value", "_field", "_measurement"}
-_SELECTOR_NAME = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{|\[|$)")
-
-
-def flux_string(text: str) -> str:
-    """A Flux string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
-
-
-def metric_names(query: QuerySettings) -> set[str]:
-    """The metric tags a query's series can carry, known before reading anything."""
-    names = {query.name}
-    match = _SELECTOR_NAME.match(query.promql)
-    if match:
-        names.add(match.group(1))
-    return names
 
 
 class Stored:

@@ -1,0 +1,87 @@
+"""Shaping samples for training: long frames, the regular grid, counter rates, the wide pivot.
+
+- long: `series_id`, `ts` (timestamp[ms, UTC]), `value`, `metric`, `query`, `metric_type`, then one column per
+  label (the series' stored tags other than metric and metric_type; empty where a series lacks it);
+- grid (`step`): every series on multiples of the step since the epoch; the value at grid point g is the last
+  observation with timestamp in (g - 5 min, g] (Prometheus' lookback), else null: gaps stay gaps;
+- rates (`rate_counters`): a counter's value becomes the per-second increase since the previous observation,
+  a decrease counting as a reset (the new value in full); on the grid, between consecutive grid observations;
+- wide: one row per grid timestamp, one column per series_id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from common.config import QuerySettings, TiersSettings
+from healthpipe.tiers_read import series_id
+
+STALENESS_MS = 300_000
+FIRST = ["series_id", "ts", "value", "metric", "query", "metric_type"]
+
+
+def identify(frame: pd.DataFrame, query: QuerySettings) -> pd.DataFrame:
+    """Add series_id and query to a tier reader's frame (tag columns, ts, value)."""
+    tags = [c for c in frame.columns if c not in ("ts", "value", "grid")]
+    out = frame.copy()
+    out["series_id"] = [series_id(dict(zip(tags, row, strict=True))) for row in frame[tags].itertuples(index=False)] \
+        if len(frame) else pd.Series(dtype=str)
+    out["query"] = query.name
+    for c in ("metric", "metric_type"):
+        if c not in out:
+            out[c] = ""
+    return out
+
+
+def is_counter(frame: pd.DataFrame, tiers: TiersSettings) -> pd.Series:
+    return frame["metric_type"].isin(tiers.counter_metric_types) | frame["metric"].str.endswith("_total")
+
+
+def rates(frame: pd.DataFrame, tiers: TiersSettings) -> pd.DataFrame:
+    """Counters to per-second rates (reset rule), per series in time order; other series unchanged."""
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(["series_id", "ts"], kind="stable").reset_index(drop=True)
+    counter = is_counter(frame, tiers)
+    prev_v = frame.groupby("series_id")["value"].shift()
+    prev_t = frame.groupby("series_id")["ts"].shift()
+    delta = frame["value"] - prev_v
+    delta = delta.where(delta >= 0, frame["value"])  # a decrease is a reset: count the new value in full
+    rate = delta / ((frame["ts"] - prev_t) / 1000.0)
+    frame.loc[counter, "value"] = rate[counter]
+    return frame[~(counter & prev_v.isna())].reset_index(drop=True)  # a counter's first observation has no rate
+
+
+def to_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: int) -> pd.DataFrame:
+    """Every series of `frame` on the grid points in (start, end]: last observation within the lookback."""
+    first = -(-(start_ms + 1) // step_ms) * step_ms
+    grid = np.arange(first, end_ms + 1, step_ms, dtype=np.int64)
+    if frame.empty or len(grid) == 0:
+        return frame.iloc[0:0]
+    frame = frame.sort_values("ts", kind="stable")
+    meta = frame.drop(columns=["ts", "value"] + (["grid"] if "grid" in frame else [])).drop_duplicates("series_id")
+    points = pd.DataFrame({"ts": np.tile(grid, len(meta)), "series_id": np.repeat(meta["series_id"].to_numpy(),
+                                                                                   len(grid))})
+    observed = frame[["series_id", "ts", "value"]].rename(columns={"ts": "observed"})
+    joined = pd.merge_asof(points.sort_values("ts", kind="stable"), observed, left_on="ts", right_on="observed",
+                           by="series_id", direction="backward", tolerance=STALENESS_MS - 1)
+    joined = joined.drop(columns=["observed"]).merge(meta, on="series_id", how="left")
+    return joined.sort_values(["series_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+def finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns in the documented order, ts as timestamp[ms, UTC], labels as strings."""
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in FIRST})
+    labels = sorted(c for c in frame.columns if c not in FIRST and c != "grid")
+    out = frame[FIRST + labels].copy()
+    out["ts"] = pd.to_datetime(out["ts"], unit="ms", utc=True).dt.as_unit("ms")
+    return out.reset_index(drop=True)
+
+
+def wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """One column per series_id on the timestamps, values as they are (nulls kept)."""
+    if frame.empty:
+        return pd.DataFrame(index=pd.DatetimeIndex([], name="ts", tz="UTC"))
+    return frame.pivot(index="ts", columns="series_id", values="value").sort_index()

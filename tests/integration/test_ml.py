@@ -1,0 +1,184 @@
+"""The ML data path against the real stack: `healthpipe export`, `load_frame`, the cold tier behind it, and the
+training/serving consistency of the online features (served at T == exported as of T, bit for bit)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from archive.service import archiver
+from healthpipe import data
+from healthpipe.export import export
+from healthpipe.serve import FeatureServer
+from producer.service import ProducerService
+from tests.integration.test_producer import RAW_UP, wait_for_scrapes
+from tests.support import influx
+from tests.support.pipeline import ConsumerThread, committed_all, free_port, wait_until
+
+RATE = {"name": "request_rate", "promql": "sum by (method, path) (rate(http_requests_total[1m]))", "mode": "range",
+        "step": "5s", "metric_type": "throughput"}
+
+
+@pytest.fixture(scope="module")
+def loaded(services, tmp_path_factory):
+    """~3 minutes of the demo app through the pipeline into a scratch bucket, and archived too: (cfg, start, end)."""
+    wait_for_scrapes(services, seconds=30)
+    archive_dir = tmp_path_factory.mktemp("ml-archive")
+    with influx.temporary_bucket(services.config().load.influxdb, "ml") as bucket:
+        cfg = services.config(extract={"queries": [RAW_UP, RATE], "max_backfill": "3m", "lag_seconds": 5},
+                              influxdb={"bucket": bucket.bucket}, archive={"target": str(archive_dir),
+                                                                           "max_file_age_seconds": 1})
+        producer = ProducerService(cfg)
+        producer.initialize()
+        producer.run_single_cycle()
+        producer.close()
+        ConsumerThread(cfg, until_idle=3).join()
+        arch = ConsumerThread(cfg, service=archiver(cfg))
+        wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 120, what="the archive")
+        arch.stop()
+        end = min(producer.watermarks.values())
+        yield cfg, end - 150_000, end
+
+
+def raw_points(cfg, start, end, metric) -> pd.DataFrame:
+    rows = influx.points(cfg.load.influxdb, f'r.metric == "{metric}"', start=influx.iso(start + 1),
+                         stop=influx.iso(end + 1))
+    return pd.DataFrame([{"instance": r.get("instance"), "method": r.get("method"), "path": r.get("path"),
+                          "ts": round(r["_time"].timestamp() * 1000), "value": r["_value"]} for r in rows])
+
+
+def test_export_writes_the_raw_samples_a_manifest_and_completeness(loaded, tmp_path):
+    cfg, start, end = loaded
+    out = tmp_path / "raw"
+    manifest = export(cfg, cfg.select_queries(["availability"]), start, end, out, progress=False)
+    frame = pd.read_parquet(out / "data")
+    truth = raw_points(cfg, start, end, "up")
+    assert len(frame) == len(truth) == manifest["rows"] > 100
+    assert sorted(frame["ts"].dt.as_unit("ms").astype("int64")) == sorted(truth["ts"])
+    assert list(frame.columns[:6]) == ["series_id", "ts", "value", "metric", "query", "metric_type"]
+    assert set(frame["query"]) == {"availability"} and "instance" in frame.columns
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["queries"] == ["availability"] and doc["tiers"][0]["tier"] == "hot"
+    for f in doc["files"]:
+        import hashlib
+
+        assert hashlib.sha256((out / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    assert (out / "completeness.png").stat().st_size > 1000
+    completeness = pd.read_csv(out / "completeness.csv")
+    assert completeness["present"].sum() == len(frame)
+    assert not list(tmp_path.glob(".raw.tmp-*"))  # the temporary directory was renamed away
+
+
+def test_the_grid_takes_the_last_observation_within_the_lookback(loaded):
+    cfg, start, end = loaded
+    step = 10_000
+    frame = data.load_frame(start / 1000, end / 1000, queries=["request_rate"], step="10s", cfg=cfg)
+    truth = raw_points(cfg, start - 300_000, end, "request_rate")
+    grid = np.arange(-(-(start + 1) // step) * step, end + 1, step)
+    assert frame.groupby("series_id").size().eq(len(grid)).all()  # every series on every grid point
+    for (method, path), series in truth.groupby(["method", "path"]):
+        got = frame[(frame["method"] == method) & (frame["path"] == path)].sort_values("ts")
+        obs = series.sort_values("ts")
+        want = [obs[(obs.ts <= g) & (obs.ts > g - 300_000)].value.iloc[-1]
+                if ((obs.ts <= g) & (obs.ts > g - 300_000)).any() else np.nan for g in grid]
+        np.testing.assert_array_equal(got["value"].to_numpy(), np.array(want))
+
+
+def test_as_of_never_lets_a_later_sample_in(loaded):
+    cfg, start, end = loaded
+    as_of = start + 60_000
+    frame = data.load_frame(start / 1000, end / 1000, queries=["availability"], step="5s", as_of=as_of / 1000, cfg=cfg)
+    truth = raw_points(cfg, start - 300_000, as_of, "up")
+    last_known = truth.sort_values("ts").value.iloc[-1]
+    after = frame[frame["ts"] > pd.Timestamp(as_of, unit="ms", tz="UTC")]
+    assert len(after) and (after["value"].dropna() == last_known).all()  # carried within the lookback, no newer
+
+
+def test_wide_pivots_one_column_per_series(loaded):
+    cfg, start, end = loaded
+    wide = data.load_frame(start / 1000, end / 1000, queries=["request_rate"], step="10s", wide=True, cfg=cfg)
+    long = data.load_frame(start / 1000, end / 1000, queries=["request_rate"], step="10s", cfg=cfg)
+    assert set(wide.columns) == set(long["series_id"]) and len(wide) == long["ts"].nunique()
+
+
+def test_the_cold_tier_serves_what_hot_no_longer_holds_and_agrees_with_hot(loaded, tmp_path):
+    cfg, start, end = loaded
+    now = int(time.time() * 1000)
+    split = cfg.model_copy(deep=True)
+    split.tiers.hot.retention = split.tiers.hot.retention.parse(f"{(now - start - 60_000) // 1000}s")
+    parts = {p.tier for p in data.plan(split, start, end, None, now)}
+    assert parts == {"cold", "hot"}
+    mixed = data.load_frame(start / 1000, end / 1000, queries=["availability", "request_rate"], cfg=split)
+    hot = data.load_frame(start / 1000, end / 1000, queries=["availability", "request_rate"], cfg=cfg)
+    key = ["series_id", "ts"]
+    pd.testing.assert_frame_equal(mixed.sort_values(key).reset_index(drop=True)[["series_id", "ts", "value"]],
+                                  hot.sort_values(key).reset_index(drop=True)[["series_id", "ts", "value"]])
+
+
+def test_bad_input_exits_2_and_an_unreachable_influxdb_3_leaving_no_directory(loaded, tmp_path, capsys, monkeypatch):
+    from ops.cli import main
+    from tests.support.pipeline import write_config
+
+    cfg, start, end = loaded
+    monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", cfg.load.influxdb.token.get_secret_value())
+    conf = str(write_config(cfg, tmp_path / "c.yaml"))
+    base = ["export", "--config", conf, "--from", influx.iso(start), "--to", influx.iso(end)]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    cases = [[*base, "--query", "nope", "--out", str(tmp_path / "a")],
+             ["export", "--config", conf, "--from", influx.iso(end), "--to", influx.iso(start), "--out",
+              str(tmp_path / "b")],
+             [*base, "--step", "often", "--out", str(tmp_path / "c")],
+             [*base, "--as-of", influx.iso(end + 3_600_000), "--out", str(tmp_path / "d")],
+             [*base, "--out", str(tmp_path / "full")]]
+    for args in cases:
+        assert main(args) == 2, args
+    err = capsys.readouterr().err
+    for reason in ("no query named 'nope'", "must be before", "--step", "--as-of", "not empty"):
+        assert reason in err, reason
+    dead = cfg.model_copy(deep=True)
+    dead.load.influxdb.url = f"http://127.0.0.1:{free_port()}"
+    conf = str(write_config(dead, tmp_path / "dead.yaml"))
+    assert main(["export", "--config", conf, "--from", influx.iso(start), "--to", influx.iso(end), "--out",
+                 str(tmp_path / "e")]) == 3
+    assert not (tmp_path / "e").exists() and not list(tmp_path.glob(".e.tmp-*"))
+
+
+def test_features_served_at_t_equal_the_exported_features_as_of_t(loaded, tmp_path):
+    """20 random instants: /features at T and `export --features 5m --as-of T` agree exactly, float for float."""
+    cfg, start, end = loaded
+    server = FeatureServer(cfg, free_port(), host="127.0.0.1").start()
+    rng = random.Random(15)
+    compared = 0
+    try:
+        for _ in range(20):
+            t = (rng.randrange(start + 60_000, end) // 1000) * 1000
+            served = requests.get(f"http://127.0.0.1:{server.port}/features",
+                                  params={"query": "request_rate", "window": "5m", "at": t / 1000}, timeout=30).json()
+            out = tmp_path / f"f{t}"
+            export(cfg, cfg.select_queries(["request_rate"]), t - 1000, t, out, step_ms=1000, as_of_ms=t,
+                   feature_window_ms=300_000, progress=False, overwrite=True)
+            exported = pd.read_parquet(out / "data")
+            exported = exported[exported["ts"] == pd.Timestamp(t, unit="ms", tz="UTC")]
+            assert served["series"] and len(served["series"]) == len(exported)
+            for s in served["series"]:
+                row = exported[exported["series_id"] == s["series_id"]].iloc[0]
+                for name, value in s["features"].items():
+                    want = row[name]
+                    if value is None:
+                        assert np.isnan(want), (t, name)
+                    else:
+                        assert value == want, (t, s["series_id"], name, value, want)  # bit-equal
+                    compared += 1
+        metrics = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+        assert "healthpipe_features_request_seconds_count 20.0" in metrics
+    finally:
+        server.stop()
+    assert compared >= 20 * 8
+
