@@ -76,7 +76,7 @@ def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: 
     text = resp.content.strip()
     if not text:
         return pd.DataFrame(columns=["ts", "value"])
-    frame = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
+    frame = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False, engine="pyarrow")
     tags = [c for c in frame.columns if c not in NOT_TAGS and c != "hp_grid" and not c.startswith("Unnamed")]
     out = frame[tags].copy()
     out["ts"] = _ms(frame["_time"])

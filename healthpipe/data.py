@@ -98,18 +98,22 @@ def features_on_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: i
     """The shared features (healthpipe.features) of each series at each grid point g, over (g - window, g]."""
     first = -(-(start_ms + 1) // step_ms) * step_ms
     grid = np.arange(first, end_ms + 1, step_ms, dtype=np.int64)
-    rows: list[dict[str, object]] = []
-    if len(frame):
-        meta_cols = [c for c in frame.columns if c not in ("ts", "value", "grid")]
-        for _, series in frame.sort_values("ts", kind="stable").groupby("series_id", sort=True):
-            ts, values = series["ts"].to_numpy(np.int64), series["value"].to_numpy(np.float64)
-            meta: dict[str, object] = {str(k): v for k, v in series.iloc[0][meta_cols].items()}
-            for g in grid:
-                window = feature_fn.window_slice(ts, int(g), window_ms)
-                rows.append({**meta, "ts": int(g), **feature_fn.compute(ts[window], values[window], int(g))})
+    if frame.empty or len(grid) == 0:
+        return pd.DataFrame()
+    frame = frame.sort_values(["series_id", "ts"], kind="stable")
+    sid = frame["series_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    ends = np.r_[starts[1:], len(sid)]
+    ts_all, values_all = frame["ts"].to_numpy(np.int64), frame["value"].to_numpy(np.float64)
+    meta_cols = [c for c in frame.columns if c not in ("ts", "value", "grid")]
+    metas = frame.iloc[starts][meta_cols].to_dict("records")
+    rows: list[dict] = []
+    for meta, a, b in zip(metas, starts, ends, strict=True):
+        ts, values = ts_all[a:b], values_all[a:b]
+        for g in grid:
+            window = feature_fn.window_slice(ts, int(g), window_ms)
+            rows.append({**meta, "ts": int(g), **feature_fn.compute(ts[window], values[window], int(g))})
     out = pd.DataFrame(rows)
-    if out.empty:
-        return out
     out["ts"] = pd.to_datetime(out["ts"], unit="ms", utc=True).dt.as_unit("ms")
     labels = sorted(c for c in out.columns if c not in shape.FIRST and c not in feature_fn.NAMES)
     return out[[c for c in shape.FIRST if c != "value"] + list(feature_fn.NAMES) + labels]
