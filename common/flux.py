@@ -52,12 +52,14 @@ def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: 
                last_every_ms: int | None = None, timeout: float = 300) -> pd.DataFrame:
     """Points matching `predicate` with time in (start_ms, end_ms], as one frame: the tag columns (empty where a
     series has no such tag), `ts` (ms) and `value`. With `last_every_ms`, only the last point of each series in
-    each window (g - every, g] on the epoch grid, with its own timestamp and a `grid` column (g): InfluxDB does
-    the reduction, so fewer rows travel."""
+    each window (g - every, g] on the epoch grid, stamped `ts` = g (+ 1 ms, which is taken off): InfluxDB does the
+    reduction, so fewer rows travel. Tag columns are categoricals (a day of 500 series is 720,000 rows)."""
     window = ""
     if last_every_ms:
-        window = (f'|> window(every: {last_every_ms}ms, offset: 1ms) |> last() '
-                  '|> duplicate(column: "_stop", as: "hp_grid") ')
+        # aggregateWindow's `last` is pushed down into InfluxDB's storage (window() |> last() is not: measured
+        # 1.3 s against 27 s for 4.3 M points); it stamps each window's last value with the window's end
+        window = f'|> aggregateWindow(every: {last_every_ms}ms, offset: 1ms, fn: last, createEmpty: false) '
+
     flux = (f'from(bucket: {flux_string(settings.bucket)}) '
             f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
             f'{window}|> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
@@ -77,12 +79,10 @@ def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: 
     if not text:
         return pd.DataFrame(columns=["ts", "value"])
     frame = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False, engine="pyarrow")
-    tags = [c for c in frame.columns if c not in NOT_TAGS and c != "hp_grid" and not c.startswith("Unnamed")]
-    out = frame[tags].copy()
-    out["ts"] = _ms(frame["_time"])
+    tags = [c for c in frame.columns if c not in NOT_TAGS and not c.startswith("Unnamed")]
+    out = frame[tags].astype("category")
+    out["ts"] = _ms(frame["_time"]) - (1 if last_every_ms else 0)
     out["value"] = pd.to_numeric(frame["_value"])
-    if "hp_grid" in frame:
-        out["grid"] = _ms(frame["hp_grid"]) - 1
     return out
 
 

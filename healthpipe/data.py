@@ -83,6 +83,8 @@ def _chunk(cfg: HealthpipeConfig, q: QuerySettings, part: Part, step_ms: int | N
     pushdown = step_ms if (step_ms and not feature_window_ms and part.tier != "cold") else None
     raw = read(cfg, q, Part(part.tier, part.start_ms - lookback, read_to), last_every_ms=pushdown)
     frame = shape.identify(raw, q)
+    if step_ms and not pushdown and not feature_window_ms:
+        frame = shape.reduce_to_step(frame, step_ms)  # raw (cold) samples: the same reduction InfluxDB does
     if rate_counters:
         frame = shape.rates(frame, cfg.tiers)
     if feature_window_ms:
@@ -105,7 +107,7 @@ def features_on_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: i
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
     ends = np.r_[starts[1:], len(sid)]
     ts_all, values_all = frame["ts"].to_numpy(np.int64), frame["value"].to_numpy(np.float64)
-    meta_cols = [c for c in frame.columns if c not in ("ts", "value", "grid")]
+    meta_cols = [c for c in frame.columns if c not in ("ts", "value")]
     metas = frame.iloc[starts][meta_cols].to_dict("records")
     rows: list[dict] = []
     for meta, a, b in zip(metas, starts, ends, strict=True):

@@ -2,8 +2,10 @@
 
 - long: `series_id`, `ts` (timestamp[ms, UTC]), `value`, `metric`, `query`, `metric_type`, then one column per
   label (the series' stored tags other than metric and metric_type; empty where a series lacks it);
-- grid (`step`): every series on multiples of the step since the epoch; the value at grid point g is the last
-  observation with timestamp in (g - 5 min, g] (Prometheus' lookback), else null: gaps stay gaps;
+- grid (`step`): every series on multiples of the step since the epoch. Each step window (g - step, g] is reduced
+  to its last sample, observed at g (InfluxDB does this reduction for the hot and warm tiers; `reduce_to_step`
+  does it for raw samples, so every tier gives the same grid); the value at grid point g is that of the newest
+  non-empty window ending at g' ≤ g with g - g' < 5 min (Prometheus' lookback), else null: gaps stay gaps;
 - rates (`rate_counters`): a counter's value becomes the per-second increase since the previous observation,
   a decrease counting as a reset (the new value in full); on the grid, between consecutive grid observations;
 - wide: one row per grid timestamp, one column per series_id.
@@ -23,7 +25,7 @@ FIRST = ["series_id", "ts", "value", "metric", "query", "metric_type"]
 
 def identify(frame: pd.DataFrame, query: QuerySettings) -> pd.DataFrame:
     """Add series_id and query to a tier reader's frame (tag columns, ts, value)."""
-    tags = [c for c in frame.columns if c not in ("ts", "value", "grid")]
+    tags = [c for c in frame.columns if c not in ("ts", "value")]
     out = frame.copy()
     if len(frame) and tags:
         # one fingerprint per distinct tag set, not per row (a window of 100 series is 30,000 rows)
@@ -59,6 +61,16 @@ def rates(frame: pd.DataFrame, tiers: TiersSettings) -> pd.DataFrame:
     return frame[~(counter & prev_v.isna())].reset_index(drop=True)  # a counter's first observation has no rate
 
 
+def reduce_to_step(frame: pd.DataFrame, step_ms: int) -> pd.DataFrame:
+    """Raw samples to the last sample of each step window (g - step, g], observed at g: what InfluxDB's
+    aggregateWindow(fn: last) gives for the hot tier."""
+    if frame.empty:
+        return frame
+    frame = frame.assign(ts=-(-frame["ts"] // step_ms) * step_ms)
+    return frame.drop_duplicates(["series_id", "ts"], keep="last").reset_index(drop=True) \
+        if "series_id" in frame else frame
+
+
 def to_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: int) -> pd.DataFrame:
     """Every series of `frame` on the grid points in (start, end]: last observation within the lookback."""
     first = -(-(start_ms + 1) // step_ms) * step_ms
@@ -66,7 +78,7 @@ def to_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: int) -> pd
     if frame.empty or len(grid) == 0:
         return frame.iloc[0:0]
     frame = frame.sort_values("ts", kind="stable")
-    meta = frame.drop(columns=["ts", "value"] + (["grid"] if "grid" in frame else [])).drop_duplicates("series_id")
+    meta = frame.drop(columns=["ts", "value"]).drop_duplicates("series_id")
     points = pd.DataFrame({"ts": np.tile(grid, len(meta)), "series_id": np.repeat(meta["series_id"].to_numpy(),
                                                                                    len(grid))})
     observed = frame[["series_id", "ts", "value"]].rename(columns={"ts": "observed"})
@@ -80,8 +92,10 @@ def finish(frame: pd.DataFrame) -> pd.DataFrame:
     """Columns in the documented order, ts as timestamp[ms, UTC], labels as strings."""
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in FIRST})
-    labels = sorted(c for c in frame.columns if c not in FIRST and c != "grid")
+    labels = sorted(c for c in frame.columns if c not in FIRST)
     out = frame[FIRST + labels].copy()
+    for c in labels:  # categoricals from the reader: plain strings in the output (a file per day has few series)
+        out[c] = out[c].astype(str)
     out["ts"] = pd.to_datetime(out["ts"], unit="ms", utc=True).dt.as_unit("ms")
     return out.reset_index(drop=True)
 

@@ -71,7 +71,7 @@ def read(cfg: HealthpipeConfig, query: QuerySettings, part: Part, last_every_ms:
         # a warm point at window start W holds the last sample of [W, W + every): observed by W + every - 1 ms
         frame = read_frame(settings, query_predicate(query, field="last"), part.start_ms - warm.every.ms,
                            part.end_ms - warm.every.ms)
-        frame["ts"] = frame["ts"] + warm.every.ms - 1
+        frame["ts"] = frame["ts"] + warm.every.ms  # observed at the window's end, like a hot step window
         return frame
     return read_cold(cfg, query, part.start_ms, part.end_ms)
 

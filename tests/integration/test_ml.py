@@ -84,9 +84,14 @@ def test_the_grid_takes_the_last_observation_within_the_lookback(loaded):
     assert frame.groupby("series_id").size().eq(len(grid)).all()  # every series on every grid point
     for (method, path), series in truth.groupby(["method", "path"]):
         got = frame[(frame["method"] == method) & (frame["path"] == path)].sort_values("ts")
-        obs = series.sort_values("ts")
-        want = [obs[(obs.ts <= g) & (obs.ts > g - 300_000)].value.iloc[-1]
-                if ((obs.ts <= g) & (obs.ts > g - 300_000)).any() else np.nan for g in grid]
+        # independently: each 10 s window (g - 10 s, g] keeps its last sample, observed at g; a grid point takes
+        # the newest such window within 5 minutes before it
+        obs = series.sort_values("ts").assign(window=lambda d: -(-d.ts // step) * step).drop_duplicates(
+            "window", keep="last")
+        want = []
+        for g in grid:
+            recent = obs[(obs.window <= g) & (obs.window > g - 300_000)]
+            want.append(recent.value.iloc[-1] if len(recent) else np.nan)
         np.testing.assert_array_equal(got["value"].to_numpy(), np.array(want))
 
 
