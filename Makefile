@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 HP     := $(VENV)/bin/healthpipe
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos lint \
+.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster lint \
         up down logs status bench bench-full clean
 
 install: $(VENV)/.installed
@@ -37,6 +37,11 @@ test-integration: stack-up
 
 test-chaos: stack-up
 	$(PYTEST) -m chaos
+
+# Switches the native stack to a 3-broker KRaft cluster (RF=3, min.insync.replicas=2) and breaks it.
+test-cluster: install
+	$(HP) stack up --with s3 --kafka-brokers 3
+	$(PYTEST) -m cluster
 
 lint: install
 	$(VENV)/bin/ruff check .

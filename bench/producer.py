@@ -1,7 +1,7 @@
 """B1: the producer against the bare fetch of the same Prometheus API responses.
 
 The data: `--series` series × `--hours` of samples every `--every` seconds, written as OpenMetrics, turned into
-TSDB blocks by `promtool tsdb create-blocks-from openmetrics` and served by a Prometheus of its own (port 9095,
+TSDB blocks by `promtool tsdb create-blocks-from openmetrics` and served by a Prometheus of its own (a free port,
 no scraping), so every run reads the same, known data. The stack's Prometheus is left alone.
 
 - bare fetch: a `requests` loop POSTing the producer's raw windows (`extract.raw_chunk`) and parsing the JSON;
@@ -31,7 +31,6 @@ from producer.windows import Window, pending_windows
 from tests.support.kafka import read_topic
 from tests.support.services import native_or_exit
 
-PORT = 9095
 QUERY = QuerySettings(name="bench", promql="bench_metric", mode="raw", metric_type="gauge")
 
 
@@ -50,7 +49,10 @@ class BenchPrometheus:
     """A Prometheus serving only the generated blocks."""
 
     def __init__(self, workdir: Path, n_series: int, start_s: int, n_points: int, every_s: int):
-        self.url = f"http://127.0.0.1:{PORT}"
+        from tests.support.pipeline import free_port
+
+        port = free_port()  # (9095 would collide with the 3-broker stack's controllers)
+        self.url = f"http://127.0.0.1:{port}"
         data, source = workdir / "data", workdir / "data.om"
         self.samples = openmetrics(source, n_series, start_s, n_points, every_s)
         subprocess.run([shutil.which("promtool") or "/usr/bin/promtool", "tsdb", "create-blocks-from", "openmetrics",
@@ -58,7 +60,7 @@ class BenchPrometheus:
         (workdir / "prometheus.yml").write_text("global: {}\n")
         self.proc = subprocess.Popen([shutil.which("prometheus") or "/usr/bin/prometheus",
                                       f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
-                                      f"--web.listen-address=127.0.0.1:{PORT}", "--storage.tsdb.retention.time=30d"],
+                                      f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
                                      stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "w"))  # noqa: SIM115
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -24,18 +24,27 @@ class TopicSpec:
     config: dict[str, str]
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """With 3 replicas, a write is acknowledged by 2 (acks=all): one broker may die without losing it, and
+    with two down the producer blocks rather than write to a single copy."""
+    return max(1, min(2, replication_factor - 1))
+
+
 def topic_specs(cfg: HealthpipeConfig) -> list[TopicSpec]:
     """The three topics healthpipe needs, with the settings it relies on."""
     k = cfg.kafka
     retention = str(k.retention_ms)
+    safety = {"min.insync.replicas": str(min_insync_replicas(k.replication_factor)),
+              # an unclean election can lose acknowledged records and transaction markers
+              "unclean.leader.election.enable": "false"}
     return [
         TopicSpec(k.topic, k.partitions, {"retention.ms": retention, "cleanup.policy": "delete",
                                           "max.message.bytes": str(max(cfg.producer.max_message_bytes * 2,
-                                                                       1_048_588))}),
+                                                                       1_048_588)), **safety}),
         TopicSpec(k.dead_letter_topic, min(k.partitions, 3), {"retention.ms": retention,
-                                                              "max.message.bytes": "10485760"}),
+                                                              "max.message.bytes": "10485760", **safety}),
         # One partition, compacted: the latest watermark per query is all that matters.
-        TopicSpec(k.watermark_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
+        TopicSpec(k.watermark_topic, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000", **safety}),
     ]
 
 
@@ -47,12 +56,14 @@ def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
     """Create whichever of healthpipe's topics are missing; return the names created."""
     admin = admin_client(cfg.kafka)
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise Retryable(f"Kafka at {cfg.kafka.bootstrap_servers} is not reachable: {exc}") from None
+    existing = set(metadata.topics)
     missing = [s for s in topic_specs(cfg) if s.name not in existing]
     if not missing:
         return []
+    check_replication(cfg, len(metadata.brokers))
     futures = admin.create_topics([NewTopic(s.name, s.partitions, cfg.kafka.replication_factor, config=s.config)
                                    for s in missing], operation_timeout=timeout)
     created = []
@@ -65,6 +76,14 @@ def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
             if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another process won the race
                 raise Fatal(f"cannot create topic {name}: {exc}") from None
     return created
+
+
+def check_replication(cfg: HealthpipeConfig, brokers: int) -> None:
+    """ConfigError when the topics could not be created as configured: more replicas than brokers."""
+    if cfg.kafka.replication_factor > brokers:
+        raise ConfigError(f"kafka.replication_factor={cfg.kafka.replication_factor} but the cluster at "
+                          f"{cfg.kafka.bootstrap_servers} has {brokers} broker{'s' if brokers != 1 else ''} up; "
+                          f"set it to at most that (or start the missing brokers) before the topics are created")
 
 
 def describe_topic_configs(cfg: HealthpipeConfig, names: list[str]) -> dict[str, dict[str, str]]:

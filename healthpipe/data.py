@@ -58,15 +58,15 @@ def check_range(start_ms: int, end_ms: int, as_of_ms: int | None) -> None:
 
 def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, step_ms: int | None,
            as_of_ms: int | None = None, rate_counters: bool = False, feature_window_ms: int | None = None,
-           chunk_ms: int = 86_400_000, now_ms: int | None = None) -> Iterator[tuple[Part, pd.DataFrame]]:
-    """The export, chunk by chunk (a day at a time, per query and tier): memory bounded by one chunk."""
+           chunk_ms: int = 21_600_000, now_ms: int | None = None) -> Iterator[tuple[Part, pd.DataFrame]]:
+    """The export, chunk by chunk (6 hours at a time, per query and tier): memory bounded by one chunk."""
     now_ms = now_ms or int(time.time() * 1000)
     cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms  # nothing newer than as-of is read at all
     for q in queries:
         for part in plan(cfg, start_ms, end_ms, step_ms, now_ms):
             a = part.start_ms
             while a < part.end_ms:
-                b = min((a // chunk_ms + 1) * chunk_ms, part.end_ms)  # chunks end on UTC midnights
+                b = min((a // chunk_ms + 1) * chunk_ms, part.end_ms)  # chunks end on multiples of 6 h UTC
                 yield Part(part.tier, a, b, part.detail), _chunk(cfg, q, Part(part.tier, a, b), step_ms,
                                                                  cut_ms, rate_counters, feature_window_ms)
                 a = b

@@ -63,7 +63,9 @@ def _kafka(cfg: HealthpipeConfig, create: bool) -> Result:
     try:
         if create:
             ensure_topics(cfg)
-        topics = admin_client(cfg.kafka).list_topics(timeout=10).topics
+        admin = admin_client(cfg.kafka)
+        metadata = admin.list_topics(timeout=10)
+        topics = metadata.topics
     except Exception as exc:
         return Result("kafka", False, f"{cfg.kafka.bootstrap_servers}: {exc}",
                       "start Kafka or fix kafka.bootstrap_servers / kafka.client_config")
@@ -80,7 +82,12 @@ def _kafka(cfg: HealthpipeConfig, create: bool) -> Result:
             policy = configs[spec.name].get("cleanup.policy")
             if policy != spec.config.get("cleanup.policy", "delete"):
                 problems.append(f"{spec.name} cleanup.policy={policy}")
-    return Result("kafka topics", not problems, "; ".join(problems) or ", ".join(s.name for s in specs),
+    detail = "; ".join(problems) or ", ".join(s.name for s in specs)
+    brokers = len(metadata.brokers)
+    if not problems and brokers > 1 and cfg.kafka.replication_factor == 1:
+        detail += (f" (WARNING: replication_factor 1 on a {brokers}-broker cluster: one broker lost loses data; "
+                   f"set kafka.replication_factor: 3)")
+    return Result("kafka topics", not problems, detail,
                   "healthpipe check --create-topics (or create them with the settings in docs)")
 
 

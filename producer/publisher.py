@@ -34,6 +34,7 @@ class TransactionalPublisher:
         self.producer: Producer = transactional_producer(cfg, transactional_id)
         self._failed_deliveries = 0
         self._in_transaction = False
+        self._needs_init = False
 
     def init(self) -> None:
         """Register the transactional id; this fences and aborts a crashed predecessor's open transaction.
@@ -51,6 +52,9 @@ class TransactionalPublisher:
         """Publish `windows` and (if given) the query's new watermark atomically; return messages sent."""
         self._failed_deliveries = 0
         sent = 0
+        if self._needs_init:
+            self.init()  # PublishError (Retryable) while Kafka is still away
+            self._needs_init = False
         try:
             self.producer.begin_transaction()
             self._in_transaction = True
@@ -103,20 +107,22 @@ class TransactionalPublisher:
             raise PublishError(f"{self._failed_deliveries} deliveries failed after commit")
 
     def _abort(self) -> None:
+        """Abort the open transaction; if even that fails (fenced, timed out, Kafka gone), start over with a
+        fresh producer: its init_transactions fences this one and aborts whatever it left open."""
         if not self._in_transaction:
             return
+        self._in_transaction = False
         try:
             self.producer.abort_transaction(self.timeout)
+            return
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.fatal():
-                # Fenced or otherwise unusable: start over with a fresh producer (re-init fences zombies).
-                log.error("producer_fatal error=%s; recreating the transactional producer", err)
-                self.producer = transactional_producer(self.cfg, self.transactional_id)
-                self.init()
-            else:
-                log.warning("abort_failed error=%s", err)
-        self._in_transaction = False
+            log.error("abort_failed error=%s; recreating the transactional producer", exc.args[0])
+        self.producer = transactional_producer(self.cfg, self.transactional_id)
+        try:
+            self.init()
+        except PublishError as exc:  # Kafka still away: the next publish tries init again
+            log.warning("producer_reinit_deferred error=%s", exc)
+            self._needs_init = True
 
     @property
     def in_transaction(self) -> bool:

@@ -50,6 +50,7 @@ class ProducerService:
         self.watermarks: dict[str, int] = {}
         self._stop = threading.Event()
         self._ready = False
+        self._kafka_ok = True
         self._cycle_prometheus_now: int | None = None
         self.metrics.transaction_open.set_function(
             lambda: 1 if self.publisher is not None and self.publisher.in_transaction else 0)
@@ -122,7 +123,8 @@ class ProducerService:
             self.status_server.stop()
 
     def ready(self) -> bool:
-        return self._ready and not self._stop.is_set()
+        """Initialized, not stopping, and the last window reached Kafka (unready while Kafka is away)."""
+        return self._ready and self._kafka_ok and not self._stop.is_set()
 
     # --- one query -----------------------------------------------------------------------------------
 
@@ -154,8 +156,11 @@ class ProducerService:
                 break
             try:
                 total += self.publish_window(q, window, advance_watermark=True)
+                self._kafka_ok = True
             except (Retryable, PrometheusRejected) as exc:
                 stage = "kafka" if isinstance(exc, PublishError) else "prometheus"
+                if stage == "kafka":
+                    self._kafka_ok = False
                 self.metrics.query_errors.labels(q.name, stage).inc()
                 log.error("window_failed query=%s stage=%s start_ms=%d end_ms=%d error=%s",
                           q.name, stage, window.start_ms, window.end_ms, exc)

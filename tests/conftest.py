@@ -10,7 +10,8 @@ import pytest
 
 from tests.support.services import Services, discover
 
-_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "chaos": pytest.mark.chaos}
+_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "chaos": pytest.mark.chaos,
+              "cluster": pytest.mark.cluster}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
