@@ -50,12 +50,41 @@ def test_images_match_the_native_stack_versions():
 def test_topics_created_by_kafka_init_match_topic_specs():
     script = SERVICES["kafka-init"]["command"][0]
     for spec in topic_specs(HealthpipeConfig()):
-        match = re.search(rf"--topic {re.escape(spec.name)}[\s\\]+--partitions (\d+)", script)
+        match = re.search(rf"--topic {re.escape(spec.name)} --partitions (\d+)", script)
         assert match, f"kafka-init does not create {spec.name}"
         assert int(match.group(1)) == spec.partitions
         for key, value in spec.config.items():
-            if key in ("retention.ms", "cleanup.policy"):
+            if key in ("retention.ms", "cleanup.policy", "unclean.leader.election.enable"):
                 assert f"{key}={value}" in script
+    assert "min.insync.replicas=${KAFKA_MIN_INSYNC_REPLICAS:-1}" in script
+    assert "--replication-factor $$rf" in script and "rf=${KAFKA_REPLICATION_FACTOR:-1}" in script
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def test_the_cluster_profile_is_three_voters_with_rf_3_and_min_isr_2():
+    from common.kafka import min_insync_replicas
+
+    env = _env_file(ROOT / "config" / "compose-cluster.env")
+    assert env["KAFKA_QUORUM_VOTERS"] == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert env["KAFKA_REPLICATION_FACTOR"] == "3"
+    assert env["KAFKA_MIN_INSYNC_REPLICAS"] == str(min_insync_replicas(3))
+    assert env["KAFKA_BOOTSTRAP"] == "kafka:9092,kafka-2:9092,kafka-3:9092"
+    for node, name in ((2, "kafka-2"), (3, "kafka-3")):
+        svc = SERVICES[name]
+        assert svc["profiles"] == ["cluster"] and svc["environment"]["KAFKA_NODE_ID"] == node
+        assert svc["environment"]["CLUSTER_ID"] == SERVICES["kafka"]["environment"]["CLUSTER_ID"]
+    if shutil.which("docker-compose"):
+        result = subprocess.run(["docker-compose", "--env-file", str(ROOT / "config" / "compose-cluster.env"), "-f",
+                                 str(ROOT / "docker-compose.yml"), "--profile", "cluster", "config"],
+                                env={**os.environ, "INFLUXDB_TOKEN": "t", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "b"},
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        rendered = yaml.safe_load(result.stdout)["services"]
+        assert {"kafka", "kafka-2", "kafka-3"} <= set(rendered)
+        assert rendered["consumer"]["environment"]["HEALTHPIPE_KAFKA__REPLICATION_FACTOR"] == "3"
 
 
 def test_influxdb_init_matches_config_defaults():
