@@ -1,0 +1,57 @@
+"""The producer while Kafka is away: at start it waits (unready) instead of exiting; mid-run its windows fail,
+it turns unready and its watermark stands still; when Kafka is back it catches up with no gap and no duplicate."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ops import stack
+from producer.service import ProducerService
+from tests.integration.test_producer import RAW_UP, prometheus_raw, published, wait_for_scrapes
+from tests.support.pipeline import wait_until
+
+
+def test_24_producer_waits_for_kafka_at_start_and_survives_it_going_away(native):
+    wait_for_scrapes(native)
+    cfg = native.config(extract={"queries": [RAW_UP], "max_backfill": "2m", "lag_seconds": 1, "raw_chunk": "5s",
+                                 "interval_seconds": 1})
+    broker = stack.service("kafka")
+    service = ProducerService(cfg)
+    # 1. Kafka down at start: initialize() waits, unready, and goes on once Kafka is back
+    stack.kill(broker)
+    started = threading.Thread(target=service.initialize, daemon=True)
+    started.start()
+    time.sleep(8)
+    assert started.is_alive() and not service.ready(), "the producer should be waiting for Kafka, unready"
+    stack.start(broker)
+    started.join(120)
+    assert not started.is_alive() and service.ready()
+    loop = threading.Thread(target=service.run_continuous, daemon=True)
+    loop.start()
+    try:
+        wait_until(lambda: "availability" in service.watermarks, 60, what="a first window published")
+        # 2. Kafka away mid-run, while windows are being published
+        wait_until(lambda: service.metrics.registry.get_sample_value("healthpipe_producer_transaction_open") == 1,
+                   30, interval=0.002, what="a transaction open")
+        stack.kill(broker)
+        at_kill = service.watermarks["availability"]
+        wait_until(lambda: not service.ready(), 120, what="the producer to notice and turn unready")
+        time.sleep(5)
+        assert service.watermarks["availability"] <= at_kill + 5_000  # at most the window that committed
+        stuck = service.watermarks["availability"]
+        time.sleep(5)
+        assert service.watermarks["availability"] == stuck
+    finally:
+        stack.start(broker)
+    wait_until(service.ready, 180, what="ready again once Kafka is back")
+    wait_until(lambda: service.watermarks["availability"] >= time.time() * 1000 - 10_000, 180,
+               what="the producer to catch up")
+    service.stop()
+    loop.join(60)
+    end = service.watermarks["availability"]
+    service.close()
+    samples, begin = published(cfg)
+    keys = [(labels, ts) for labels, ts, _ in samples]
+    assert len(keys) == len(set(keys)), "duplicate (series, timestamp)"
+    assert set(samples) == prometheus_raw(native.prometheus_url, 'up{job="test-app"}', begin, end)
