@@ -113,6 +113,9 @@ class ExtractSettings(_Section):
 
 
 class TransformSettings(_Section):
+    # fast: numpy, window by window (batches with anything unusual still go through the reference);
+    # reference: the plan's pandas pipeline for every batch (for debugging; same output, slower).
+    engine: Literal["fast", "reference"] = "fast"
     # Metric names (`__name__`, or the query name for computed series) that may enter InfluxDB.
     # Empty list = accept every metric.
     valid_metrics: list[str] = Field(default_factory=lambda: [

@@ -21,11 +21,14 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from common.config import TransformSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 from common.messages import SeriesWindow
 from consumer import line_protocol
 
@@ -70,7 +73,71 @@ class DataTransformer:
     # --- the plan's API ----------------------------------------------------------------------------
 
     def transform(self, raw_data: Sequence[SeriesWindow]) -> TransformResult:
-        """Clean and format a batch of series windows."""
+        """Clean and format a batch of series windows.
+
+        The fast engine (the default) cleans and formats window by window with numpy; a batch with anything
+        unusual in it (a value or timestamp that is not a plain number, a repeated timestamp, a sample from the
+        future) goes through the reference engine (pandas, the plan's `_clean_data` and `_to_influxdb_format`),
+        whose output the fast one matches byte for byte (tests/unit/test_transform_engines.py).
+        `transform.engine: reference` uses the reference for every batch."""
+        if self.settings.engine == "fast":
+            result = self._transform_fast(raw_data)
+            if result is not None:
+                return result
+        return self.transform_reference(raw_data)
+
+    def _transform_fast(self, windows: Sequence[SeriesWindow]) -> TransformResult | None:
+        """The common case in one pass per window; None when the batch needs the reference engine."""
+        lines: list[str] = []
+        sources: list[int] = []
+        dropped: Counter = Counter()
+        samples_in = 0
+        horizon_ms = (self.clock() + self.settings.max_future_skew_seconds) * 1000
+        spans: dict[str, tuple[int, int]] = {}  # per series: the timestamps already seen in this batch
+        for i, w in enumerate(windows):
+            n = len(w.samples)
+            samples_in += n
+            if n == 0:
+                continue
+            prefix, allowed = self.prefix_of(w)
+            if not allowed:
+                dropped["metric_not_allowed"] += n
+                continue
+            ts_list = [s[0] for s in w.samples]
+            texts = [s[1] for s in w.samples]
+            if set(map(type, ts_list)) != {int} or set(map(type, texts)) != {str}:
+                return None
+            joined = "".join(texts)
+            if not joined.isascii() or "_" in joined:  # Python's float() takes 1_000 and other digits; pandas not
+                return None
+            ts = np.array(ts_list, dtype=np.int64)
+            if ts[0] <= 0 or (n > 1 and np.any(np.diff(ts) <= 0)) or ts[-1] > horizon_ms:
+                return None
+            first, last = int(ts[0]), int(ts[-1])
+            seen = spans.get(prefix)
+            if seen is not None and not (first > seen[1] or last < seen[0]):
+                return None  # the same series twice with overlapping times: duplicates are the reference's job
+            spans[prefix] = (min(first, seen[0]), max(last, seen[1])) if seen else (first, last)
+            try:
+                values = np.array(texts, dtype=np.float64)
+            except ValueError:
+                return None
+            finite = np.isfinite(values)
+            if not finite.all():
+                nan = np.isnan(values)
+                n_nan, n_inf = int(nan.sum()), int((~finite & ~nan).sum())
+                if n_nan:
+                    dropped["nan"] += n_nan
+                if n_inf:
+                    dropped["inf"] += n_inf
+                values, ts = values[finite], ts[finite]
+            field = f"{prefix} {line_protocol.FIELD}="
+            lines.extend([f"{field}{v!r} {t}" for v, t in zip(values.tolist(), ts.tolist(), strict=True)])
+            sources.extend([i] * len(values))
+        return TransformResult(lines, sources, dropped, samples_in)
+
+    def transform_reference(self, raw_data: Sequence[SeriesWindow]) -> TransformResult:
+        """The reference engine: the plan's pandas pipeline, exact for every input."""
         df = self._to_frame(raw_data)
         samples_in = len(df)
         clean, dropped = self._clean_data(df)
@@ -78,6 +145,8 @@ class DataTransformer:
 
     def _clean_data(self, df: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
         """Drop what InfluxDB must not get; return the rest and the drop counts by reason."""
+        import pandas as pd
+
         dropped: Counter = Counter()
         reason = pd.Series(None, index=df.index, dtype=object)
 
@@ -138,6 +207,7 @@ class DataTransformer:
         return tags
 
     def prefix_of(self, window: SeriesWindow) -> tuple[str, bool]:
+        """The series' line-protocol prefix (cached), and whether its metric may enter InfluxDB."""
         cache_key = (window.query, window.metric_type, tuple(sorted(window.labels.items())))
         prefix = self._prefix_cache.get(cache_key)
         if prefix is None:
@@ -148,6 +218,8 @@ class DataTransformer:
         return prefix, (not self._valid or metric in self._valid)
 
     def _to_frame(self, windows: Sequence[SeriesWindow]) -> pd.DataFrame:
+        import pandas as pd
+
         prefixes, allowed, src, ts, values = [], [], [], [], []
         for i, w in enumerate(windows):
             prefix, ok = self.prefix_of(w)

@@ -1,0 +1,80 @@
+"""The fast transform engine against the reference (the plan's pandas pipeline): byte-identical lines, the same
+line-to-window mapping and the same drop counts, for hostile labels and values, whatever the batch."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.config import TransformSettings
+from common.messages import SeriesWindow, decode
+from consumer.transformer import DataTransformer
+
+NOW_MS = 1_800_000_000_000
+
+label_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+plain_value = st.one_of(st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                        st.integers(-10**20, 10**20).map(str),
+                        st.sampled_from(["0", "1", "0.5", "1e-7", "-0", "123456789.123456789"]))
+odd_value = st.one_of(st.sampled_from(["NaN", "+Inf", "-Inf", "nan", "inf", "", " 1", "1_000", "१", "abc", "1e400",
+                                       "0x10", "+nan"]), st.none(), label_text)
+timestamp = st.one_of(st.integers(NOW_MS - 10**9, NOW_MS), st.sampled_from([0, -5, NOW_MS + 10**9]),
+                      st.floats(1, 2e12), st.booleans(), st.text(max_size=3))
+
+
+@st.composite
+def window(draw, odd: bool):
+    name = draw(st.sampled_from(["up", "other", "not_allowed"]))
+    labels = {"__name__": name, "instance": draw(st.sampled_from(["a", "b"]))}
+    labels |= draw(st.dictionaries(st.sampled_from(["metric", "label_metric", "job", "value", "_x", "a b", "é"]),
+                                   label_text, max_size=3))
+    start = draw(st.integers(NOW_MS - 10**8, NOW_MS - 10**6))
+    n = draw(st.integers(0, 6))
+    if odd:
+        samples = [(draw(timestamp), draw(st.one_of(plain_value, odd_value))) for _ in range(n)]
+    else:
+        steps = draw(st.lists(st.integers(1, 5000), min_size=n, max_size=n))
+        ts = [start + sum(steps[:i + 1]) for i in range(n)]
+        samples = [(t, draw(st.one_of(plain_value, st.sampled_from(["NaN", "+Inf", "-Inf"])))) for t in ts]
+    return SeriesWindow(draw(st.sampled_from(["availability", "q"])), "gauge", labels, start, start + 10**6, samples)
+
+
+def both(batch):
+    cfg = TransformSettings(valid_metrics=["up", "other", "availability", "q"])
+    fast = DataTransformer(cfg, clock=lambda: NOW_MS / 1000)
+    reference = DataTransformer(cfg.model_copy(update={"engine": "reference"}), clock=lambda: NOW_MS / 1000)
+    return fast.transform(batch), reference.transform(batch)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(window(odd=False), max_size=6))
+def test_clean_batches_take_the_fast_engine_and_match_the_reference(batch):
+    fast, reference = both(batch)
+    assert fast.lines == reference.lines
+    assert fast.sources == reference.sources
+    assert +fast.dropped == +reference.dropped and fast.samples_in == reference.samples_in
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(window(odd=True), max_size=6))
+def test_any_batch_matches_the_reference(batch):
+    fast, reference = both(batch)
+    assert fast.lines == reference.lines
+    assert fast.sources == reference.sources
+    assert +fast.dropped == +reference.dropped and fast.samples_in == reference.samples_in
+
+
+def test_well_formed_messages_take_the_typed_decoder_and_odd_ones_still_decode():
+    w = SeriesWindow("q", "gauge", {"a": "b"}, 1, 2, [(2, "1")])
+    assert decode(w.to_json()) == w
+    odd = b'{"v":1,"query":"q","metric_type":"g","labels":{},"window":[1,2],"samples":[[1.5,"1"],[2,null]]}'
+    assert decode(odd).samples == [(1.5, "1"), (2, None)]  # the transformer counts these, not the decoder
+
+
+def test_the_fast_engine_takes_ordinary_batches():
+    cfg = TransformSettings(valid_metrics=["up"])
+    t = DataTransformer(cfg, clock=lambda: NOW_MS / 1000)
+    batch = [SeriesWindow("availability", "gauge", {"__name__": "up", "instance": f"i{i}"}, 0, NOW_MS,
+                          [(NOW_MS - 3000, "1"), (NOW_MS - 2000, "NaN"), (NOW_MS - 1000, "0.25")]) for i in range(3)]
+    fast = t._transform_fast(batch)
+    assert fast is not None and len(fast.lines) == 6 and fast.dropped == {"nan": 3}
