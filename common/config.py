@@ -113,9 +113,10 @@ class ExtractSettings(_Section):
 
 
 class TransformSettings(_Section):
-    # fast: numpy, window by window (batches with anything unusual still go through the reference);
-    # reference: the plan's pandas pipeline for every batch (for debugging; same output, slower).
-    engine: Literal["fast", "reference"] = "fast"
+    # fast: window by window in C (consumer/_fastline.c; the python engine where it is not built), batches with
+    # anything unusual through the reference; python: the same in numpy/Python; reference: the plan's pandas
+    # pipeline for every batch. Same output from all three (for debugging: reference).
+    engine: Literal["fast", "python", "reference"] = "fast"
     # Metric names (`__name__`, or the query name for computed series) that may enter InfluxDB.
     # Empty list = accept every metric.
     valid_metrics: list[str] = Field(default_factory=lambda: [

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 from common.messages import SeriesWindow
 from consumer import line_protocol
 
+try:  # the compiled hot path (consumer/_fastline.c, built by `make install` where a C compiler is)
+    from consumer import _fastline
+except ImportError:  # pragma: no cover - the pure-Python fast engine does the same, with more CPU
+    _fastline = None  # type: ignore[assignment]
+
 # Our own tag names, and names Flux or InfluxQL reserve: a label with one of these names is stored
 # as `label_<name>` so it cannot overwrite ours or confuse queries. A label that already starts with
 # `label_` is renamed too, so no two labels can land on one tag (`metric` → `label_metric`,
@@ -80,14 +85,15 @@ class DataTransformer:
         future) goes through the reference engine (pandas, the plan's `_clean_data` and `_to_influxdb_format`),
         whose output the fast one matches byte for byte (tests/unit/test_transform_engines.py).
         `transform.engine: reference` uses the reference for every batch."""
-        if self.settings.engine == "fast":
-            result = self._transform_fast(raw_data)
+        if self.settings.engine in ("fast", "python"):
+            result = self._transform_fast(raw_data, compiled=self.settings.engine == "fast" and _fastline is not None)
             if result is not None:
                 return result
         return self.transform_reference(raw_data)
 
-    def _transform_fast(self, windows: Sequence[SeriesWindow]) -> TransformResult | None:
-        """The common case in one pass per window; None when the batch needs the reference engine."""
+    def _transform_fast(self, windows: Sequence[SeriesWindow], compiled: bool = False) -> TransformResult | None:
+        """The common case in one pass per window; None when the batch needs the reference engine.
+        `compiled`: each window through consumer/_fastline.c (the same steps in C)."""
         lines: list[str] = []
         sources: list[int] = []
         dropped: Counter = Counter()
@@ -102,6 +108,23 @@ class DataTransformer:
             prefix, allowed = self.prefix_of(w)
             if not allowed:
                 dropped["metric_not_allowed"] += n
+                continue
+            if compiled:
+                done = _fastline.format_window(prefix, w.samples if isinstance(w.samples, list) else
+                                               list(w.samples), horizon_ms)
+                if done is None:
+                    return None
+                window_lines, n_nan, n_inf, first, last = done
+                seen = spans.get(prefix)
+                if seen is not None and not (first > seen[1] or last < seen[0]):
+                    return None
+                spans[prefix] = (min(first, seen[0]), max(last, seen[1])) if seen else (first, last)
+                if n_nan:
+                    dropped["nan"] += n_nan
+                if n_inf:
+                    dropped["inf"] += n_inf
+                lines.extend(window_lines)
+                sources.extend([i] * len(window_lines))
                 continue
             ts_list = [s[0] for s in w.samples]
             texts = [s[1] for s in w.samples]

@@ -3,6 +3,9 @@ line-to-window mapping and the same drop counts, for hostile labels and values, 
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,26 +42,28 @@ def window(draw, odd: bool):
     return SeriesWindow(draw(st.sampled_from(["availability", "q"])), "gauge", labels, start, start + 10**6, samples)
 
 
-def both(batch):
+def both(batch, engine="fast"):
     cfg = TransformSettings(valid_metrics=["up", "other", "availability", "q"])
-    fast = DataTransformer(cfg, clock=lambda: NOW_MS / 1000)
+    fast = DataTransformer(cfg.model_copy(update={"engine": engine}), clock=lambda: NOW_MS / 1000)
     reference = DataTransformer(cfg.model_copy(update={"engine": "reference"}), clock=lambda: NOW_MS / 1000)
     return fast.transform(batch), reference.transform(batch)
 
 
+@pytest.mark.parametrize("engine", ["fast", "python"])
 @settings(max_examples=300, deadline=None)
-@given(st.lists(window(odd=False), max_size=6))
-def test_clean_batches_take_the_fast_engine_and_match_the_reference(batch):
-    fast, reference = both(batch)
+@given(batch=st.lists(window(odd=False), max_size=6))
+def test_clean_batches_take_the_fast_engine_and_match_the_reference(engine, batch):
+    fast, reference = both(batch, engine)
     assert fast.lines == reference.lines
     assert fast.sources == reference.sources
     assert +fast.dropped == +reference.dropped and fast.samples_in == reference.samples_in
 
 
+@pytest.mark.parametrize("engine", ["fast", "python"])
 @settings(max_examples=300, deadline=None)
-@given(st.lists(window(odd=True), max_size=6))
-def test_any_batch_matches_the_reference(batch):
-    fast, reference = both(batch)
+@given(batch=st.lists(window(odd=True), max_size=6))
+def test_any_batch_matches_the_reference(engine, batch):
+    fast, reference = both(batch, engine)
     assert fast.lines == reference.lines
     assert fast.sources == reference.sources
     assert +fast.dropped == +reference.dropped and fast.samples_in == reference.samples_in
@@ -76,5 +81,16 @@ def test_the_fast_engine_takes_ordinary_batches():
     t = DataTransformer(cfg, clock=lambda: NOW_MS / 1000)
     batch = [SeriesWindow("availability", "gauge", {"__name__": "up", "instance": f"i{i}"}, 0, NOW_MS,
                           [(NOW_MS - 3000, "1"), (NOW_MS - 2000, "NaN"), (NOW_MS - 1000, "0.25")]) for i in range(3)]
-    fast = t._transform_fast(batch)
-    assert fast is not None and len(fast.lines) == 6 and fast.dropped == {"nan": 3}
+    for compiled in (False, True):
+        fast = t._transform_fast(batch, compiled=compiled)
+        assert fast is not None and len(fast.lines) == 6 and fast.dropped == {"nan": 3}
+
+
+def test_the_compiled_hot_path_is_built_where_ci_runs():
+    """make install builds consumer/_fastline.c; CI has a compiler, so there it must be there."""
+    from consumer import transformer
+
+    if os.environ.get("CI") == "true" or transformer._fastline is not None:
+        assert transformer._fastline is not None
+    else:
+        pytest.skip("no compiled hot path here (no C compiler at install time)")
