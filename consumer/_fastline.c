@@ -11,7 +11,50 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
+
+/* The text repr(float(s)) gives, without the round trip, for the plain decimals Prometheus writes (Go's
+ * FormatFloat(v, 'f', -1, 64)): when s has at most 15 significant digits, no leading zero, no trailing zero after
+ * the point and a magnitude in [1e-4, 1e16) -- where repr uses positional notation -- the shortest string that
+ * round-trips is s itself (15 digits identify a double uniquely), and an integer gets ".0". Returns the length
+ * written to out, or -1 when s is not such a decimal (then the caller takes the dtoa path). */
+static Py_ssize_t plain_decimal(const char *s, Py_ssize_t n, char *out) {
+    Py_ssize_t i = 0, int_digits = 0, frac_digits = 0, lead_frac_zeros = 0;
+    if (n > 0 && s[0] == '-') i = 1;
+    Py_ssize_t int_start = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9') { i++; int_digits++; }
+    if (int_digits == 0 || (int_digits > 1 && s[int_start] == '0')) return -1;
+    int zero_int = int_digits == 1 && s[int_start] == '0';
+    if (i < n) {
+        if (s[i] != '.') return -1;
+        i++;
+        Py_ssize_t frac_start = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9') { i++; frac_digits++; }
+        if (i != n || frac_digits == 0 || s[n - 1] == '0') return -1;
+        if (zero_int) {
+            while (lead_frac_zeros < frac_digits && s[frac_start + lead_frac_zeros] == '0') lead_frac_zeros++;
+            if (lead_frac_zeros >= 4) return -1; /* below 1e-4 repr switches to exponent notation */
+        }
+    }
+    Py_ssize_t significant = zero_int ? frac_digits - lead_frac_zeros : int_digits + frac_digits;
+    if (significant > 15 || int_digits > 15) return -1;
+    memcpy(out, s, n);
+    if (frac_digits == 0) {
+        if (zero_int && s[0] == '-') return -1; /* "-0": leave the sign of zero to dtoa */
+        memcpy(out + n, ".0", 2);
+        return n + 2;
+    }
+    return n;
+}
+
+static Py_ssize_t write_int(long long v, char *out) {
+    char tmp[24];
+    Py_ssize_t k = 0;
+    do { tmp[k++] = (char)('0' + v % 10); v /= 10; } while (v > 0);
+    for (Py_ssize_t j = 0; j < k; j++) out[j] = tmp[k - 1 - j];
+    return k;
+}
 
 static PyObject *format_window(PyObject *self, PyObject *args) {
     PyObject *prefix, *samples;
@@ -44,19 +87,31 @@ static PyObject *format_window(PyObject *self, PyObject *args) {
         Py_ssize_t vlen;
         const char *vs = PyUnicode_AsUTF8AndSize(v, &vlen);
         if (vs == NULL || vlen == 0 || memchr(vs, '_', vlen) != NULL) goto unusual;
-        char *end = NULL;
-        double value = PyOS_string_to_double(vs, &end, NULL);
-        if ((value == -1.0 && PyErr_Occurred()) || end != vs + vlen) {
-            PyErr_Clear();
-            goto unusual;
+        int tlen = 7;
+        memcpy(buf, " value=", 7);
+        Py_ssize_t plain = vlen < 64 ? plain_decimal(vs, vlen, buf + tlen) : -1;
+        if (plain >= 0) {
+            tlen += (int)plain;
+        } else {
+            char *end = NULL;
+            double value = PyOS_string_to_double(vs, &end, NULL);
+            if ((value == -1.0 && PyErr_Occurred()) || end != vs + vlen) {
+                PyErr_Clear();
+                goto unusual;
+            }
+            if (Py_IS_NAN(value)) { n_nan++; continue; }
+            if (Py_IS_INFINITY(value)) { n_inf++; continue; }
+            if (value == 0.0 && signbit(value)) goto unusual; /* pandas reads "-0" as the integer 0 */
+            char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+            if (text == NULL) goto fail;
+            size_t textlen = strlen(text);
+            if (textlen > 400) { PyMem_Free(text); goto unusual; }
+            memcpy(buf + tlen, text, textlen);
+            tlen += (int)textlen;
+            PyMem_Free(text);
         }
-        if (Py_IS_NAN(value)) { n_nan++; continue; }
-        if (Py_IS_INFINITY(value)) { n_inf++; continue; }
-        char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-        if (text == NULL) goto fail;
-        int tlen = snprintf(buf, sizeof buf, " value=%s %lld", text, ts);
-        PyMem_Free(text);
-        if (tlen < 0 || tlen >= (int)sizeof buf) goto unusual;
+        buf[tlen++] = ' ';
+        tlen += (int)write_int(ts, buf + tlen);
         Py_ssize_t need = plen + tlen;
         if (need > cap) {
             char *grown = PyMem_Realloc(line, need);

@@ -145,6 +145,8 @@ class DataTransformer:
                 values = np.array(texts, dtype=np.float64)
             except ValueError:
                 return None
+            if np.any(np.signbit(values) & (values == 0)):
+                return None  # "-0": pandas reads it as the integer 0, float() as -0.0: the reference decides
             finite = np.isfinite(values)
             if not finite.all():
                 nan = np.isnan(values)
