@@ -45,7 +45,7 @@ test-cluster: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy common producer consumer verify ops
+	$(VENV)/bin/mypy common producer consumer verify ops tiers archive healthpipe
 
 # Without a Docker engine: the native stack plus producer and consumer in the background.
 up: install
