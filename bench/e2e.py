@@ -6,6 +6,10 @@ served by a Prometheus of its own) is what an outage leaves behind: `healthpipe 
 same 2 cores. The rate is samples divided by the time from starting both to the last sample being countable
 in InfluxDB; it is the most the pipeline sustains, since a live load at any lower rate keeps up.
 Completeness: the count in InfluxDB equals the data set.
+
+`--code DIR` runs the two processes from another checkout (say `git worktree add /tmp/base <commit>`) with this
+script's data set and services, so an older commit is measured in the same session, side by side: its config
+file then holds only the keys set here (older code refuses keys it does not know).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+import yaml
+
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
 from bench.support import RESULTS, clean_env, cpu_seconds, influx_count, peak_rss_mb
 from tests.support.influx import temporary_bucket
@@ -27,20 +34,33 @@ from tests.support.pipeline import write_config
 from tests.support.services import native_or_exit
 
 
-def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path) -> dict:
+def config_for(cfg, path: Path, code: Path | None) -> Path:
+    if code is None:
+        return write_config(cfg, path)
+    data = orjson.loads(cfg.model_dump_json(exclude_defaults=True, exclude={"load": {"influxdb": {"token"}}}))
+    for section in ("archive", "tiers", "features", "verify"):  # newer than any baseline worth comparing
+        data.pop(section, None)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path, code: Path | None = None) -> dict:
     cfg = services.config(extract={"prometheus_url": prom.url, "queries": [QUERY.model_dump()], "lag_seconds": 1,
                                    "max_backfill": f"{int(time.time()) - start_s + 60}s"},
                           transform={"valid_metrics": [QUERY.promql]})
     with temporary_bucket(cfg.load.influxdb, "bench-e2e") as bucket:
         cfg = cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": bucket})})
-        config_file = write_config(cfg, tmp / "e2e.yaml")
+        config_file = config_for(cfg, tmp / "e2e.yaml", code)
         env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
                         HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
+        if code is not None:
+            env["PYTHONPATH"] = str(code)  # ahead of the editable install of this checkout
         procs = {}
         t0 = time.perf_counter()
         for name in ("consumer", "producer"):
+            log = open(RESULTS / f"e2e-{name}.log", "ab")  # noqa: SIM115
             procs[name] = subprocess.Popen([sys.executable, "-m", name, "--config", str(config_file)], env=env,
-                                           stdout=subprocess.DEVNULL, stderr=open(RESULTS / f"e2e-{name}.log", "ab"))  # noqa: SIM115
+                                           cwd=code, stdout=subprocess.DEVNULL, stderr=log)
         try:
             loaded = 0
             while loaded < prom.samples:
@@ -63,6 +83,7 @@ def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     add_data_set_args(parser, series=2000, hours=4)
+    parser.add_argument("--code", type=Path, help="run producer and consumer from this checkout instead")
     args = parser.parse_args()
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
@@ -72,11 +93,15 @@ def main() -> int:
         prom = BenchPrometheus(Path(tmp), args.series, start_s + args.every, n_points, args.every)
         try:
             for _ in range(args.runs):
-                rows.append(one_run(services, prom, start_s, Path(tmp)))
+                rows.append(one_run(services, prom, start_s, Path(tmp), args.code))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             prom.close()
-    print(json.dumps({"series": args.series, "points_per_series": n_points, "runs": args.runs,
+    print(json.dumps({"code": str(args.code or "."), "series": args.series, "points_per_series": n_points,
+                      "runs": args.runs, "median_consumer_cpu_s_per_million": statistics.median(
+                          r["consumer"]["cpu_s_per_million"] for r in rows),
+                      "median_producer_cpu_s_per_million": statistics.median(
+                          r["producer"]["cpu_s_per_million"] for r in rows),
                       "median_samples_per_s": statistics.median(r["samples_per_s"] for r in rows)}, indent=2))
     return 0
 

@@ -93,32 +93,35 @@ def data_set_span(args: argparse.Namespace) -> tuple[int, int, int]:
     return n_points, end_s - n_points * args.every, end_s
 
 
-def bare_fetch(url: str, windows: list[Window]) -> tuple[int, float]:
+def bare_fetch(url: str, windows: list[Window]) -> tuple[int, float, float]:
+    """Samples, seconds and this process' CPU-seconds to fetch the windows and parse the JSON."""
     session = requests.Session()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     samples = 0
     for w in windows:
         body = session.post(f"{url}/api/v1/query", data={"query": f"{QUERY.promql}[{w.end_ms - w.start_ms}ms]",
                                                          "time": f"{w.end_ms / 1000:.3f}"}, timeout=120).json()
         samples += sum(1 for r in body["data"]["result"] for ts, _ in r["values"]
                        if w.start_ms < round(float(ts) * 1000) <= w.end_ms)
-    return samples, time.perf_counter() - t0
+    return samples, time.perf_counter() - t0, time.process_time() - c0
 
 
-def producer_backfill(services, prometheus_url: str, start_ms: int, end_ms: int) -> tuple[int, float, HealthpipeConfig]:
-    """The producer's own catch-up path: watermark at start, cycles until it reaches end."""
+def producer_backfill(services, prometheus_url: str, start_ms: int,
+                      end_ms: int) -> tuple[int, float, float, HealthpipeConfig]:
+    """The producer's own catch-up path: watermark at start, cycles until it reaches end. Returns samples,
+    seconds, CPU-seconds (this process, librdkafka's threads included) and the config."""
     cfg = services.config(extract={"prometheus_url": prometheus_url, "queries": [QUERY.model_dump()],
                                    "max_backfill": "30d"}, producer={"metrics_port": 0})
     service = ProducerService(cfg, clock=lambda: end_ms / 1000 + cfg.extract.lag_seconds)
     service.initialize()
     service.watermarks[QUERY.name] = start_ms
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     samples = 0
     while service.watermarks[QUERY.name] < end_ms:
         samples += service.run_single_cycle()[QUERY.name]
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     service.close()
-    return samples, seconds, cfg
+    return samples, seconds, cpu, cfg
 
 
 def main() -> int:
@@ -136,23 +139,31 @@ def main() -> int:
             for run in range(args.runs):
                 # alternate who reads first: Prometheus' page cache favours whoever reads second
                 if run % 2 == 0:
-                    fetched, fetch_s = bare_fetch(prom.url, windows)
-                    published, prod_s, cfg = producer_backfill(services, prom.url, start_s * 1000, end_s * 1000)
+                    fetched, fetch_s, fetch_cpu = bare_fetch(prom.url, windows)
+                    published, prod_s, prod_cpu, cfg = producer_backfill(services, prom.url, start_s * 1000,
+                                                                         end_s * 1000)
                 else:
-                    published, prod_s, cfg = producer_backfill(services, prom.url, start_s * 1000, end_s * 1000)
-                    fetched, fetch_s = bare_fetch(prom.url, windows)
+                    published, prod_s, prod_cpu, cfg = producer_backfill(services, prom.url, start_s * 1000,
+                                                                         end_s * 1000)
+                    fetched, fetch_s, fetch_cpu = bare_fetch(prom.url, windows)
                 on_topic = sum(len(orjson.loads(m.value())["samples"]) for m in read_topic(cfg, cfg.kafka.topic))
                 assert published == fetched == on_topic == prom.samples, (published, fetched, on_topic, prom.samples)
                 rows.append({"run": run, "first": "bare_fetch" if run % 2 == 0 else "producer",
                              "samples": fetched, "windows": len(windows), "bare_fetch_per_s": fetched / fetch_s,
-                             "producer_per_s": published / prod_s, "ratio": (published / prod_s) / (fetched / fetch_s)})
+                             "producer_per_s": published / prod_s, "ratio": (published / prod_s) / (fetched / fetch_s),
+                             "producer_cpu_s_per_million": prod_cpu / published * 1e6,
+                             "bare_fetch_cpu_s_per_million": fetch_cpu / fetched * 1e6})
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             prom.close()
     print(json.dumps({"series": args.series, "points_per_series": n_points, "runs": args.runs,
                       "median_bare_fetch_per_s": statistics.median(r["bare_fetch_per_s"] for r in rows),
                       "median_producer_per_s": statistics.median(r["producer_per_s"] for r in rows),
-                      "median_ratio": statistics.median(r["ratio"] for r in rows)}, indent=2))
+                      "median_ratio": statistics.median(r["ratio"] for r in rows),
+                      "median_producer_cpu_s_per_million": statistics.median(
+                          r["producer_cpu_s_per_million"] for r in rows),
+                      "median_bare_fetch_cpu_s_per_million": statistics.median(
+                          r["bare_fetch_cpu_s_per_million"] for r in rows)}, indent=2))
     return 0
 
 

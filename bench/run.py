@@ -161,7 +161,7 @@ def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:
     s = cfg.load.influxdb
     env = clean_env(HP_KAFKA=cfg.kafka.bootstrap_servers, HP_TOPIC=cfg.kafka.topic, HP_GROUP=group,
                     HP_INFLUX_URL=s.url, HP_INFLUX_TOKEN=s.token.get_secret_value(), HP_INFLUX_ORG=s.org,
-                    HP_INFLUX_BUCKET=s.bucket)
+                    HP_INFLUX_BUCKET=s.bucket, HP_BATCH=str(s.batch_size))
     return _until_committed("telegraf", [str(telegraf), "--config", str(Path(__file__).parent / "telegraf.conf")],
                             env, cfg, group, ledger, tmp)
 

@@ -11,8 +11,10 @@
     429, 503   RETRY     throttled / not ready: Retryable with the server's Retry-After
     other      RETRY     any other status, a connection error or a timeout: Retryable, the caller backs off
 
-Requests are plain urllib3 POSTs to /api/v2/write over kept-alive connections: measured in bench/write_path.py
-(B10), influxdb-client's write_api cost ~20 % more client CPU and ~10 % throughput for the same bodies.
+Requests are plain urllib3 POSTs to /api/v2/write over kept-alive connections. bench/write_path.py (B10) measured
+influxdb-client's write_api at ~5-10 % more client CPU for the same bodies, and its import costs the consumer
+~0.15 s at start; what does matter is the body size (load.influxdb.batch_size: 20k lines a request take a third
+of the client CPU of 5k, and InfluxDB ingests them faster).
 
 The loader never sleeps and never retries on its own: its callers (the consumer's hold, replay) decide how
 to wait, so the consumer keeps polling Kafka meanwhile.
