@@ -138,8 +138,9 @@ def test_09_rebalance_storm_with_kills(native, slow_influx, tmp_path):
     """Replicas (processes) join and leave every 2-4 s while writes are slow; a leaver is SIGTERMed (it flushes
     and commits within revoke_deadline) or killed -9 (its partitions move after the session timeout and its
     uncommitted batches are re-read elsewhere). Each leaver held uncommitted work when it left."""
-    slow_influx.delay = 0.3
-    cfg, ledger = setup(native, 9, 150, 1000, influxdb={"batch_size": 2000, "url": slow_influx.url},
+    # 1 s a write of 2,000 lines: ~2k samples/s a replica, so 200k samples outlast the ~30 s storm.
+    slow_influx.delay = 1.0
+    cfg, ledger = setup(native, 9, 200, 1000, influxdb={"batch_size": 2000, "url": slow_influx.url},
                         consumer={"session_timeout_ms": 6000})
     rng = random.Random(9)
     log = tmp_path / "consumers.log"
