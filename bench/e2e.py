@@ -24,24 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-import yaml
-
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
-from bench.support import RESULTS, clean_env, cpu_seconds, influx_count, peak_rss_mb
+from bench.support import RESULTS, clean_env, config_for, cpu_seconds, influx_count, peak_rss_mb
 from tests.support.influx import temporary_bucket
-from tests.support.pipeline import write_config
 from tests.support.services import native_or_exit
-
-
-def config_for(cfg, path: Path, code: Path | None) -> Path:
-    if code is None:
-        return write_config(cfg, path)
-    data = orjson.loads(cfg.model_dump_json(exclude_defaults=True, exclude={"load": {"influxdb": {"token"}}}))
-    for section in ("archive", "tiers", "features", "verify"):  # newer than any baseline worth comparing
-        data.pop(section, None)
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path, code: Path | None = None) -> dict:

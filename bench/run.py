@@ -31,6 +31,7 @@ from bench.support import (
     RESULTS,
     check_sample_of_points,
     clean_env,
+    config_for,
     cpu_seconds,
     influx_count,
     influxd_cpu_seconds,
@@ -43,7 +44,7 @@ from ops.stack import CACHE, SCRIPTS
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
-from tests.support.pipeline import committed_all, write_config
+from tests.support.pipeline import committed_all
 from tests.support.services import native_or_exit
 
 TELEGRAF_VERSION = "1.37.2"
@@ -111,11 +112,12 @@ def b0_kafka_consume(cfg, n_messages: int) -> dict:
     return {"messages": seen, "seconds": seconds, "messages_per_s": seen / seconds}
 
 
-def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, ledger, tmp: Path) -> dict:
+def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, ledger, tmp: Path,
+                     cwd: Path | None = None) -> dict:
     """Run `command` from start to every offset of `group` committed, then stop it and count its points.
     Both sides of B2 are measured by this one function, so they are measured the same way."""
     t0, i0 = time.perf_counter(), influxd_cpu_seconds()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=open(tmp / f"{name}.log", "ab"))  # noqa: SIM115
     try:
         while not committed_all(cfg, group):
@@ -134,18 +136,23 @@ def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, 
             "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
 
 
-def b2_consumer(cfg, ledger, tmp: Path, writers: int | None = None) -> dict:
-    """`healthpipe consumer` as its own process, from a full topic to every offset committed."""
-    if writers is not None:
-        group = f"{cfg.kafka.group_id}-w{writers}"
-        cfg = cfg.model_copy(update={"consumer": cfg.consumer.model_copy(update={"writers": writers}),
+def b2_consumer(cfg, ledger, tmp: Path, writers: int | None = None, code: Path | None = None,
+                group: str | None = None) -> dict:
+    """`healthpipe consumer` as its own process, from a full topic to every offset committed; `code`: run it
+    from another checkout (bench/steps.py), `group`: under a consumer group of its own."""
+    if writers is not None or group is not None:
+        group = group or f"{cfg.kafka.group_id}-w{writers}"
+        consumer = cfg.consumer if writers is None else cfg.consumer.model_copy(update={"writers": writers})
+        cfg = cfg.model_copy(update={"consumer": consumer,
                                      "kafka": cfg.kafka.model_copy(update={"group_id": group})})
-    config_file = write_config(cfg, tmp / f"{cfg.kafka.topic}-{cfg.consumer.writers}.yaml")
+    config_file = config_for(cfg, tmp / f"{cfg.kafka.group_id}.yaml", code)
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
+    if code is not None:
+        env["PYTHONPATH"] = str(code)  # ahead of the editable install of this checkout
     return _until_committed(f"consumer-w{cfg.consumer.writers}",
                             [sys.executable, "-m", "consumer", "--config", str(config_file)], env, cfg,
-                            cfg.kafka.group_id, ledger, tmp)
+                            cfg.kafka.group_id, ledger, tmp, cwd=code)
 
 
 def telegraf_binary() -> Path:

@@ -10,11 +10,14 @@ import os
 import random
 from pathlib import Path
 
+import orjson
 import requests
+import yaml
 
 from ops.stack import STACK_DIR
 from tests.chaos.ledger import Ledger, point_of
 from tests.support import influx
+from tests.support.pipeline import write_config
 
 RESULTS = Path(__file__).parent / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -69,3 +72,15 @@ def check_sample_of_points(settings, ledger: Ledger, series: int = 10, seed: int
     got = {point_of(r) for r in influx.points(settings, f'r.run == "{ledger.run}" and ({wanted})', start="0")}
     assert got == expected, f"contents differ: {len(expected - got)} missing, {len(got - expected)} extra"
     return len(expected)
+
+
+def config_for(cfg, path: Path, code: Path | None) -> Path:
+    """The config file for a process of this checkout, or (`code`) of an older one: then only the keys set
+    here are written, without the sections older code does not know (it refuses unknown keys)."""
+    if code is None:
+        return write_config(cfg, path)
+    data = orjson.loads(cfg.model_dump_json(exclude_defaults=True, exclude={"load": {"influxdb": {"token"}}}))
+    for section in ("archive", "tiers", "features", "verify"):  # newer than any baseline worth comparing
+        data.pop(section, None)
+    path.write_text(yaml.safe_dump(data))
+    return path

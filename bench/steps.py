@@ -1,0 +1,116 @@
+"""The consumer's performance history, re-measured: each step's commit on B2's data, side by side in one run.
+
+    python -m bench.steps --runs 3            # ~1 min a run per step; writes docs/perf/steps.png
+
+Each step's commit is checked out under /tmp/hp-steps/<commit> (its compiled hot path built in place where it
+has one) and its `healthpipe consumer` loads the same pre-filled topic into an empty bucket of its own, with
+its own defaults, from start to every offset committed (bench/run.py's b2_consumer: completeness checked).
+Within a run every step reads the same topic, in an order that alternates between runs. The plot puts each
+step at (CPU-s per million samples, samples/s), medians; the InfluxDB ceiling of the run is a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.run import b0_influx_ceiling, b2_consumer, prefill
+from bench.support import RESULTS
+from tests.support.influx import temporary_bucket
+from tests.support.services import native_or_exit
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKTREES = Path("/tmp/hp-steps")
+# (commit, what it changed); the last is this checkout's HEAD whatever its hash.
+STEPS = [
+    ("bdadeee", "before (orjson + pandas, influxdb-client, 5k lines a write)"),
+    ("7814e41", "msgspec decode + numpy transform"),
+    ("844ab49", "compiled line formatting (C)"),
+    ("75a2041", "plain decimals without a float round trip"),
+    ("4737684", "urllib3 POSTs instead of influxdb-client"),
+    ("HEAD", "20k lines a write"),
+]
+
+
+def checkout(commit: str) -> Path | None:
+    """A worktree of `commit` with its C extension built in place (None: this checkout)."""
+    if commit == "HEAD":
+        return None
+    tree = WORKTREES / commit
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(tree), commit], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if (tree / "consumer" / "_fastline.c").exists():
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return tree
+
+
+def plot(summary: list[dict], ceiling: float, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    xs = [s["cpu_s_per_million"] for s in summary]
+    ys = [s["samples_per_s"] / 1000 for s in summary]
+    ax.plot(xs, ys, "-o", color="tab:blue")
+    for i, s in enumerate(summary):
+        ax.annotate(f"{i}. {s['what']}", (xs[i], ys[i]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.axhline(ceiling / 1000, color="tab:red", linestyle="--", linewidth=1)
+    ax.text(max(xs), ceiling / 1000, "InfluxDB ceiling, 1 connection, 20k lines a write", color="tab:red",
+            ha="right", va="bottom", fontsize=8)
+    ax.set_xlabel("consumer CPU-s per million samples (lower is better)")
+    ax.set_ylabel("thousand samples/s into InfluxDB")
+    ax.set_xlim(0, max(xs) * 1.1)
+    ax.set_ylim(0, max(max(ys), ceiling / 1000) * 1.15)
+    ax.set_title("healthpipe consumer, step by step (bench/steps.py, medians)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=1_000_000)
+    args = parser.parse_args()
+    services = native_or_exit()
+    RESULTS.mkdir(exist_ok=True)
+    trees = {commit: checkout(commit) for commit, _ in STEPS}
+    rows: list[dict] = []
+    for run in range(args.runs):
+        with ExitStack() as buckets:
+            def fresh(cfg):
+                settings = buckets.enter_context(temporary_bucket(cfg.load.influxdb, "bench-steps"))
+                return cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": settings})})
+
+            row: dict = {"run": run, "ceiling": b0_influx_ceiling(fresh(services.config()), args.samples,
+                                                                   seed=8000 + run)["samples_per_s"]}
+            cfg, ledger = prefill(services, args.samples, seed=9000 + run)
+            order = STEPS[::-1] if run % 2 else STEPS
+            for commit, _ in order:
+                r = b2_consumer(fresh(cfg), ledger, RESULTS, code=trees[commit], group=f"steps-{commit}-{run}")
+                row[commit] = {k: r[k] for k in ("samples_per_s", "cpu_s_per_million", "peak_rss_mb")}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    summary = [{"commit": c, "what": what,
+                **{k: statistics.median(r[c][k] for r in rows) for k in ("samples_per_s", "cpu_s_per_million",
+                                                                          "peak_rss_mb")}} for c, what in STEPS]
+    ceiling = statistics.median(r["ceiling"] for r in rows)
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "samples": args.samples, "runs": rows,
+           "ceiling_samples_per_s": ceiling, "steps": summary}
+    (RESULTS / f"steps-{int(time.time())}.json").write_text(json.dumps(out, indent=2))
+    plot(summary, ceiling, ROOT / "docs" / "perf" / "steps.png")
+    print(json.dumps({"ceiling_samples_per_s": ceiling, "steps": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
