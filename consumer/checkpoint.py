@@ -13,6 +13,11 @@ A failure in 1-2 raises (Retryable, or Fatal) and leaves the batch at the head o
 committed past data the sink does not have, and no later batch completes before it:
 
     in flight:  [b1: write failed] [b2: written] [b3: writing]      commits: none until b1 succeeds
+
+A commit Kafka refuses in 3 (typically ILLEGAL_GENERATION during a rebalance that leaves us the partition) does
+not hold the batch, whose data is durable; the offset is *owed* and retried while idle (`retry_owed`) until it
+or a later commit lands, or the partition leaves us. Without that, a partition that receives nothing more
+would show the old lag forever.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Set
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +65,8 @@ class Checkpoint:
         self.consumer: Consumer | None = None  # set once the consumer exists (it is created after the sink)
         self.inflight: deque[InFlight] = deque()
         self.committed_offsets: dict[TopicPartitionKey, int] = {}  # what this member committed, per partition
+        self.owed: dict[TopicPartitionKey, int] = {}  # durable, but Kafka refused the commit: retried when idle
+        self._owed_retry_at = 0.0
         self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix=f"{sink.name}-writer")
 
     def __bool__(self) -> bool:
@@ -165,22 +173,46 @@ class Checkpoint:
             results = self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # The data is in the sink; an uncommitted offset only means a re-delivery, which overwrites
-            # identical points. Typical cause: the partitions were revoked meanwhile.
+            # identical points. Typical cause: a rebalance meanwhile. Owed: retried while we keep the partition.
             log.warning("commit_failed error=%s offsets=%s", exc.args[0], fmt(offsets))
             self.metrics.commit_failures.inc()
+            for tp in offsets:
+                self._owe(tp)
             return
         done = {}
         for tp in results or []:
+            key = (tp.topic, tp.partition)
             if tp.error:
                 log.warning("commit_failed partition=%s/%d error=%s", tp.topic, tp.partition, tp.error)
                 self.metrics.commit_failures.inc()
+                self._owe(tp)
             else:
                 self.metrics.committed.labels(tp.topic, str(tp.partition)).set(tp.offset)
-                done[(tp.topic, tp.partition)] = tp.offset
-                self.committed_offsets[(tp.topic, tp.partition)] = tp.offset
+                done[key] = tp.offset
+                self.committed_offsets[key] = tp.offset
+                if self.owed.get(key, tp.offset) <= tp.offset:
+                    self.owed.pop(key, None)
         if done:
             self.sink.committed(done)
         log.debug("committed offsets=%s", fmt(offsets))
+
+    def _owe(self, tp: TopicPartition) -> None:
+        key = (tp.topic, tp.partition)
+        self.owed[key] = max(self.owed.get(key, tp.offset), tp.offset)
+
+    def retry_owed(self, assigned: Set[TopicPartitionKey], every: float = 1.0) -> None:
+        """Idle: commit again what Kafka refused, for the partitions we still own (at most once per `every` s)."""
+        self.forget(set(self.owed) - assigned)
+        if not self.owed or time.monotonic() < self._owed_retry_at:
+            return
+        self._owed_retry_at = time.monotonic() + every
+        log.info("commit_retry offsets=%s", ",".join(f"{p}@{o}" for (_, p), o in sorted(self.owed.items())))
+        self.commit([TopicPartition(t, p, o) for (t, p), o in sorted(self.owed.items())])
+
+    def forget(self, partitions: set[TopicPartitionKey]) -> None:
+        """The partitions left us: their new owner re-reads from the last commit that landed."""
+        for key in partitions:
+            self.owed.pop(key, None)
 
     def abandon(self) -> dict[TopicPartitionKey, int]:
         """Forget every in-flight batch; returns the first offset each held per partition (to seek back to).

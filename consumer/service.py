@@ -218,10 +218,12 @@ class ConsumerService:
             self.checkpoint.commit([TopicPartition(t, p, o) for (t, p), o in sorted(durable.items())])
 
     def _tick(self) -> None:
-        """Idle: a sink that buffers across batches seals what is due; commit what became durable."""
+        """Idle: a sink that buffers across batches seals what is due; commit what became durable, and what
+        Kafka refused to commit before."""
         durable = self.sink.tick()
         if durable:
             self.checkpoint.commit([TopicPartition(t, p, o) for (t, p), o in sorted(durable.items())])
+        self.checkpoint.retry_owed(self.assigned)
 
     def _dispatch(self) -> None:
         self.checkpoint.make_room()  # may raise: then the open batch simply stays open
@@ -293,6 +295,7 @@ class ConsumerService:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned = self.assigned - revoked
         self.retention.revoked(revoked)
+        self.checkpoint.forget(revoked)
         log.info("partitions_revoked partitions=%s", fmt(partitions))
         if not self.batch and not self.checkpoint:
             return
@@ -308,6 +311,7 @@ class ConsumerService:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.assigned = self.assigned - lost
         self.retention.revoked(lost)
+        self.checkpoint.forget(lost)
         log.warning("partitions_lost partitions=%s", fmt(partitions))
         if self.batch or self.checkpoint:
             self._abandon(lost, "partitions_lost")

@@ -145,26 +145,31 @@ def test_09_rebalance_storm_with_kills(native, slow_influx, tmp_path):
     rng = random.Random(9)
     log = tmp_path / "consumers.log"
     replicas = [ConsumerProcess(cfg, tmp_path, log)]
-    left = 0
-    for _ in range(8):
-        time.sleep(rng.uniform(2, 4))
-        if len(replicas) > 1 and rng.random() < 0.5:
-            leaver = replicas.pop(rng.randrange(len(replicas)))
-            at_leave = leaver.metrics()
-            if rng.random() < 0.5:
-                leaver.kill_9()
+    try:
+        left = 0
+        for _ in range(8):
+            time.sleep(rng.uniform(2, 4))
+            if len(replicas) > 1 and rng.random() < 0.5:
+                leaver = replicas.pop(rng.randrange(len(replicas)))
+                at_leave = leaver.metrics()
+                if rng.random() < 0.5:
+                    leaver.kill_9()
+                else:
+                    assert leaver.terminate() == 0
+                if holds_uncommitted_work(at_leave):
+                    left += 1
             else:
-                assert leaver.terminate() == 0
-            if holds_uncommitted_work(at_leave):
-                left += 1
-        else:
-            replicas.append(ConsumerProcess(cfg, tmp_path, log))
-        assert not committed_all(cfg), "the group drained mid-storm: later changes would prove nothing"
-    assert left >= 1, "no replica left while holding uncommitted work"
-    slow_influx.delay = 0.0
-    wait_until(lambda: committed_all(cfg), 300, what="the group to drain")
-    for r in replicas:
-        assert r.terminate() == 0
+                replicas.append(ConsumerProcess(cfg, tmp_path, log))
+            assert not committed_all(cfg), "the group drained mid-storm: later changes would prove nothing"
+        assert left >= 1, "no replica left while holding uncommitted work"
+        slow_influx.delay = 0.0
+        wait_until(lambda: committed_all(cfg), 300, what="the group to drain")
+        for r in replicas:
+            assert r.terminate() == 0
+    finally:  # a failure must not leave replicas running into the next scenarios
+        for r in replicas:
+            if r.proc.poll() is None:
+                r.kill_9()
     assert_done(cfg, ledger)
 
 

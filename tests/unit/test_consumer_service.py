@@ -248,6 +248,27 @@ def test_a_commit_kafka_refuses_is_counted_and_the_data_stays_written():
     assert not svc.hold.active  # re-delivery overwrites identical points: nothing to hold for
 
 
+def test_a_refused_commit_is_owed_and_retried_while_idle_until_it_lands():
+    """ILLEGAL_GENERATION in a rebalance that leaves us the partition: with nothing more arriving on it, the
+    committed offset would lag forever (chaos 09 caught it). The idle tick commits it again."""
+    svc, kafka, sink, _ = service()
+    sink.up = True
+    svc.assigned = frozenset({("hm", 0), ("hm", 1)})
+    kafka.commit_error = KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
+    kafka.queue += [FakeMessage(0), FakeMessage(4, partition=1)]
+    svc.run_single_cycle(timeout=0)
+    svc.run_single_cycle(timeout=0)
+    svc.flush()
+    assert kafka.commits == [] and svc.checkpoint.owed == {("hm", 0): 1, ("hm", 1): 5}
+    svc._tick()  # still refused: still owed
+    assert kafka.commits == [] and svc.checkpoint.owed
+    kafka.commit_error = None
+    svc._on_revoke(kafka, [TopicPartition("hm", 1)])  # partition 1 left us: its new owner re-reads it
+    svc.checkpoint._owed_retry_at = 0  # skip the once-a-second limit
+    svc._tick()
+    assert kafka.commits == [[(0, 1)]] and svc.checkpoint.owed == {}
+
+
 def test_an_unavailable_dead_letter_topic_holds_the_commit_until_the_letters_are_delivered():
     svc, kafka, sink, letters = service()
     sink.up = True
