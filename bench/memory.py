@@ -35,48 +35,61 @@ def progress(cfg) -> float:
     return sum(max(committed[p], 0) for p in ends) / max(1, sum(ends.values()))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=10_000_000)
-    args = parser.parse_args()
-    services = native_or_exit()
-    RESULTS.mkdir(exist_ok=True)
-    cfg = services.config()
-    with temporary_bucket(cfg.load.influxdb, "bench-memory") as bucket:
-        cfg = cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": bucket})})
-        t = time.perf_counter()
-        prefill(cfg, args.samples)
-        print(f"prefilled {args.samples:,} samples in {time.perf_counter() - t:.0f} s", flush=True)
-        config_file = write_config(cfg, RESULTS / "memory.yaml")
-        env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
-                        HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(config_file)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(RESULTS / "memory-consumer.log", "ab"))  # noqa: SIM115
-        samples: list[tuple[float, float, float]] = []  # (seconds, progress, rss MB)
-        try:
-            done = 0.0
-            while done < 1.0:  # committed == end offset on every partition
-                time.sleep(0.5)
-                assert proc.poll() is None, "consumer died; see bench/results/memory-consumer.log"
-                done = progress(cfg)
-                samples.append((time.perf_counter() - t0, done, status_mb(proc.pid, "VmRSS")))
-            seconds = time.perf_counter() - t0
-            cpu, peak = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-        loaded = influx_count(bucket, "true")
-    assert loaded == args.samples, f"{loaded} of {args.samples} points in InfluxDB"
+def run_consumer(cfg, bucket, samples_total: int) -> dict:
+    """One consumer from the first offset to the last commit, RSS sampled every 0.5 s; every point counted."""
+    config_file = write_config(cfg, RESULTS / f"memory-{cfg.kafka.group_id}.yaml")
+    env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
+                    HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(config_file)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(RESULTS / "memory-consumer.log", "ab"))  # noqa: SIM115
+    samples: list[tuple[float, float, float]] = []  # (seconds, progress, rss MB)
+    try:
+        done = 0.0
+        while done < 1.0:  # committed == end offset on every partition
+            time.sleep(0.5)
+            assert proc.poll() is None, "consumer died; see bench/results/memory-consumer.log"
+            done = progress(cfg)
+            samples.append((time.perf_counter() - t0, done, status_mb(proc.pid, "VmRSS")))
+        seconds = time.perf_counter() - t0
+        cpu, peak = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    loaded = influx_count(bucket, "true")
+    assert loaded == samples_total, f"{loaded} of {samples_total} points in InfluxDB"
 
     def rss_at(fraction: float) -> float:
         return next(rss for _, done, rss in samples if done >= fraction)
 
-    result = {"samples": args.samples, "seconds": seconds, "samples_per_s": args.samples / seconds,
-              "cpu_s_per_million": cpu / args.samples * 1e6, "peak_rss_mb": peak,
-              "rss_mb_at_progress": {f"{int(f * 100)}%": rss_at(f) for f in (0.1, 0.25, 0.5, 0.75, 0.9)}}
-    (RESULTS / f"memory-{int(time.time())}.json").write_text(json.dumps({"result": result, "rss": samples}))
-    print(json.dumps(result, indent=2))
+    return {"batch_size": cfg.load.influxdb.batch_size, "samples": samples_total, "seconds": seconds,
+            "samples_per_s": samples_total / seconds, "cpu_s_per_million": cpu / samples_total * 1e6,
+            "peak_rss_mb": peak,
+            "rss_mb_at_progress": {f"{int(f * 100)}%": rss_at(f) for f in (0.1, 0.25, 0.5, 0.75, 0.9)},
+            "rss": samples}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=10_000_000)
+    parser.add_argument("--batch-size", type=int, nargs="*", default=[],
+                        help="load.influxdb.batch_size values to compare on the same topic (default: the default)")
+    args = parser.parse_args()
+    services = native_or_exit()
+    RESULTS.mkdir(exist_ok=True)
+    base = services.config()
+    t = time.perf_counter()
+    prefill(base, args.samples)
+    print(f"prefilled {args.samples:,} samples in {time.perf_counter() - t:.0f} s", flush=True)
+    results = []
+    for size in args.batch_size or [base.load.influxdb.batch_size]:
+        with temporary_bucket(base.load.influxdb, "bench-memory") as bucket:
+            cfg = base.model_copy(update={
+                "load": base.load.model_copy(update={"influxdb": bucket.model_copy(update={"batch_size": size})}),
+                "kafka": base.kafka.model_copy(update={"group_id": f"{base.kafka.group_id}-b{size}"})})
+            results.append(run_consumer(cfg, bucket, args.samples))
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "rss"}, indent=2), flush=True)
+    (RESULTS / f"memory-{int(time.time())}.json").write_text(json.dumps({"results": results}))
     return 0
 
 
