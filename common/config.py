@@ -135,7 +135,8 @@ class InfluxSettings(_Section):
     token_file: Path | None = None
     org: str = "healthpipe"
     bucket: str = "health_metrics"
-    batch_size: int = Field(20_000, ge=1)  # lines per write request (B10: 20k bodies beat 5k)
+    # Lines per write request. BENCHMARKS.md (B10, memory): 10k gets most of 20k's speed at 2/3 of its RSS.
+    batch_size: int = Field(10_000, ge=1)
     gzip: bool = False
     timeout_seconds: float = Field(30, gt=0)
 
