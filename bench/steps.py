@@ -57,20 +57,23 @@ def plot(summary: list[dict], ceiling: float, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     xs = [s["cpu_s_per_million"] for s in summary]
     ys = [s["samples_per_s"] / 1000 for s in summary]
     ax.plot(xs, ys, "-o", color="tab:blue")
-    for i, s in enumerate(summary):
-        ax.annotate(f"{i}. {s['what']}", (xs[i], ys[i]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(7, -4), fontsize=10, weight="bold")
+    legend = "\n".join(f"{i}. {s['what']} ({s['commit']})" for i, s in enumerate(summary))
+    ax.text(0.02, 0.03, legend, transform=ax.transAxes, fontsize=8, va="bottom",
+            bbox={"facecolor": "white", "alpha": 0.9, "edgecolor": "0.8"})
     ax.axhline(ceiling / 1000, color="tab:red", linestyle="--", linewidth=1)
-    ax.text(max(xs), ceiling / 1000, "InfluxDB ceiling, 1 connection, same lines a write", color="tab:red",
-            ha="right", va="bottom", fontsize=8)
+    ax.text(max(xs) * 1.08, ceiling / 1000, "InfluxDB ceiling, 1 connection", color="tab:red", ha="right",
+            va="bottom", fontsize=8)
     ax.set_xlabel("consumer CPU-s per million samples (lower is better)")
     ax.set_ylabel("thousand samples/s into InfluxDB")
     ax.set_xlim(0, max(xs) * 1.1)
     ax.set_ylim(0, max(max(ys), ceiling / 1000) * 1.15)
-    ax.set_title("healthpipe consumer, step by step (bench/steps.py, medians)")
+    ax.set_title("healthpipe consumer, step by step (python -m bench.steps; medians of the runs)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -80,7 +83,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--samples", type=int, default=1_000_000)
+    parser.add_argument("--plot-only", type=Path, help="redraw docs/perf/steps.png from a steps-*.json result")
     args = parser.parse_args()
+    if args.plot_only:
+        done = json.loads(args.plot_only.read_text())
+        plot(done["steps"], done["ceiling_samples_per_s"], ROOT / "docs" / "perf" / "steps.png")
+        return 0
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
     trees = {commit: checkout(commit) for commit, _ in STEPS}
