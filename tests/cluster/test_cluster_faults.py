@@ -66,8 +66,8 @@ def test_c1_kill_9_the_leader_of_the_busiest_partition_mid_stream(pipeline):
     at_fault = work_in_flight(p)
     stack.kill(stack.broker_node(node))
     assert at_fault["group_behind"] and (at_fault["transaction_open"] or at_fault["consumers_holding"]), at_fault
-    # Asked through wait_until: right after the kill, a metadata or offsets request may fail in the client
-    # (a destroyed broker handle); that is "not yet", not the answer.
+    # The controller fences a dead broker after broker.session.timeout.ms (9 s), then elects; meanwhile a
+    # metadata request may fail in the client (a destroyed broker handle): "not yet", not the answer.
     wait_until(lambda: leader_of(p, p.cfg.kafka.topic, partition) not in (node, -1), 60,  # type: ignore[attr-defined]
                what="another broker to lead the partition")
     stack.start(stack.broker_node(node))
@@ -85,8 +85,9 @@ def test_c2_kill_9_the_transaction_coordinator_during_a_commit(pipeline):
                what="a transaction open")
     stack.kill(stack.broker_node(node))
     committed_before = p.producer_metrics().get("healthpipe_producer_transactions_total", 0)
-    time.sleep(10)
-    assert coordinator_of(p, p.cfg.producer.transactional_id) != node  # type: ignore[attr-defined]
+    # The controller fences a dead broker after broker.session.timeout.ms (9 s), then elects: wait for it.
+    wait_until(lambda: coordinator_of(p, p.cfg.producer.transactional_id) not in (node, -1), 60,  # type: ignore[attr-defined]
+               what="another broker to coordinate the transaction")
     stack.start(stack.broker_node(node))
     wait_isr_recovered()
     finish_and_check(p)
