@@ -26,6 +26,7 @@ from common.times import parse_duration, parse_time
 from healthpipe import features as feature_fn
 from healthpipe import shape
 from healthpipe.tiers_read import Part, plan, read
+from healthpipe.window_cache import WindowCache
 
 
 def _ms(t: str | float | pd.Timestamp | None) -> int | None:
@@ -100,21 +101,35 @@ def features_on_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: i
     """The shared features (healthpipe.features) of each series at each grid point g, over (g - window, g]."""
     first = -(-(start_ms + 1) // step_ms) * step_ms
     grid = np.arange(first, end_ms + 1, step_ms, dtype=np.int64)
+    return _feature_frame(feature_rows(frame, grid, window_ms))
+
+
+def feature_rows(frame: pd.DataFrame, grid: np.ndarray, window_ms: int) -> list[dict]:
+    """Per series (in series_id order) and grid point g: the series' columns but ts and value, `ts` = g, and the
+    features of its samples in (g - window, g]."""
     if frame.empty or len(grid) == 0:
-        return pd.DataFrame()
-    frame = frame.sort_values(["series_id", "ts"], kind="stable")
-    sid = frame["series_id"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
-    ends = np.r_[starts[1:], len(sid)]
-    ts_all, values_all = frame["ts"].to_numpy(np.int64), frame["value"].to_numpy(np.float64)
+        return []
+    codes, _ = pd.factorize(frame["series_id"], sort=True)  # integer codes sort faster than the ids' strings
+    ts_all = frame["ts"].to_numpy(np.int64)
+    order = np.lexsort((ts_all, codes))
+    codes, ts_all = codes[order], ts_all[order]
+    values_all = frame["value"].to_numpy(np.float64)[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
     meta_cols = [c for c in frame.columns if c not in ("ts", "value")]
-    metas = frame.iloc[starts][meta_cols].to_dict("records")
+    metas = frame.iloc[order[starts]][meta_cols].to_dict("records")
     rows: list[dict] = []
     for meta, a, b in zip(metas, starts, ends, strict=True):
         ts, values = ts_all[a:b], values_all[a:b]
-        for g in grid:
-            window = feature_fn.window_slice(ts, int(g), window_ms)
-            rows.append({**meta, "ts": int(g), **feature_fn.compute(ts[window], values[window], int(g))})
+        for g in grid.tolist():
+            window = feature_fn.window_slice(ts, g, window_ms)
+            rows.append({**meta, "ts": g, **feature_fn.compute(ts[window], values[window], g)})
+    return rows
+
+
+def _feature_frame(rows: list[dict]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame(columns=[c for c in shape.FIRST if c != "value"] + list(feature_fn.NAMES))
     out = pd.DataFrame(rows)
     out["ts"] = pd.to_datetime(out["ts"], unit="ms", utc=True).dt.as_unit("ms")
     labels = sorted(c for c in out.columns if c not in shape.FIRST and c not in feature_fn.NAMES)
@@ -135,11 +150,18 @@ def load_frame(from_, to, queries: list[str] | None = None, step: str | None = N
 
 
 def latest_window(series_selector: dict[str, str], window: str = "5m", at=None,
-                  cfg: HealthpipeConfig | None = None) -> pd.DataFrame:
+                  cfg: HealthpipeConfig | None = None, cache: WindowCache | None = None) -> pd.DataFrame:
     """Per matching series, the features of (at - window, at] from the hot bucket (`at` default: now).
 
     `series_selector`: {"query": NAME} and/or tag values to match, e.g. {"query": "request_rate", "method": "GET"}.
+    `cache` (the feature server's): read only what InfluxDB holds beyond what earlier calls read (window_cache.py).
     """
+    return _feature_frame(latest_features(series_selector, window, at, cfg, cache))
+
+
+def latest_features(series_selector: dict[str, str], window: str = "5m", at=None,
+                    cfg: HealthpipeConfig | None = None, cache: WindowCache | None = None) -> list[dict]:
+    """latest_window's rows as dicts (the feature server answers from these without building a frame)."""
     cfg = cfg or load_config()
     window_ms = _step_ms(window)
     assert window_ms is not None
@@ -147,11 +169,14 @@ def latest_window(series_selector: dict[str, str], window: str = "5m", at=None,
     assert at_ms is not None
     labels = {k: v for k, v in series_selector.items() if k != "query"}
     names = [series_selector["query"]] if "query" in series_selector else None
-    frames = []
+    rows: list[dict] = []
     for q in cfg.select_queries(names):
-        raw = read_frame(cfg.load.influxdb, query_predicate(q, labels=labels), at_ms - window_ms, at_ms)
-        if len(raw):
-            frames.append(features_on_grid(shape.identify(raw, q), at_ms - 1, at_ms, 1, window_ms))
-    if not frames:
-        return pd.DataFrame(columns=[c for c in shape.FIRST if c != "value"] + list(feature_fn.NAMES))
-    return pd.concat(frames, ignore_index=True)
+        def features(samples: pd.DataFrame) -> list[dict]:
+            return feature_rows(samples, np.array([at_ms]), window_ms)
+
+        if cache is not None:
+            rows += cache.compute(q, labels, at_ms - window_ms, at_ms, features)
+        else:
+            rows += features(shape.identify(read_frame(cfg.load.influxdb, query_predicate(q, labels=labels),
+                                                       at_ms - window_ms, at_ms), q))
+    return rows

@@ -7,8 +7,10 @@
     GET /metrics   request latency (healthpipe_features_request_seconds) and counts
     GET /healthz, /readyz
 
-The features are `healthpipe.data.latest_window`'s, computed by the one function the training export uses
-(`healthpipe.features.compute`): served and trained values agree exactly (tests/integration/test_ml.py).
+The features are `healthpipe.data.latest_window`'s (as rows: `latest_features`), computed by the one function
+the training export uses (`healthpipe.features.compute`): served and trained values agree exactly
+(tests/integration/test_ml.py). A WindowCache keeps each selector's recent samples, so a request reads only
+what InfluxDB holds beyond them (healthpipe/window_cache.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from common.config import HealthpipeConfig
 from common.errors import ConfigError, HealthpipeError, Retryable
 from healthpipe import features as feature_fn
-from healthpipe.data import latest_window
+from healthpipe.data import latest_features
+from healthpipe.window_cache import WindowCache
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +38,20 @@ def _json_number(x: float) -> float | None:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def answer(cfg: HealthpipeConfig, params: dict[str, list[str]]) -> dict:
+def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCache | None = None) -> dict:
     """The /features answer for the query string `params`; ConfigError for a bad request."""
     selector = {k[len("match["):-1]: v[0] for k, v in params.items() if k.startswith("match[") and k.endswith("]")}
     if "query" in params:
         selector["query"] = params["query"][0]
     window = params.get("window", ["5m"])[0]
     at = params.get("at", [None])[0]
-    frame = latest_window(selector, window=window, at=at, cfg=cfg)
-    at_ms = int(frame["ts"].iloc[0].timestamp() * 1000) if len(frame) else None
+    rows = latest_features(selector, window=window, at=at, cfg=cfg, cache=cache)
     fixed = {"series_id", "ts", "query", "metric", "metric_type", *feature_fn.NAMES}
-    series = []
-    for row in frame.to_dict("records"):
-        series.append({"series_id": row["series_id"], "query": row["query"], "metric": row["metric"],
-                       "metric_type": row["metric_type"],
-                       "labels": {k: v for k, v in row.items() if k not in fixed and v not in ("", None)},
-                       "features": {n: _json_number(row[n]) for n in feature_fn.NAMES}})
+    series = [{"series_id": row["series_id"], "query": row["query"], "metric": row["metric"],
+               "metric_type": row["metric_type"],
+               "labels": {k: v for k, v in row.items() if k not in fixed and v not in ("", None)},
+               "features": {n: _json_number(row[n]) for n in feature_fn.NAMES}} for row in rows]
+    at_ms = rows[0]["ts"] if rows else None
     return {"at": at_ms, "window": window, "series": series}
 
 
@@ -58,6 +59,10 @@ class FeatureServer:
     def __init__(self, cfg: HealthpipeConfig, port: int, host: str = "0.0.0.0"):
         self.cfg = cfg
         self.registry = CollectorRegistry()
+        window_reads = Counter("healthpipe_features_window_reads_total",
+                               "/features windows by how they were read: cached (counts only), newest, whole",
+                               ["how"], registry=self.registry)
+        self.cache = WindowCache(cfg, on_read=lambda how: window_reads.labels(how).inc())
         self.latency = Histogram("healthpipe_features_request_seconds", "Time to answer /features",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.requests = Counter("healthpipe_features_requests_total", "/features requests by outcome", ["outcome"],
@@ -70,7 +75,7 @@ class FeatureServer:
                 if url.path == "/features":
                     t0 = time.perf_counter()
                     try:
-                        body, status = answer(server.cfg, parse_qs(url.query)), 200
+                        body, status = answer(server.cfg, parse_qs(url.query), server.cache), 200
                         server.requests.labels("ok").inc()
                     except ConfigError as exc:
                         body, status = {"error": str(exc)}, 400

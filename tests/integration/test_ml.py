@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from influxdb_client.client.write_api import SYNCHRONOUS
 
 from archive.service import archiver
 from healthpipe import data
@@ -187,3 +188,43 @@ def test_features_served_at_t_equal_the_exported_features_as_of_t(loaded, tmp_pa
         server.stop()
     assert compared >= 20 * 8
 
+
+
+def test_the_feature_cache_answers_exactly_as_a_fresh_read_through_new_and_late_samples(services):
+    """The feature server's WindowCache: same features as reading the window afresh, whether it answered from
+    counts alone, re-read the newest minute, or had to read the whole window (a backfilled sample)."""
+    from healthpipe.window_cache import WindowCache
+
+    def write(settings, points):  # (instance, ts_ms, value); one series has a tag the others lack
+        lines = [f"health_metrics,instance={i},job=cache,metric=cache_metric,metric_type=gauge"
+                 f"{',zone=a' if i == 'n0' else ''} value={v!r} {t}" for i, t, v in points]
+        with influx.client(settings) as c:
+            c.write_api(write_options=SYNCHRONOUS).write(settings.bucket, settings.org, "\n".join(lines),
+                                                         write_precision="ms")
+
+    query = {"name": "cache", "promql": "cache_metric", "mode": "raw", "metric_type": "gauge"}
+    now = (int(time.time()) - 600) * 1000
+    with influx.temporary_bucket(services.config().load.influxdb, "cache") as bucket:
+        cfg = services.config(extract={"queries": [query]}, influxdb={"bucket": bucket.bucket})
+        write(bucket, [(f"n{s}", now - 300_000 + i * 1000, float((s * 7 + i) % 13)) for s in range(3)
+                       for i in range(300)])
+        cache = WindowCache(cfg, overlap_ms=30_000)
+
+        def same_as_fresh(at: int, how: str, window: str = "5m") -> None:
+            before = dict(cache.reads)
+            cached = data.latest_window({"query": "cache"}, window, at / 1000, cfg, cache=cache)
+            fresh = data.latest_window({"query": "cache"}, window, at / 1000, cfg)
+            assert {k: cache.reads[k] - before[k] for k in before} == {k: int(k == how) for k in before}
+            pd.testing.assert_frame_equal(cached.sort_values("series_id").reset_index(drop=True),
+                                          fresh.sort_values("series_id").reset_index(drop=True), check_dtype=False)
+            assert len(fresh) == 3 and fresh["count"].sum() > 0
+
+        same_as_fresh(now, "whole")
+        same_as_fresh(now, "cached")
+        write(bucket, [(f"n{s}", now + i * 1000, float(i)) for s in range(3) for i in range(1, 11)])
+        same_as_fresh(now + 10_000, "newest")  # the new ten seconds, and nothing older re-read
+        write(bucket, [("n1", now + 5_500, 99.0)])  # a little late: inside the overlap
+        same_as_fresh(now + 10_000, "newest")
+        write(bucket, [("n2", now - 200_000 + 500, -5.0)])  # a backfill: older than the overlap
+        same_as_fresh(now + 10_000, "whole")
+        same_as_fresh(now + 5_000, "cached", window="1m")  # an earlier, shorter window the cache covers
