@@ -8,10 +8,13 @@ series, and any name Prometheus returned for it).
 
 from __future__ import annotations
 
-import io
+import csv
 import re
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import requests
 
 from common.config import InfluxSettings, QuerySettings
@@ -64,13 +67,13 @@ def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: 
     flux = (f'from(bucket: {flux_string(settings.bucket)}) '
             f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
             f'{window}|> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
-    frame = _query_csv(settings, flux, timeout, session)
-    if frame is None:
+    table = _query_table(settings, flux, timeout, session, pa.float64())
+    if table is None:
         return pd.DataFrame(columns=["ts", "value"])
-    tags = [c for c in frame.columns if c not in NOT_TAGS and not c.startswith("Unnamed")]
-    out = frame[tags].astype("category")
-    out["ts"] = _ms(frame["_time"]) - (1 if last_every_ms else 0)
-    out["value"] = pd.to_numeric(frame["_value"])
+    out = table.drop_columns(["_time", "_value"]).unify_dictionaries().to_pandas()  # tags → categoricals
+    ts = pc.divide(table["_time"].cast(pa.int64()), 1_000_000).to_numpy()  # ns → ms
+    out["ts"] = ts - 1 if last_every_ms else ts
+    out["value"] = table["_value"].to_numpy()
     return out
 
 
@@ -81,18 +84,18 @@ def count_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms:
     flux = (f'from(bucket: {flux_string(settings.bucket)}) '
             f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
             f'|> count() |> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
-    frame = _query_csv(settings, flux, timeout, session)
-    if frame is None:
+    table = _query_table(settings, flux, timeout, session, pa.int64())
+    if table is None:
         return pd.DataFrame(columns=["count"])
-    tags = [c for c in frame.columns if c not in NOT_TAGS and not c.startswith("Unnamed")]
-    out = frame[tags].copy()
-    out["count"] = pd.to_numeric(frame["_value"]).astype("int64")
+    out = table.drop_columns(["_value"]).to_pandas()
+    out["count"] = table["_value"].to_numpy()
     return out
 
 
-def _query_csv(settings: InfluxSettings, flux: str, timeout: float,
-               session: requests.Session | None) -> pd.DataFrame | None:
-    """Flux's CSV answer as a frame of strings (None when empty); typed errors for what the caller must do."""
+def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None,
+                 value_type: pa.DataType) -> pa.Table | None:
+    """Flux's CSV answer (None when empty) as a table of the tag columns (dictionary-encoded: a tag value is
+    stored once, not once per row), `_time` and `_value`; typed errors for what the caller must do."""
     try:
         resp = (session or requests).post(
             f"{settings.url}/api/v2/query", params={"org": settings.org}, timeout=timeout,
@@ -105,13 +108,15 @@ def _query_csv(settings: InfluxSettings, flux: str, timeout: float,
                     f"load.influxdb.token / org / bucket {settings.bucket!r}")
     if resp.status_code != 200:
         raise SinkUnavailable(f"InfluxDB at {settings.url}: HTTP {resp.status_code} {resp.text[:200]}")
-    text = resp.content.strip()
-    if not text:
+    body = resp.content
+    newline = body.find(b"\n")
+    first_line = (body if newline < 0 else body[:newline]).decode().strip()
+    if not first_line:
         return None
-    # pyarrow's parser wins on big answers; on a few KB (a count per series) its start-up costs more than parsing
-    engine = "pyarrow" if len(text) > 1 << 20 else "c"
-    return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False, engine=engine)
+    header = next(csv.reader([first_line]))
+    keep = [c for c in header if c not in NOT_TAGS or c in ("_time", "_value")]
+    types = {"_time": pa.timestamp("ns", tz="UTC"), "_value": value_type}
+    return pacsv.read_csv(pa.py_buffer(body), convert_options=pacsv.ConvertOptions(
+        include_columns=keep, column_types={k: t for k, t in types.items() if k in keep}, strings_can_be_null=False,
+        auto_dict_encode=True, auto_dict_max_cardinality=2**31 - 1))
 
-
-def _ms(column: pd.Series) -> pd.Series:
-    return pd.to_datetime(column, utc=True, format="ISO8601").dt.as_unit("ms").astype("int64")

@@ -57,19 +57,27 @@ def check_range(start_ms: int, end_ms: int, as_of_ms: int | None) -> None:
         raise ConfigError("--as-of must lie inside (--from, --to]")
 
 
+HOUR_MS = 3_600_000
+CHUNK_ROWS = 300_000  # rows a chunk aims at: memory is bounded by this, whatever the range and the series count
+
+
 def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, step_ms: int | None,
            as_of_ms: int | None = None, rate_counters: bool = False, feature_window_ms: int | None = None,
-           chunk_ms: int = 21_600_000, now_ms: int | None = None) -> Iterator[tuple[Part, pd.DataFrame]]:
-    """The export, chunk by chunk (6 hours at a time, per query and tier): memory bounded by one chunk."""
+           now_ms: int | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[Part, pd.DataFrame]]:
+    """The export, chunk by chunk per query and tier: memory bounded by about `chunk_rows` rows. Chunks are whole
+    UTC hours, the first one hour long, each next one sized from the rows the last one had (1 hour to 7 days)."""
     now_ms = now_ms or int(time.time() * 1000)
     cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms  # nothing newer than as-of is read at all
     for q in queries:
+        hours = 1
         for part in plan(cfg, start_ms, end_ms, step_ms, now_ms):
             a = part.start_ms
             while a < part.end_ms:
-                b = min((a // chunk_ms + 1) * chunk_ms, part.end_ms)  # chunks end on multiples of 6 h UTC
-                yield Part(part.tier, a, b, part.detail), _chunk(cfg, q, Part(part.tier, a, b), step_ms,
-                                                                 cut_ms, rate_counters, feature_window_ms)
+                b = min((a // HOUR_MS + hours) * HOUR_MS, part.end_ms)
+                frame = _chunk(cfg, q, Part(part.tier, a, b), step_ms, cut_ms, rate_counters, feature_window_ms)
+                yield Part(part.tier, a, b, part.detail), frame
+                if len(frame):
+                    hours = int(min(168, max(1, chunk_rows * (b - a) / len(frame) / HOUR_MS)))
                 a = b
 
 
