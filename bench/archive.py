@@ -38,7 +38,6 @@ from tests.support.influx import temporary_bucket
 from tests.support.pipeline import committed_all, write_config
 from tests.support.services import native_or_exit
 
-
 # Under a backlog files are cut by rows; the backlog's last files wait for their age, and that wait is part of
 # the measured time (at 5 s it was half of a 2 M-sample run: py-spy showed the work done 3.6 s in, of 9.7 s)
 FILE_AGE_S = 1
