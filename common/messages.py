@@ -15,7 +15,7 @@ Headers: `healthpipe-schema` = the version. docs/message-format.md holds the JSO
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,7 @@ class SeriesWindow:
     labels: Mapping[str, str]
     start_ms: int
     end_ms: int
-    samples: list[tuple[int, str]]
+    samples: Sequence[tuple[int, str]]  # a list, or RawSamples from the consumer's decode
 
     @property
     def key(self) -> bytes:
@@ -67,7 +67,7 @@ class SeriesWindow:
         return orjson.dumps({
             "v": SCHEMA_VERSION, "query": self.query, "metric_type": self.metric_type,
             "labels": dict(self.labels), "window": [self.start_ms, self.end_ms],
-            "samples": self.samples,
+            "samples": self.samples if isinstance(self.samples, list) else list(self.samples),
         })
 
     def split(self, max_samples: int, max_bytes: int) -> Iterator[SeriesWindow]:
@@ -100,13 +100,66 @@ class _Message(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Message)
 
 
-def decode(value: bytes | None, headers: Any = None,
-           max_bytes: int = 1024 * 1024) -> SeriesWindow:
+class _MessageRawSamples(msgspec.Struct):
+    """The contract with the samples left as JSON text, for a caller that reads them itself."""
+
+    v: int
+    query: str
+    metric_type: str
+    labels: dict[str, str]
+    window: tuple[int, int]
+    samples: msgspec.Raw
+
+
+_RAW_DECODER = msgspec.json.Decoder(_MessageRawSamples)
+_SAMPLES_DECODER = msgspec.json.Decoder(list[tuple[int, str]])
+
+
+class RawSamples(Sequence):
+    """A message's samples still as their JSON text, which a scanner found to be the usual [[int, "str"], ...]:
+    decoded into (timestamp, value) tuples only when something reads them. The consumer's compiled path formats
+    its lines straight from the text (consumer/_fastline.c), so most samples never become Python objects."""
+
+    __slots__ = ("text", "_count", "_items")
+
+    def __init__(self, text: msgspec.Raw | bytes, count: int):
+        self.text = text
+        self._count = count
+        self._items: list[tuple[int, str]] | None = None
+
+    def items(self) -> list[tuple[int, str]]:
+        if self._items is None:
+            self._items = _SAMPLES_DECODER.decode(memoryview(self.text))
+        return self._items
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):  # noqa: ANN001 (an int or a slice, as a list takes)
+        return self.items()[index]
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        return self.items() == (other.items() if isinstance(other, RawSamples) else other)
+
+    __hash__ = None  # type: ignore[assignment]  (like the list it stands for)
+
+    def __repr__(self) -> str:
+        return f"RawSamples({self._count} samples)"
+
+
+
+
+def decode(value: bytes | None, headers: Any = None, max_bytes: int = 1024 * 1024,
+           scan_samples: Callable[[Any], int] | None = None) -> SeriesWindow:
     """Parse and validate one message value. Raises Malformed with a reason word.
 
     A well-formed message takes the typed fast path; anything else (a broken message, or samples whose
     timestamp or value are not the usual int and string) the checking path below, which names the reason or
-    lets the sample through for the transformer to count."""
+    lets the sample through for the transformer to count. `scan_samples` (the consumer's compiled scanner): leave
+    well-formed samples as JSON text (RawSamples), read without becoming Python objects."""
     if value is None:
         raise Malformed("empty", "message has no value")
     if len(value) > max_bytes:
@@ -114,6 +167,14 @@ def decode(value: bytes | None, headers: Any = None,
     for name, header_value in headers or []:
         if name == SCHEMA_HEADER and header_value != str(SCHEMA_VERSION).encode():
             raise Malformed("unknown_version", f"header {SCHEMA_HEADER}={header_value!r}")
+    if scan_samples is not None:  # samples left as text when the scanner vouches for them (count >= 0)
+        try:
+            r = _RAW_DECODER.decode(value)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return _decode_checked(value)
+        if r.v == SCHEMA_VERSION and r.query and (count := scan_samples(r.samples)) >= 0:
+            return SeriesWindow(r.query, r.metric_type, r.labels, r.window[0], r.window[1],
+                                RawSamples(r.samples, count))
     try:
         m = _DECODER.decode(value)
     except (msgspec.ValidationError, msgspec.DecodeError):

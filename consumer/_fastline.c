@@ -1,6 +1,8 @@
 /* The consumer's hot path: one series window's samples to lines of InfluxDB line protocol.
  *
  * format_window(prefix, samples, horizon_ms) -> (lines, nan, inf, first_ts, last_ts) | None
+ * format_text(prefix, samples_json, horizon_ms) -> the same, from the samples' JSON text (common.messages.RawSamples)
+ * scan_samples(samples_json) -> how many samples, or -1 when the text is not the usual [[int, "str"], ...]
  *
  * Exactly what consumer/transformer.py's pure-Python fast engine does, sample for sample, using the same
  * CPython routines Python itself uses: PyOS_string_to_double (what float() calls) and PyOS_double_to_string
@@ -56,91 +58,218 @@ static Py_ssize_t write_int(long long v, char *out) {
     return k;
 }
 
+/* One window's output as it grows: the lines, the drop counts, the timestamps seen. */
+typedef struct {
+    PyObject *lines;
+    const char *prefix;
+    Py_ssize_t plen;
+    int ascii_prefix;
+    char *line;
+    Py_ssize_t cap;
+    long long prev, first, last;
+    Py_ssize_t n_nan, n_inf, count;
+    double horizon;
+} window_state;
+
+/* One sample into the window: 1 done (a line appended, or the sample counted as NaN/Inf), 0 unusual (the caller
+ * takes the reference engine), -1 a Python error. */
+static int add_sample(window_state *st, long long ts, const char *vs, Py_ssize_t vlen) {
+    if (ts <= 0 || (st->count > 0 && ts <= st->prev) || (double)ts > st->horizon) return 0;
+    if (st->count == 0) st->first = ts;
+    st->prev = st->last = ts;
+    st->count++;
+    if (vlen == 0 || memchr(vs, '_', vlen) != NULL) return 0;
+    char buf[512];
+    int tlen = 7;
+    memcpy(buf, " value=", 7);
+    Py_ssize_t plain = vlen < 64 ? plain_decimal(vs, vlen, buf + tlen) : -1;
+    if (plain >= 0) {
+        tlen += (int)plain;
+    } else {
+        char small[72];
+        char *text_in = vlen < 72 ? small : PyMem_Malloc(vlen + 1);
+        if (text_in == NULL) { PyErr_NoMemory(); return -1; }
+        memcpy(text_in, vs, vlen); /* PyOS_string_to_double reads up to a NUL: the value ends here */
+        text_in[vlen] = '\0';
+        char *end = NULL;
+        double value = PyOS_string_to_double(text_in, &end, NULL);
+        int whole = end == text_in + vlen;
+        if (text_in != small) PyMem_Free(text_in);
+        if ((value == -1.0 && PyErr_Occurred()) || !whole) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (Py_IS_NAN(value)) { st->n_nan++; return 1; }
+        if (Py_IS_INFINITY(value)) { st->n_inf++; return 1; }
+        if (value == 0.0 && signbit(value)) return 0; /* pandas reads "-0" as the integer 0 */
+        char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (text == NULL) return -1;
+        size_t textlen = strlen(text);
+        if (textlen > 400) { PyMem_Free(text); return 0; }
+        memcpy(buf + tlen, text, textlen);
+        tlen += (int)textlen;
+        PyMem_Free(text);
+    }
+    buf[tlen++] = ' ';
+    tlen += (int)write_int(ts, buf + tlen);
+    Py_ssize_t need = st->plen + tlen;
+    PyObject *s;
+    if (st->ascii_prefix) { /* ASCII throughout: copy into the str, no UTF-8 decoding */
+        s = PyUnicode_New(need, 127);
+        if (s == NULL) return -1;
+        memcpy(PyUnicode_1BYTE_DATA(s), st->prefix, st->plen);
+        memcpy(PyUnicode_1BYTE_DATA(s) + st->plen, buf, tlen);
+    } else {
+        if (need > st->cap) {
+            char *grown = PyMem_Realloc(st->line, need);
+            if (grown == NULL) { PyErr_NoMemory(); return -1; }
+            st->line = grown;
+            st->cap = need;
+        }
+        memcpy(st->line, st->prefix, st->plen);
+        memcpy(st->line + st->plen, buf, tlen);
+        s = PyUnicode_DecodeUTF8(st->line, need, "strict");
+        if (s == NULL) return -1;
+    }
+    int rc = PyList_Append(st->lines, s);
+    Py_DECREF(s);
+    return rc < 0 ? -1 : 1;
+}
+
+static int start_window(window_state *st, PyObject *prefix, double horizon) {
+    memset(st, 0, sizeof(*st));
+    st->prefix = PyUnicode_AsUTF8AndSize(prefix, &st->plen);
+    if (st->prefix == NULL) return -1;
+    st->ascii_prefix = PyUnicode_IS_ASCII(prefix);
+    st->horizon = horizon;
+    st->lines = PyList_New(0);
+    return st->lines == NULL ? -1 : 0;
+}
+
+/* rc: 1 done, 0 unusual, -1 error. */
+static PyObject *finish_window(window_state *st, int rc) {
+    PyMem_Free(st->line);
+    if (rc == 1) return Py_BuildValue("(NnnLL)", st->lines, st->n_nan, st->n_inf, st->first, st->last);
+    Py_DECREF(st->lines);
+    if (rc == 0) Py_RETURN_NONE;
+    return NULL;
+}
+
 static PyObject *format_window(PyObject *self, PyObject *args) {
     PyObject *prefix, *samples;
     double horizon;
     if (!PyArg_ParseTuple(args, "UO!d", &prefix, &PyList_Type, &samples, &horizon)) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(samples);
-    Py_ssize_t plen;
-    const char *p = PyUnicode_AsUTF8AndSize(prefix, &plen);
-    if (p == NULL) return NULL;
-    PyObject *lines = PyList_New(0);
-    if (lines == NULL) return NULL;
-    long long prev = 0, first = 0, last = 0;
-    Py_ssize_t n_nan = 0, n_inf = 0;
-    char buf[512];
-    char *line = NULL;
-    Py_ssize_t cap = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    window_state st;
+    if (start_window(&st, prefix, horizon) < 0) return NULL;
+    int rc = 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(samples) && rc == 1; i++) {
         PyObject *sample = PyList_GET_ITEM(samples, i);
-        if (!PyTuple_CheckExact(sample) || PyTuple_GET_SIZE(sample) != 2) goto unusual;
+        if (!PyTuple_CheckExact(sample) || PyTuple_GET_SIZE(sample) != 2) { rc = 0; break; }
         PyObject *t = PyTuple_GET_ITEM(sample, 0), *v = PyTuple_GET_ITEM(sample, 1);
-        if (!PyLong_CheckExact(t) || !PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) goto unusual;
+        if (!PyLong_CheckExact(t) || !PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) { rc = 0; break; }
         int overflow = 0;
         long long ts = PyLong_AsLongLongAndOverflow(t, &overflow);
-        if (overflow || ts <= 0 || (i > 0 && ts <= prev) || (double)ts > horizon) {
-            if (PyErr_Occurred()) PyErr_Clear();
-            goto unusual;
-        }
-        if (i == 0) first = ts;
-        prev = last = ts;
+        if (overflow || (ts == -1 && PyErr_Occurred())) { PyErr_Clear(); rc = 0; break; }
         Py_ssize_t vlen;
         const char *vs = PyUnicode_AsUTF8AndSize(v, &vlen);
-        if (vs == NULL || vlen == 0 || memchr(vs, '_', vlen) != NULL) goto unusual;
-        int tlen = 7;
-        memcpy(buf, " value=", 7);
-        Py_ssize_t plain = vlen < 64 ? plain_decimal(vs, vlen, buf + tlen) : -1;
-        if (plain >= 0) {
-            tlen += (int)plain;
-        } else {
-            char *end = NULL;
-            double value = PyOS_string_to_double(vs, &end, NULL);
-            if ((value == -1.0 && PyErr_Occurred()) || end != vs + vlen) {
-                PyErr_Clear();
-                goto unusual;
-            }
-            if (Py_IS_NAN(value)) { n_nan++; continue; }
-            if (Py_IS_INFINITY(value)) { n_inf++; continue; }
-            if (value == 0.0 && signbit(value)) goto unusual; /* pandas reads "-0" as the integer 0 */
-            char *text = PyOS_double_to_string(value, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-            if (text == NULL) goto fail;
-            size_t textlen = strlen(text);
-            if (textlen > 400) { PyMem_Free(text); goto unusual; }
-            memcpy(buf + tlen, text, textlen);
-            tlen += (int)textlen;
-            PyMem_Free(text);
-        }
-        buf[tlen++] = ' ';
-        tlen += (int)write_int(ts, buf + tlen);
-        Py_ssize_t need = plen + tlen;
-        if (need > cap) {
-            char *grown = PyMem_Realloc(line, need);
-            if (grown == NULL) { PyErr_NoMemory(); goto fail; }
-            line = grown;
-            cap = need;
-        }
-        memcpy(line, p, plen);
-        memcpy(line + plen, buf, tlen);
-        PyObject *s = PyUnicode_DecodeUTF8(line, need, "strict");
-        if (s == NULL) goto fail;
-        int rc = PyList_Append(lines, s);
-        Py_DECREF(s);
-        if (rc < 0) goto fail;
+        if (vs == NULL) { rc = -1; break; }
+        rc = add_sample(&st, ts, vs, vlen);
     }
-    PyMem_Free(line);
-    return Py_BuildValue("(NnnLL)", lines, n_nan, n_inf, first, last);
-unusual:
-    PyMem_Free(line);
-    Py_DECREF(lines);
-    Py_RETURN_NONE;
-fail:
-    PyMem_Free(line);
-    Py_DECREF(lines);
-    return NULL;
+    return finish_window(&st, rc);
+}
+
+/* --- the samples as JSON text: [[ts, "value"], ...] --------------------------------------------------- */
+
+typedef struct { const char *p, *end; int started; } cursor;
+
+static void skip_ws(cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
+}
+
+/* The next [integer, "string"] pair: 1 with ts and the string's bytes, 0 at the end of the array, -1 for anything
+ * else (an integer of more than 18 digits, a fraction or exponent, an escape, a control or non-ASCII byte in the
+ * string, other JSON): the caller then decodes the message the general way. */
+static int next_sample(cursor *c, long long *ts, const char **v, Py_ssize_t *vlen) {
+    skip_ws(c);
+    if (!c->started) {
+        if (c->p >= c->end || *c->p != '[') return -1;
+        c->p++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ']') { c->p++; skip_ws(c); return c->p == c->end ? 0 : -1; }
+        c->started = 1;
+    } else {
+        if (c->p >= c->end) return -1;
+        if (*c->p == ']') { c->p++; skip_ws(c); return c->p == c->end ? 0 : -1; }
+        if (*c->p != ',') return -1;
+        c->p++;
+        skip_ws(c);
+    }
+    if (c->p >= c->end || *c->p != '[') return -1;
+    c->p++;
+    skip_ws(c);
+    int negative = c->p < c->end && *c->p == '-';
+    if (negative) c->p++;
+    const char *digits = c->p;
+    long long x = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') x = x * 10 + (*c->p++ - '0');
+    Py_ssize_t nd = c->p - digits;
+    if (nd == 0 || nd > 18 || (nd > 1 && *digits == '0')) return -1;
+    *ts = negative ? -x : x;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != ',') return -1;
+    c->p++;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != '"') return -1;
+    const char *s = ++c->p;
+    while (c->p < c->end && *c->p != '"') {
+        unsigned char ch = (unsigned char)*c->p;
+        if (ch == '\\' || ch < 0x20 || ch >= 0x80) return -1;
+        c->p++;
+    }
+    if (c->p >= c->end) return -1;
+    *v = s;
+    *vlen = c->p - s;
+    c->p++;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != ']') return -1;
+    c->p++;
+    return 1;
+}
+
+static PyObject *scan_samples(PyObject *self, PyObject *args) {
+    Py_buffer text;
+    if (!PyArg_ParseTuple(args, "y*", &text)) return NULL;
+    cursor c = {(const char *)text.buf, (const char *)text.buf + text.len, 0};
+    long long ts;
+    const char *v;
+    Py_ssize_t vlen, n = 0;
+    int rc;
+    while ((rc = next_sample(&c, &ts, &v, &vlen)) == 1) n++;
+    PyBuffer_Release(&text);
+    return PyLong_FromSsize_t(rc == 0 ? n : -1);
+}
+
+static PyObject *format_text(PyObject *self, PyObject *args) {
+    PyObject *prefix;
+    Py_buffer text;
+    double horizon;
+    if (!PyArg_ParseTuple(args, "Uy*d", &prefix, &text, &horizon)) return NULL;
+    window_state st;
+    if (start_window(&st, prefix, horizon) < 0) { PyBuffer_Release(&text); return NULL; }
+    cursor c = {(const char *)text.buf, (const char *)text.buf + text.len, 0};
+    long long ts;
+    const char *v;
+    Py_ssize_t vlen;
+    int rc = 1, more;
+    while (rc == 1 && (more = next_sample(&c, &ts, &v, &vlen)) != 0) rc = more < 0 ? 0 : add_sample(&st, ts, v, vlen);
+    PyBuffer_Release(&text);
+    return finish_window(&st, rc);
 }
 
 static PyMethodDef methods[] = {
     {"format_window", format_window, METH_VARARGS, "One window's samples as line-protocol lines (see the source)."},
+    {"format_text", format_text, METH_VARARGS, "format_window for samples still as their JSON text."},
+    {"scan_samples", scan_samples, METH_VARARGS, "How many [int, \"str\"] pairs the JSON text holds, or -1."},
     {NULL, NULL, 0, NULL},
 };
 

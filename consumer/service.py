@@ -38,6 +38,7 @@ from consumer.influx_sink import InfluxSink
 from consumer.metrics import ConsumerMetrics
 from consumer.retention import RetentionWatch
 from consumer.sink import Sink, Source, TopicPartitionKey
+from consumer.transformer import SCAN_SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class ConsumerService:
         source = Source.of(msg)
         self.retention.accepted(source.topic, source.partition, source.offset)
         try:
-            window = decode(msg.value(), msg.headers(), self.settings.max_message_bytes)
+            window = decode(msg.value(), msg.headers(), self.settings.max_message_bytes, SCAN_SAMPLES)
         except Malformed as exc:
             self.batch.reject(DeadLetter(exc.reason, exc.detail, source))
             return

@@ -29,13 +29,17 @@ from common.config import TransformSettings
 
 if TYPE_CHECKING:
     import pandas as pd
-from common.messages import SeriesWindow
+from common.messages import RawSamples, SeriesWindow
 from consumer import line_protocol
 
 try:  # the compiled hot path (consumer/_fastline.c, built by `make install` where a C compiler is)
     from consumer import _fastline
 except ImportError:  # pragma: no cover - the pure-Python fast engine does the same, with more CPU
     _fastline = None  # type: ignore[assignment]
+
+# The consumer decodes messages with this (common.messages.decode): well-formed samples stay JSON text, which
+# format_text turns into lines without a Python object per sample
+SCAN_SAMPLES = _fastline.scan_samples if _fastline is not None else None
 
 # Our own tag names, and names Flux or InfluxQL reserve: a label with one of these names is stored
 # as `label_<name>` so it cannot overwrite ours or confuse queries. A label that already starts with
@@ -110,8 +114,11 @@ class DataTransformer:
                 dropped["metric_not_allowed"] += n
                 continue
             if compiled:
-                done = _fastline.format_window(prefix, w.samples if isinstance(w.samples, list) else
-                                               list(w.samples), horizon_ms)
+                if isinstance(w.samples, RawSamples):
+                    done = _fastline.format_text(prefix, w.samples.text, horizon_ms)
+                else:
+                    done = _fastline.format_window(prefix, w.samples if isinstance(w.samples, list) else
+                                                   list(w.samples), horizon_ms)
                 if done is None:
                     return None
                 window_lines, n_nan, n_inf, first, last = done

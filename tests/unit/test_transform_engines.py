@@ -113,3 +113,47 @@ def test_the_compiled_value_text_is_pythons_repr_of_the_float(text):
     else:
         assert done is not None
         assert done[0] == [f"m value={float(text)!r} 1"]
+
+
+@pytest.mark.parametrize("odd", [False, True])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_samples_left_as_json_text_decode_and_transform_exactly_as_decoded_ones(odd, data):
+    """The consumer's decode leaves well-formed samples as JSON text (RawSamples) for _fastline.format_text: the
+    windows equal the fully decoded ones, and every engine gives the reference's lines from them."""
+    from consumer.transformer import SCAN_SAMPLES
+
+    if SCAN_SAMPLES is None:
+        pytest.skip("no compiled hot path here")
+    texts = [w.to_json() for w in data.draw(st.lists(window(odd=odd), max_size=6))]
+    decoded = [decode(t) for t in texts]
+    as_text = [decode(t, scan_samples=SCAN_SAMPLES) for t in texts]
+    assert as_text == decoded
+    assert_same(*both(as_text))
+    assert both(as_text)[0].lines == both(decoded)[0].lines
+
+
+@pytest.mark.parametrize("samples, count", [
+    (b'[]', 0), (b' [ ] ', 0), (b'[[1,"2"]]', 1), (b'[ [ 1 , "2" ] , [3,"x y"] ]\n', 2),
+    (b'[[-5,"1"]]', 1), (b'[[123456789012345678,"1"]]', 1),
+    (b'[[1234567890123456789,"1"]]', -1),  # more than 18 digits: the general decoder
+    (b'[[1.0,"2"]]', -1), (b'[[1e3,"2"]]', -1), (b'[[01,"2"]]', -1), (b'[[1,2]]', -1), (b'[[1,"a\\"b"]]', -1),
+    (b'[[1,"\xc3\xa9"]]', -1), (b'[[1,"2"],]', -1), (b'[[1,"2"]] x', -1), (b'[[1,"2",3]]', -1), (b'[1,"2"]', -1),
+    (b'[[1,"2"]', -1), (b'[[1,null]]', -1), (b'{}', -1),
+])
+def test_the_sample_scanner_vouches_only_for_the_usual_shape(samples, count):
+    from consumer.transformer import SCAN_SAMPLES
+
+    if SCAN_SAMPLES is None:
+        pytest.skip("no compiled hot path here")
+    assert SCAN_SAMPLES(samples) == count
+    message = b'{"v":1,"query":"q","metric_type":"g","labels":{},"window":[1,2],"samples":' + samples + b"}"
+    try:
+        expected = decode(message)
+    except Exception as exc:  # noqa: BLE001 (the same error either way)
+        with pytest.raises(type(exc)):
+            decode(message, scan_samples=SCAN_SAMPLES)
+        return
+    got = decode(message, scan_samples=SCAN_SAMPLES)
+    assert got == expected and len(got.samples) == len(expected.samples)
+    assert type(got.samples).__name__ == ("RawSamples" if count >= 0 else "list")
