@@ -38,8 +38,9 @@ from prometheus_client import Counter as MetricCounter
 from archive import layout
 from archive.store import Store
 from common.config import ArchiveSettings
-from common.messages import SeriesWindow
+from common.messages import RawSamples, SeriesWindow
 from consumer.sink import Source, TopicPartitionKey, WriteOutcome
+from consumer.transformer import _fastline
 
 log = logging.getLogger(__name__)
 TopicPartitionOffsets = dict[TopicPartitionKey, int]
@@ -159,6 +160,14 @@ class ParquetSink:
         samples = 0
         for w, src in zip(windows, sources, strict=True):
             samples += len(w.samples)
+            metric = w.labels.get("__name__") or w.query
+            labels = orjson.dumps(dict(sorted(w.labels.items()))).decode()
+            series = (w.key.decode(), w.query, w.metric_type, metric, labels)
+            arrays = _fastline.sample_arrays(w.samples.text) if isinstance(w.samples, RawSamples) else None
+            if arrays is not None:  # the usual text: straight into arrays, no Python object per sample
+                parsed.append(Parsed(src, series, np.frombuffer(arrays[0], np.int64),
+                                     np.frombuffer(arrays[1], np.float64), None))
+                continue
             raw_ts = [s[0] for s in w.samples]
             values, nulls = _values([s[1] for s in w.samples])
             ts = _timestamps(raw_ts)
@@ -168,9 +177,6 @@ class ParquetSink:
                 ts = np.array([t for t, k in zip(raw_ts, keep, strict=True) if k], dtype=np.int64)
                 values = values[keep]
                 nulls = nulls[keep] if nulls is not None else None
-            metric = w.labels.get("__name__") or w.query
-            labels = orjson.dumps(dict(sorted(w.labels.items()))).decode()
-            series = (w.key.decode(), w.query, w.metric_type, metric, labels)
             parsed.append(Parsed(src, series, ts, values, nulls))
         return ArchiveBatch(parsed, samples, dropped)
 

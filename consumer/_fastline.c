@@ -3,6 +3,7 @@
  * format_window(prefix, samples, horizon_ms) -> (lines, nan, inf, first_ts, last_ts) | None
  * format_text(prefix, samples_json, horizon_ms) -> the same, from the samples' JSON text (common.messages.RawSamples)
  * scan_samples(samples_json) -> how many samples, or -1 when the text is not the usual [[int, "str"], ...]
+ * sample_arrays(samples_json) -> (int64 timestamps, float64 values) as bytes | None: the archive's columns
  *
  * Exactly what consumer/transformer.py's pure-Python fast engine does, sample for sample, using the same
  * CPython routines Python itself uses: PyOS_string_to_double (what float() calls) and PyOS_double_to_string
@@ -266,9 +267,57 @@ static PyObject *format_text(PyObject *self, PyObject *args) {
     return finish_window(&st, rc);
 }
 
+/* The archive's arrays: (timestamps as int64 bytes, values as float64 bytes) | None. A value is read as float()
+ * reads it (NaN and +-Inf kept, as the cold tier keeps them); None when a timestamp is not positive or a value is
+ * not plain float() text (an underscore, spaces, not a number): the caller's general path decides those. */
+static PyObject *sample_arrays(PyObject *self, PyObject *args) {
+    Py_buffer text;
+    if (!PyArg_ParseTuple(args, "y*", &text)) return NULL;
+    const char *start = (const char *)text.buf, *stop = start + text.len;
+    cursor c = {start, stop, 0};
+    long long ts;
+    const char *v;
+    Py_ssize_t vlen, n = 0;
+    int rc;
+    while ((rc = next_sample(&c, &ts, &v, &vlen)) == 1) n++;
+    PyObject *ts_bytes = NULL, *value_bytes = NULL;
+    if (rc != 0) goto unusual;
+    ts_bytes = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(long long));
+    value_bytes = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(double));
+    if (ts_bytes == NULL || value_bytes == NULL) goto fail;
+    long long *ts_out = (long long *)PyBytes_AS_STRING(ts_bytes);
+    double *value_out = (double *)PyBytes_AS_STRING(value_bytes);
+    cursor again = {start, stop, 0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        next_sample(&again, &ts, &v, &vlen);
+        if (ts <= 0 || vlen == 0 || vlen >= 72 || memchr(v, '_', vlen) != NULL) goto unusual;
+        char value_text[72];
+        memcpy(value_text, v, vlen);
+        value_text[vlen] = '\0';
+        char *end = NULL;
+        double value = PyOS_string_to_double(value_text, &end, NULL);
+        if ((value == -1.0 && PyErr_Occurred()) || end != value_text + vlen) { PyErr_Clear(); goto unusual; }
+        ts_out[i] = ts;
+        value_out[i] = value;
+    }
+    PyBuffer_Release(&text);
+    return Py_BuildValue("(NN)", ts_bytes, value_bytes);
+unusual:
+    PyBuffer_Release(&text);
+    Py_XDECREF(ts_bytes);
+    Py_XDECREF(value_bytes);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&text);
+    Py_XDECREF(ts_bytes);
+    Py_XDECREF(value_bytes);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"format_window", format_window, METH_VARARGS, "One window's samples as line-protocol lines (see the source)."},
     {"format_text", format_text, METH_VARARGS, "format_window for samples still as their JSON text."},
+    {"sample_arrays", sample_arrays, METH_VARARGS, "The samples' JSON text as int64 and float64 bytes, or None."},
     {"scan_samples", scan_samples, METH_VARARGS, "How many [int, \"str\"] pairs the JSON text holds, or -1."},
     {NULL, NULL, 0, NULL},
 };
