@@ -100,15 +100,10 @@ class _Message(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Message)
 
 
-class _MessageRawSamples(msgspec.Struct):
+class _MessageRawSamples(_Message):
     """The contract with the samples left as JSON text, for a caller that reads them itself."""
 
-    v: int
-    query: str
-    metric_type: str
-    labels: dict[str, str]
-    window: tuple[int, int]
-    samples: msgspec.Raw
+    samples: msgspec.Raw  # type: ignore[assignment]
 
 
 _RAW_DECODER = msgspec.json.Decoder(_MessageRawSamples)

@@ -90,10 +90,6 @@ class WindowCache:
             entry.frame, entry.lo = _within(entry.frame, keep_from, entry.hi), keep_from  # bounded memory
             return result
 
-    def samples(self, query: QuerySettings, labels: dict[str, str], start_ms: int, end_ms: int) -> pd.DataFrame:
-        """The query's identified samples matching `labels` in (start_ms, end_ms], as InfluxDB holds them now."""
-        return self.compute(query, labels, start_ms, end_ms, lambda frame: frame)
-
     def _entry(self, key: tuple, end_ms: int) -> _Entry:
         with self._lock:
             entry = self._entries.get(key)

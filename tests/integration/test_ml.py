@@ -29,7 +29,7 @@ RATE = {"name": "request_rate", "promql": "sum by (method, path) (rate(http_requ
 @pytest.fixture(scope="module")
 def loaded(services, tmp_path_factory):
     """~3 minutes of the demo app through the pipeline into a scratch bucket, and archived too: (cfg, start, end)."""
-    wait_for_scrapes(services, seconds=30)
+    wait_for_scrapes(services, seconds=170)  # the tests read the last 150 s before the watermark (now - 5 s)
     archive_dir = tmp_path_factory.mktemp("ml-archive")
     with influx.temporary_bucket(services.config().load.influxdb, "ml") as bucket:
         cfg = services.config(extract={"queries": [RAW_UP, RATE], "max_backfill": "3m", "lag_seconds": 5},

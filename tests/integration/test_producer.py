@@ -47,8 +47,8 @@ def prometheus_raw(url: str, selector: str, start_ms: int, end_ms: int) -> set[t
 
 
 def wait_for_scrapes(services, seconds=5):
-    """Prometheus must hold a few seconds of demo-app samples."""
-    deadline = time.monotonic() + 60
+    """Prometheus must hold `seconds` of demo-app samples (on a stack started just now, wait for them)."""
+    deadline = time.monotonic() + seconds + 60
     while time.monotonic() < deadline:
         query = f'count_over_time(up{{job="test-app"}}[{seconds + 5}s])'
         body = requests.get(f"{services.prometheus_url}/api/v1/query", params={"query": query}, timeout=10).json()
