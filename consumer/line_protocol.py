@@ -30,12 +30,17 @@ _ESCAPE_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
 
 def representable(text: str) -> str:
     """`text` as InfluxDB will store it under the rule above (what a round trip gives back)."""
+    if "\\" not in text and "\n" not in text and "\r" not in text:
+        return text  # the usual label: three scans in C instead of a translate and a regex substitution
     return _BACKSLASH_BEFORE_SPECIAL.sub("\u29f5", text.translate(_CONTROL))
 
 
 def escape_tag(text: str) -> str:
     """A tag key or value, escaped for line protocol."""
-    return representable(text).translate(_ESCAPE_TAG)
+    text = representable(text)
+    if "," not in text and "=" not in text and " " not in text:
+        return text
+    return text.translate(_ESCAPE_TAG)
 
 
 def escape_measurement(text: str) -> str:

@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from common.config import TransformSettings
 
 if TYPE_CHECKING:
     import pandas as pd
+# numpy and pandas are imported where used: with the compiled engine the consumer never needs them, and
+# numpy's import (plus the BLAS thread it starts) was a fifth of the consumer's start-up CPU
 from common.messages import RawSamples, SeriesWindow
 from consumer import line_protocol
 
@@ -98,6 +98,8 @@ class DataTransformer:
     def _transform_fast(self, windows: Sequence[SeriesWindow], compiled: bool = False) -> TransformResult | None:
         """The common case in one pass per window; None when the batch needs the reference engine.
         `compiled`: each window through consumer/_fastline.c (the same steps in C)."""
+        if not compiled:
+            import numpy as np
         lines: list[str] = []
         sources: list[int] = []
         dropped: Counter = Counter()
@@ -177,6 +179,7 @@ class DataTransformer:
 
     def _clean_data(self, df: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
         """Drop what InfluxDB must not get; return the rest and the drop counts by reason."""
+        import numpy as np
         import pandas as pd
 
         dropped: Counter = Counter()
