@@ -2,6 +2,8 @@
  *
  * format_window(prefix, samples, horizon_ms) -> (lines, nan, inf, first_ts, last_ts) | None
  * format_text(prefix, samples_json, horizon_ms) -> the same, from the samples' JSON text (common.messages.RawSamples)
+ * format_body(prefix, samples_json, horizon_ms) -> (body, lines, nan, inf, first_ts, last_ts) | None: the lines as
+ *     one UTF-8 bytes object, each line ending in "\n" -- what the consumer posts, with no str per line
  * scan_samples(samples_json) -> how many samples, or -1 when the text is not the usual [[int, "str"], ...]
  * sample_arrays(samples_json) -> (int64 timestamps, float64 values) as bytes | None: the archive's columns
  *
@@ -61,14 +63,16 @@ static Py_ssize_t write_int(long long v, char *out) {
 
 /* One window's output as it grows: the lines, the drop counts, the timestamps seen. */
 typedef struct {
-    PyObject *lines;
+    PyObject *lines; /* NULL when the window is built as one body instead */
+    char *body;
+    Py_ssize_t blen, bcap;
     const char *prefix;
     Py_ssize_t plen;
     int ascii_prefix;
     char *line;
     Py_ssize_t cap;
     long long prev, first, last;
-    Py_ssize_t n_nan, n_inf, count;
+    Py_ssize_t n_nan, n_inf, count, n_lines;
     double horizon;
 } window_state;
 
@@ -114,6 +118,22 @@ static int add_sample(window_state *st, long long ts, const char *vs, Py_ssize_t
     buf[tlen++] = ' ';
     tlen += (int)write_int(ts, buf + tlen);
     Py_ssize_t need = st->plen + tlen;
+    if (st->lines == NULL) { /* body mode: append the line's bytes, no Python object */
+        if (st->blen + need + 1 > st->bcap) {
+            Py_ssize_t cap = st->bcap ? st->bcap * 2 : 4096;
+            while (cap < st->blen + need + 1) cap *= 2;
+            char *grown = PyMem_Realloc(st->body, cap);
+            if (grown == NULL) { PyErr_NoMemory(); return -1; }
+            st->body = grown;
+            st->bcap = cap;
+        }
+        memcpy(st->body + st->blen, st->prefix, st->plen);
+        memcpy(st->body + st->blen + st->plen, buf, tlen);
+        st->blen += need;
+        st->body[st->blen++] = '\n';
+        st->n_lines++;
+        return 1;
+    }
     PyObject *s;
     if (st->ascii_prefix) { /* ASCII throughout: copy into the str, no UTF-8 decoding */
         s = PyUnicode_New(need, 127);
@@ -137,12 +157,13 @@ static int add_sample(window_state *st, long long ts, const char *vs, Py_ssize_t
     return rc < 0 ? -1 : 1;
 }
 
-static int start_window(window_state *st, PyObject *prefix, double horizon) {
+static int start_window(window_state *st, PyObject *prefix, double horizon, int as_body) {
     memset(st, 0, sizeof(*st));
     st->prefix = PyUnicode_AsUTF8AndSize(prefix, &st->plen);
     if (st->prefix == NULL) return -1;
     st->ascii_prefix = PyUnicode_IS_ASCII(prefix);
     st->horizon = horizon;
+    if (as_body) return 0;
     st->lines = PyList_New(0);
     return st->lines == NULL ? -1 : 0;
 }
@@ -150,6 +171,17 @@ static int start_window(window_state *st, PyObject *prefix, double horizon) {
 /* rc: 1 done, 0 unusual, -1 error. */
 static PyObject *finish_window(window_state *st, int rc) {
     PyMem_Free(st->line);
+    if (st->lines == NULL) {
+        PyObject *out = NULL;
+        if (rc == 1) {
+            PyObject *body = PyBytes_FromStringAndSize(st->body ? st->body : "", st->blen);
+            if (body != NULL)
+                out = Py_BuildValue("(NnnnLL)", body, st->n_lines, st->n_nan, st->n_inf, st->first, st->last);
+        }
+        PyMem_Free(st->body);
+        if (rc == 0) Py_RETURN_NONE;
+        return out;
+    }
     if (rc == 1) return Py_BuildValue("(NnnLL)", st->lines, st->n_nan, st->n_inf, st->first, st->last);
     Py_DECREF(st->lines);
     if (rc == 0) Py_RETURN_NONE;
@@ -161,7 +193,7 @@ static PyObject *format_window(PyObject *self, PyObject *args) {
     double horizon;
     if (!PyArg_ParseTuple(args, "UO!d", &prefix, &PyList_Type, &samples, &horizon)) return NULL;
     window_state st;
-    if (start_window(&st, prefix, horizon) < 0) return NULL;
+    if (start_window(&st, prefix, horizon, 0) < 0) return NULL;
     int rc = 1;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(samples) && rc == 1; i++) {
         PyObject *sample = PyList_GET_ITEM(samples, i);
@@ -250,13 +282,13 @@ static PyObject *scan_samples(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(rc == 0 ? n : -1);
 }
 
-static PyObject *format_text(PyObject *self, PyObject *args) {
+static PyObject *text_window(PyObject *args, int as_body) {
     PyObject *prefix;
     Py_buffer text;
     double horizon;
     if (!PyArg_ParseTuple(args, "Uy*d", &prefix, &text, &horizon)) return NULL;
     window_state st;
-    if (start_window(&st, prefix, horizon) < 0) { PyBuffer_Release(&text); return NULL; }
+    if (start_window(&st, prefix, horizon, as_body) < 0) { PyBuffer_Release(&text); return NULL; }
     cursor c = {(const char *)text.buf, (const char *)text.buf + text.len, 0};
     long long ts;
     const char *v;
@@ -266,6 +298,10 @@ static PyObject *format_text(PyObject *self, PyObject *args) {
     PyBuffer_Release(&text);
     return finish_window(&st, rc);
 }
+
+static PyObject *format_text(PyObject *self, PyObject *args) { return text_window(args, 0); }
+
+static PyObject *format_body(PyObject *self, PyObject *args) { return text_window(args, 1); }
 
 /* The archive's arrays: (timestamps as int64 bytes, values as float64 bytes) | None. A value is read as float()
  * reads it (NaN and +-Inf kept, as the cold tier keeps them); None when a timestamp is not positive or a value is
@@ -317,6 +353,7 @@ fail:
 static PyMethodDef methods[] = {
     {"format_window", format_window, METH_VARARGS, "One window's samples as line-protocol lines (see the source)."},
     {"format_text", format_text, METH_VARARGS, "format_window for samples still as their JSON text."},
+    {"format_body", format_body, METH_VARARGS, "format_text's lines as one bytes body, each ending in a newline."},
     {"sample_arrays", sample_arrays, METH_VARARGS, "The samples' JSON text as int64 and float64 bytes, or None."},
     {"scan_samples", scan_samples, METH_VARARGS, "How many [int, \"str\"] pairs the JSON text holds, or -1."},
     {NULL, NULL, 0, NULL},

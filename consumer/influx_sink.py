@@ -1,8 +1,8 @@
 """InfluxSink: the consumer's sink for InfluxDB, used by the live consumer and by `healthpipe replay`.
 
-prepare = the DataTransformer (clean, count drops, line protocol); write = the loader's batched HTTP writes in
-chunks of `load.influxdb.batch_size`, resuming after the last acknowledged chunk when called again after a
-failure. Lines InfluxDB refuses for good come back as `Rejected`, for the dead-letter topic.
+prepare = the DataTransformer (clean, count drops, line protocol as bytes, window by window, joined into request
+bodies of up to `load.influxdb.batch_size` lines); write = the loader's HTTP writes of those bodies, resuming after
+the last acknowledged request when called again after a failure. Lines InfluxDB refuses for good come back as `Rejected`, for the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -15,19 +15,58 @@ from common.config import InfluxSettings, TransformSettings
 from common.messages import SeriesWindow
 from consumer.loader import InfluxDBLoader
 from consumer.sink import Rejected, Source, TopicPartitionKey, WriteOutcome
-from consumer.transformer import DataTransformer
+from consumer.transformer import DataTransformer, TransformBodies
+
+
+@dataclass
+class Request:
+    """One write request's body: whole windows' lines, at most batch_size of them (unless one window has more)."""
+
+    body: bytes
+    lines: int
+    windows: list[tuple[int, int]]  # (window index in the batch, its lines in the body), in body order
+
+    def window_of(self, line: int) -> int:
+        for window, n in self.windows:
+            if line < n:
+                return window
+            line -= n
+        raise IndexError(line)
 
 
 @dataclass
 class InfluxBatch:
-    """A batch as line protocol, with how far its write has got (kept across retries: transform once)."""
+    """A batch as line protocol in request bodies, with how far its write has got (kept across retries: transform
+    once)."""
 
-    lines: list[str]
-    line_window: list[int]  # per line: index of its window in the batch
+    requests: list[Request]
     dropped: Counter
     samples_in: int
-    written_upto: int = 0  # lines acknowledged so far
+    written_upto: int = 0  # requests acknowledged so far
     outcome: WriteOutcome = field(default_factory=WriteOutcome)
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for r in self.requests for line in r.body.decode().split("\n")[:r.lines]]
+
+
+def requests_of(bodies: TransformBodies, batch_size: int) -> list[Request]:
+    """Consecutive windows' bodies joined into requests of up to batch_size lines (bodies are never split: a
+    window is at most one message's samples)."""
+    requests: list[Request] = []
+    parts: list[bytes] = []
+    windows: list[tuple[int, int]] = []
+    lines = 0
+    for window, body, n in bodies.bodies:
+        if lines and lines + n > batch_size:
+            requests.append(Request(b"".join(parts), lines, windows))
+            parts, windows, lines = [], [], 0
+        parts.append(body)
+        windows.append((window, n))
+        lines += n
+    if lines:
+        requests.append(Request(b"".join(parts), lines, windows))
+    return requests
 
 
 class InfluxSink:
@@ -44,21 +83,20 @@ class InfluxSink:
         self.loader.check_bucket()
 
     def prepare(self, windows: Sequence[SeriesWindow], sources: Sequence[Source]) -> InfluxBatch:
-        result = self.transformer.transform(windows)
-        return InfluxBatch(result.lines, result.sources, result.dropped, result.samples_in)
+        result = self.transformer.transform_bodies(windows)
+        return InfluxBatch(requests_of(result, self.batch_size), result.dropped, result.samples_in)
 
     def write(self, prepared: InfluxBatch) -> WriteOutcome:
-        lines, size = prepared.lines, self.batch_size
-        while prepared.written_upto < len(lines):
-            chunk = lines[prepared.written_upto:prepared.written_upto + size]
-            result = self.loader.write(chunk)  # Retryable / Fatal propagate; this chunk is retried whole
+        while prepared.written_upto < len(prepared.requests):
+            request = prepared.requests[prepared.written_upto]
+            result = self.loader.write_body(request.body, request.lines)  # Retryable / Fatal: retried whole
             prepared.outcome.written += result.written
             if result.rejected:
-                where = {line: prepared.written_upto + i for i, line in enumerate(chunk)}
+                where = {line: i for i, line in enumerate(request.body.decode().split("\n")[:request.lines])}
                 prepared.outcome.rejected.extend(
-                    Rejected(prepared.line_window[where[r.line]], r.line.encode(), r.body, r.status)
+                    Rejected(request.window_of(where[r.line]), r.line.encode(), r.body, r.status)
                     for r in result.rejected)
-            prepared.written_upto += len(chunk)
+            prepared.written_upto += 1
         return prepared.outcome
 
     def flush(self, partitions: set[TopicPartitionKey] | None = None) -> None:

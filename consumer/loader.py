@@ -161,18 +161,29 @@ class InfluxDBLoader:
             raise SinkUnavailable(f"InfluxDB at {self.settings.url} unreachable: {type(exc).__name__}: {exc}") \
                 from None
 
+    def write_body(self, body: bytes, n_lines: int) -> WriteResult:
+        """write() for lines already encoded: `body` is n_lines lines, each ending in a newline. Only when
+        InfluxDB refuses part of it are the lines split out, to bisect as write() does."""
+        result = WriteResult()
+        if n_lines:
+            self._post(body, n_lines, None, result)
+        return result
+
     def _write(self, lines: list[str], result: WriteResult) -> None:
-        if not lines:
-            return
+        if lines:
+            self._post("\n".join(lines).encode(), len(lines), lines, result)
+
+    def _post(self, body: bytes, n_lines: int, lines: list[str] | None, result: WriteResult) -> None:
         result.requests += 1
-        body = "\n".join(lines).encode()
         response = self._request("POST", self._write_url, gzip.compress(body, 1) if self.settings.gzip else body)
         status = response.status
         action = action_for(status)
         if action is Action.WRITTEN or 200 <= status < 300:
-            result.written += len(lines)
+            result.written += n_lines
             return
         if action in (Action.BISECT, Action.SPLIT):
+            if lines is None:
+                lines = body.decode().split("\n")[:n_lines]
             if len(lines) == 1:
                 result.rejected.append(RejectedLine(lines[0], status, _body(response)))
                 return

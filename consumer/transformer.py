@@ -72,6 +72,19 @@ class TransformResult:
         return len(self.lines)
 
 
+@dataclass
+class TransformBodies:
+    """TransformResult's lines as bytes, window by window: what the consumer posts (see transform_bodies)."""
+
+    bodies: list[tuple[int, bytes, int]]  # (index of the window in the batch, its lines each ending "\n", how many)
+    dropped: Counter = field(default_factory=Counter)
+    samples_in: int = 0
+
+    @property
+    def samples_out(self) -> int:
+        return sum(n for _, _, n in self.bodies)
+
+
 class DataTransformer:
     def __init__(self, settings: TransformSettings | None = None, clock=time.time):
         self.settings = settings or TransformSettings()
@@ -95,11 +108,24 @@ class DataTransformer:
                 return result
         return self.transform_reference(raw_data)
 
-    def _transform_fast(self, windows: Sequence[SeriesWindow], compiled: bool = False) -> TransformResult | None:
+    def transform_bodies(self, raw_data: Sequence[SeriesWindow]) -> TransformBodies:
+        """transform(), with each window's lines as one bytes body: `b"".join` of the bodies is exactly
+        `"\n".join(lines) + "\n"` encoded. The compiled engine builds the bytes directly (no str per line, no
+        join and encode per request: ~0.06 CPU-s per million samples); the other engines' lines are encoded."""
+        if self.settings.engine == "fast" and _fastline is not None:
+            result = self._transform_fast(raw_data, compiled=True, bodies=True)
+            if isinstance(result, TransformBodies):
+                return result
+        return bodies_of(self.transform(raw_data))
+
+    def _transform_fast(self, windows: Sequence[SeriesWindow], compiled: bool = False,
+                        bodies: bool = False) -> TransformResult | TransformBodies | None:
         """The common case in one pass per window; None when the batch needs the reference engine.
-        `compiled`: each window through consumer/_fastline.c (the same steps in C)."""
+        `compiled`: each window through consumer/_fastline.c (the same steps in C); `bodies`: as bytes."""
+        assert compiled or not bodies, "bodies come from the compiled engine"
         if not compiled:
             import numpy as np
+        out: list[tuple[int, bytes, int]] = []
         lines: list[str] = []
         sources: list[int] = []
         dropped: Counter = Counter()
@@ -116,14 +142,22 @@ class DataTransformer:
                 dropped["metric_not_allowed"] += n
                 continue
             if compiled:
-                if isinstance(w.samples, RawSamples):
+                if bodies and isinstance(w.samples, RawSamples):
+                    done = _fastline.format_body(prefix, w.samples.text, horizon_ms)
+                    if done is None:
+                        return None
+                    body, n_lines, n_nan, n_inf, first, last = done
+                elif isinstance(w.samples, RawSamples):
                     done = _fastline.format_text(prefix, w.samples.text, horizon_ms)
                 else:
                     done = _fastline.format_window(prefix, w.samples if isinstance(w.samples, list) else
                                                    list(w.samples), horizon_ms)
-                if done is None:
-                    return None
-                window_lines, n_nan, n_inf, first, last = done
+                if not (bodies and isinstance(w.samples, RawSamples)):
+                    if done is None:
+                        return None
+                    window_lines, n_nan, n_inf, first, last = done
+                    if bodies:  # a window that did not stay JSON text (rare): its lines, encoded
+                        body, n_lines = _body(window_lines), len(window_lines)
                 seen = spans.get(prefix)
                 if seen is not None and not (first > seen[1] or last < seen[0]):
                     return None
@@ -132,6 +166,10 @@ class DataTransformer:
                     dropped["nan"] += n_nan
                 if n_inf:
                     dropped["inf"] += n_inf
+                if bodies:
+                    if n_lines:
+                        out.append((i, body, n_lines))
+                    continue
                 lines.extend(window_lines)
                 sources.extend([i] * len(window_lines))
                 continue
@@ -168,6 +206,8 @@ class DataTransformer:
             field = f"{prefix} {line_protocol.FIELD}="
             lines.extend([f"{field}{v!r} {t}" for v, t in zip(values.tolist(), ts.tolist(), strict=True)])
             sources.extend([i] * len(values))
+        if bodies:
+            return TransformBodies(out, dropped, samples_in)
         return TransformResult(lines, sources, dropped, samples_in)
 
     def transform_reference(self, raw_data: Sequence[SeriesWindow]) -> TransformResult:
@@ -267,6 +307,21 @@ class DataTransformer:
                 values.append(v)
         return pd.DataFrame({"prefix": prefixes, "allowed": allowed, "src": src,
                              "ts": pd.Series(ts, dtype=object), "value": pd.Series(values, dtype=object)})
+
+
+def _body(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def bodies_of(result: TransformResult) -> TransformBodies:
+    """A TransformResult's lines as bodies, window by window (consecutive lines of one window: one body)."""
+    out: list[tuple[int, bytes, int]] = []
+    start = 0
+    for end in range(1, len(result.lines) + 1):
+        if end == len(result.lines) or result.sources[end] != result.sources[start]:
+            out.append((result.sources[start], _body(result.lines[start:end]), end - start))
+            start = end
+    return TransformBodies(out, result.dropped, result.samples_in)
 
 
 def drop_summary(dropped: Mapping[str, int]) -> str:

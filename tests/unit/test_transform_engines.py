@@ -133,6 +133,30 @@ def test_samples_left_as_json_text_decode_and_transform_exactly_as_decoded_ones(
     assert both(as_text)[0].lines == both(decoded)[0].lines
 
 
+@pytest.mark.parametrize("odd", [False, True])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_request_bodies_are_the_reference_lines_as_bytes(odd, data):
+    """What the consumer posts (transform_bodies, built as bytes in C from the JSON text) is the reference's lines,
+    each ending in a newline, and each body's lines come from the window the reference says."""
+    from consumer.influx_sink import requests_of
+    from consumer.transformer import SCAN_SAMPLES
+
+    texts = [w.to_json() for w in data.draw(st.lists(window(odd=odd), max_size=6))]
+    batch = [decode(t, scan_samples=SCAN_SAMPLES) for t in texts]
+    cfg = TransformSettings(valid_metrics=["up", "other", "availability", "q"])
+    bodies = DataTransformer(cfg, clock=lambda: NOW_MS / 1000).transform_bodies(batch)
+    _, reference = both(batch)
+    assert b"".join(body for _, body, _ in bodies.bodies) == "".join(f"{line}\n" for line in reference.lines).encode()
+    assert [w for w, _, n in bodies.bodies for _ in range(n)] == reference.sources
+    assert +bodies.dropped == +reference.dropped and bodies.samples_in == reference.samples_in
+    size = data.draw(st.integers(1, 8))
+    requests = requests_of(bodies, size)
+    assert [line for r in requests for line in r.body.decode().split("\n")[:r.lines]] == reference.lines
+    assert [r.window_of(i) for r in requests for i in range(r.lines)] == reference.sources
+    assert all(r.lines <= size or len(r.windows) == 1 for r in requests)
+
+
 @pytest.mark.parametrize("samples, count", [
     (b'[]', 0), (b' [ ] ', 0), (b'[[1,"2"]]', 1), (b'[ [ 1 , "2" ] , [3,"x y"] ]\n', 2),
     (b'[[-5,"1"]]', 1), (b'[[123456789012345678,"1"]]', 1),
