@@ -12,6 +12,9 @@ cut again at exactly the same offsets, so the same files get the same names and 
 order, dictionaries in first-seen order): no duplicate row, no partial file, ever. Intents of committed ranges
 are deleted after the commit (`committed()`).
 
+A sealed range's files are built by two builder threads while the loop reads on (pyarrow encodes without the
+GIL); ranges are still published strictly in order, each only once its files are built.
+
 Rows (zstd; strings dictionary-encoded; ts delta-encoded): ts (timestamp[ms, UTC]), value (float64; NaN and
 ±Inf kept as Prometheus gave them; null only for a value that is not a number at all), metric, query,
 metric_type, series (the message key), labels (map).
@@ -26,6 +29,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,10 +108,14 @@ class _Sealed:
     partition: int
     first: int
     last: int
-    files: dict[str, bytes]  # path → Parquet bytes
+    build: Future[dict[str, bytes]]  # path → Parquet bytes, built by the sink's builder threads
     rows: int
     marker_written: bool = False
     published: set[str] = field(default_factory=set)
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        return self.build.result()
 
 
 def _values(raw: list) -> tuple[np.ndarray, np.ndarray | None]:
@@ -133,6 +141,10 @@ def _timestamps(raw: list) -> np.ndarray | None:
     return None
 
 
+BUILD_THREADS = 2
+MAX_BUILDING = 4  # sealed ranges waiting for their files before write() waits too (bounds memory)
+
+
 class ParquetSink:
     name = "archive"
 
@@ -148,6 +160,9 @@ class ParquetSink:
         self._cuts: dict[TopicPartitionKey, list[tuple[int, int, list[str]]]] = {}  # recovery: ranges to re-cut
         self._intents: dict[TopicPartitionKey, list[tuple[int, int]]] = {}  # written by us, not yet committed
         self._unrecovered: set[TopicPartitionKey] = set()  # assigned, no message read yet
+        # Files are built (arrays → Parquet, zstd) off the loop's thread and two at a time: at the end of a backlog
+        # every partition's range is sealed at once, and pyarrow's encoders run without the GIL
+        self._builder = ThreadPoolExecutor(max_workers=BUILD_THREADS, thread_name_prefix="parquet-build")
 
     # --- the Sink interface -------------------------------------------------------------------------------
 
@@ -181,15 +196,16 @@ class ParquetSink:
         return ArchiveBatch(parsed, samples, dropped)
 
     def write(self, prepared: ArchiveBatch) -> WriteOutcome:
-        self._publish_sealed()  # a previous attempt's sealed ranges first: files of a partition stay in order
+        # Files built meanwhile are published; the loop reads on while the rest build (durable() says what is in)
+        self._publish_sealed(wait=False)
         now = self.clock()
         while prepared.applied < len(prepared.parsed):
             p = prepared.parsed[prepared.applied]
             self._append(p, now)
             prepared.applied += 1
-            self._publish_sealed()
+            self._publish_sealed(wait=len(self._sealed) > MAX_BUILDING)
         self._seal_due(now)
-        self._publish_sealed()
+        self._publish_sealed(wait=False)
         return WriteOutcome(written=sum(len(p.ts) for p in prepared.parsed))
 
     def durable(self) -> TopicPartitionOffsets:
@@ -202,8 +218,10 @@ class ParquetSink:
         return self.durable()
 
     def tick(self) -> TopicPartitionOffsets | None:
-        """Called by the loop when idle: seal ranges that reached their age; the offsets to commit, if any."""
-        if not any(self.clock() - r.started >= self.settings.max_file_age_seconds for r in self._open.values()):
+        """Called by the loop when idle: finish the files being built, seal ranges that reached their age; the
+        offsets to commit, if any."""
+        due = any(self.clock() - r.started >= self.settings.max_file_age_seconds for r in self._open.values())
+        if not due and not self._sealed:
             return None
         self._seal_due(self.clock())
         self._publish_sealed()
@@ -273,7 +291,7 @@ class ParquetSink:
                 intents.remove((first, last))
 
     def close(self) -> None:
-        pass
+        self._builder.shutdown(wait=False, cancel_futures=True)
 
     # --- ranges -------------------------------------------------------------------------------------------
 
@@ -309,13 +327,17 @@ class ParquetSink:
 
     def _seal(self, key: TopicPartitionKey, why: str) -> None:
         r = self._open.pop(key)
-        self._sealed.append(_Sealed(r.topic, r.partition, r.first, r.last, self._files(r), r.rows))
+        build = self._builder.submit(self._files, r)
+        self._sealed.append(_Sealed(r.topic, r.partition, r.first, r.last, build, r.rows))
         self.metrics.ranges.labels(why).inc()
 
-    def _publish_sealed(self) -> None:
-        """Write sealed ranges in order: intent, then files; a failure raises and the next call resumes."""
+    def _publish_sealed(self, wait: bool = True) -> None:
+        """Write sealed ranges in order: intent, then files; a failure raises and the next call resumes.
+        wait=False: stop at the first range whose files are still being built."""
         while self._sealed:
             s = self._sealed[0]
+            if not wait and not s.build.done():
+                return
             if not s.marker_written:
                 intent = {"topic": s.topic, "partition": s.partition, "first": s.first, "last": s.last,
                           "rows": s.rows, "files": sorted(s.files)}

@@ -184,6 +184,10 @@ def one_run(services, n: int, run: int, telegraf: Path | None) -> dict:
                      "b0_influx": b0_influx_ceiling(fresh(services.config()), n, seed=1000 + run),
                      "b0_influx_writers": b0_influx_ceiling(fresh(services.config()), n, seed=3000 + run,
                                                             connections=writers)}
+        # The consumer's fixed cost (start, imports, group join, first batch): the same command on a topic of one
+        # 1,000-sample message; at 2 M samples it is a fifth of the total, at 10 M a twentieth
+        small_cfg, small = prefill(services, 1000, seed=4000 + run)
+        row["b2_consumer_start"] = b2_consumer(fresh(small_cfg), small, RESULTS)
         cfg, ledger = prefill(services, n, seed=2000 + run)
         row["b0_kafka"] = b0_kafka_consume(cfg, len(ledger.messages))
         # healthpipe at its default writers, healthpipe at 1 writer (Telegraf's one connection), Telegraf
@@ -197,6 +201,9 @@ def one_run(services, n: int, run: int, telegraf: Path | None) -> dict:
             else:
                 row[name] = b2_telegraf(target, ledger, RESULTS, telegraf)  # type: ignore[arg-type]
     hp = row["b2_consumer"]
+    start_cpu = row["b2_consumer_start"]["cpu_s_per_million"] * 1000 / 1e6
+    row["consumer_start_cpu_s"] = start_cpu
+    row["consumer_cpu_s_per_million_after_start"] = (hp["cpu_s_per_million"] * n / 1e6 - start_cpu) / n * 1e6
     row["ratio_consumer_vs_influx_ceiling"] = hp["samples_per_s"] / row["b0_influx"]["samples_per_s"]
     row["ratio_consumer_vs_influx_ceiling_same_connections"] = (hp["samples_per_s"] /
                                                                 row["b0_influx_writers"]["samples_per_s"])
@@ -228,6 +235,8 @@ def summarize(rows: list[dict], n: int) -> dict:
         "kafka_consume_messages_per_s": median("b0_kafka", "messages_per_s"),
         "consumer_samples_per_s": median("b2_consumer", "samples_per_s"),
         "consumer_cpu_s_per_million": median("b2_consumer", "cpu_s_per_million"),
+        "consumer_start_cpu_s": median("consumer_start_cpu_s"),
+        "consumer_cpu_s_per_million_after_start": median("consumer_cpu_s_per_million_after_start"),
         "consumer_influxd_cpu_s_per_million": median("b2_consumer", "influxd_cpu_s_per_million"),
         "consumer_peak_rss_mb_max": max(r["b2_consumer"]["peak_rss_mb"] for r in rows),
         "ratio_consumer_vs_influx_ceiling": median("ratio_consumer_vs_influx_ceiling"),

@@ -26,7 +26,7 @@ CONFIG_PATH_ENV = "HEALTHPIPE_CONFIG"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
 
 class KafkaSettings(_Section):
@@ -267,7 +267,7 @@ class HealthpipeConfig(BaseSettings):
     """The whole configuration. Build it with `load_config()`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="HEALTHPIPE_", env_nested_delimiter="__", extra="forbid", validate_default=True,
+        env_prefix="HEALTHPIPE_", env_nested_delimiter="__", extra="forbid", validate_default=True, defer_build=True,
     )
 
     extract: ExtractSettings = Field(default_factory=ExtractSettings)

@@ -1,8 +1,9 @@
 """InfluxSink: the consumer's sink for InfluxDB, used by the live consumer and by `healthpipe replay`.
 
-prepare = the DataTransformer (clean, count drops, line protocol as bytes, window by window, joined into request
-bodies of up to `load.influxdb.batch_size` lines); write = the loader's HTTP writes of those bodies, resuming after
-the last acknowledged request when called again after a failure. Lines InfluxDB refuses for good come back as `Rejected`, for the dead-letter topic.
+prepare = the DataTransformer (clean, count drops, line protocol as bytes, window by window, joined into
+request bodies of up to `load.influxdb.batch_size` lines); write = the loader's HTTP writes of those bodies,
+resuming after the last acknowledged request when called again after a failure. Lines InfluxDB refuses for good
+come back as `Rejected`, for the dead-letter topic.
 """
 
 from __future__ import annotations
