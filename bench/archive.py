@@ -27,7 +27,7 @@ from pathlib import Path
 
 from archive.store import Store
 from bench.run import b2_consumer, prefill
-from bench.support import RESULTS, clean_env, cpu_seconds, peak_rss_mb
+from bench.support import RESULTS, clean_env, cpu_seconds, peak_rss_mb, run_until_committed
 from common.kafka import ensure_topics
 from common.messages import SeriesWindow, headers
 from ops.stack import STACK_DIR, kafka_brokers
@@ -35,7 +35,7 @@ from producer.service import ProducerService
 from tests.integration.test_archive import archived, read, truth
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
-from tests.support.pipeline import committed_all, write_config
+from tests.support.pipeline import write_config
 from tests.support.services import native_or_exit
 
 # Under a backlog files are cut by rows; the backlog's last files wait for their age, and that wait is part of
@@ -51,9 +51,7 @@ def run_archive(cfg, tmp: Path) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "archive", "--config", str(config_file)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(RESULTS / "archive-bench.log", "ab"))  # noqa: SIM115
     try:
-        while not committed_all(cfg, cfg.archive.group_id):
-            time.sleep(0.25)
-            assert proc.poll() is None, "archive died; see bench/results/archive-bench.log"
+        run_until_committed(proc, cfg, cfg.archive.group_id, "archive (see bench/results/archive-bench.log)")
         seconds = time.perf_counter() - t0
         cpu, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
     finally:

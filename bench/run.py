@@ -36,6 +36,7 @@ from bench.support import (
     influx_count,
     influxd_cpu_seconds,
     peak_rss_mb,
+    run_until_committed,
 )
 from common.kafka import ensure_topics
 from common.messages import decode
@@ -44,7 +45,6 @@ from ops.stack import CACHE, SCRIPTS
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
-from tests.support.pipeline import committed_all
 from tests.support.services import native_or_exit
 
 TELEGRAF_VERSION = "1.37.2"
@@ -120,9 +120,7 @@ def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, 
     proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=open(tmp / f"{name}.log", "ab"))  # noqa: SIM115
     try:
-        while not committed_all(cfg, group):
-            time.sleep(0.25)
-            assert proc.poll() is None, f"{name} died; see bench/results/{name}.log"
+        run_until_committed(proc, cfg, group, f"{name} (see bench/results/{name}.log)")
         seconds = time.perf_counter() - t0
         cpu, rss, influxd_cpu = cpu_seconds(proc.pid), peak_rss_mb(proc.pid), influxd_cpu_seconds() - i0
     finally:
