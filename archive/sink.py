@@ -12,8 +12,8 @@ cut again at exactly the same offsets, so the same files get the same names and 
 order, dictionaries in first-seen order): no duplicate row, no partial file, ever. Intents of committed ranges
 are deleted after the commit (`committed()`).
 
-A sealed range's files are built by two builder threads while the loop reads on (pyarrow encodes without the
-GIL); ranges are still published strictly in order, each only once its files are built.
+A sealed range's files are built by a builder thread while the loop reads on (pyarrow encodes without the GIL);
+ranges are still published strictly in order, each only once its files are built.
 
 Rows (zstd; strings dictionary-encoded; ts delta-encoded): ts (timestamp[ms, UTC]), value (float64; NaN and
 ±Inf kept as Prometheus gave them; null only for a value that is not a number at all), metric, query,
@@ -141,7 +141,9 @@ def _timestamps(raw: list) -> np.ndarray | None:
     return None
 
 
-BUILD_THREADS = 2
+# One builder: with two, a 2 M-sample backlog took 4.1-4.3 s instead of 4.4 s but peaked at 294 MB instead of
+# 250 (bench/archive.py); what counts is that building overlaps the loop's reading
+BUILD_THREADS = 1
 MAX_BUILDING = 4  # sealed ranges waiting for their files before write() waits too (bounds memory)
 
 
@@ -160,8 +162,8 @@ class ParquetSink:
         self._cuts: dict[TopicPartitionKey, list[tuple[int, int, list[str]]]] = {}  # recovery: ranges to re-cut
         self._intents: dict[TopicPartitionKey, list[tuple[int, int]]] = {}  # written by us, not yet committed
         self._unrecovered: set[TopicPartitionKey] = set()  # assigned, no message read yet
-        # Files are built (arrays → Parquet, zstd) off the loop's thread and two at a time: at the end of a backlog
-        # every partition's range is sealed at once, and pyarrow's encoders run without the GIL
+        # Files are built (arrays → Parquet, zstd) off the loop's thread, which reads on meanwhile (pyarrow's
+        # encoders run without the GIL)
         self._builder = ThreadPoolExecutor(max_workers=BUILD_THREADS, thread_name_prefix="parquet-build")
 
     # --- the Sink interface -------------------------------------------------------------------------------
