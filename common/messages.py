@@ -139,7 +139,7 @@ class RawSamples(Sequence):
     def __eq__(self, other: object) -> bool:
         return self.items() == (other.items() if isinstance(other, RawSamples) else other)
 
-    __hash__ = None  # type: ignore[assignment]  (like the list it stands for)
+    __hash__ = None  # type: ignore[assignment]  # unhashable, like the list it stands for
 
     def __repr__(self) -> str:
         return f"RawSamples({self._count} samples)"

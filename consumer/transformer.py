@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+# numpy and pandas are imported where used: with the compiled engine the consumer never needs them, and
+# numpy's import (plus the BLAS thread it starts) was a third of the consumer's start-up CPU
 from common.config import TransformSettings
 
 if TYPE_CHECKING:
     import pandas as pd
-# numpy and pandas are imported where used: with the compiled engine the consumer never needs them, and
-# numpy's import (plus the BLAS thread it starts) was a fifth of the consumer's start-up CPU
 from common.messages import RawSamples, SeriesWindow
 from consumer import line_protocol
 
@@ -104,7 +104,7 @@ class DataTransformer:
         `transform.engine: reference` uses the reference for every batch."""
         if self.settings.engine in ("fast", "python"):
             result = self._transform_fast(raw_data, compiled=self.settings.engine == "fast" and _fastline is not None)
-            if result is not None:
+            if isinstance(result, TransformResult):
                 return result
         return self.transform_reference(raw_data)
 
@@ -142,22 +142,10 @@ class DataTransformer:
                 dropped["metric_not_allowed"] += n
                 continue
             if compiled:
-                if bodies and isinstance(w.samples, RawSamples):
-                    done = _fastline.format_body(prefix, w.samples.text, horizon_ms)
-                    if done is None:
-                        return None
-                    body, n_lines, n_nan, n_inf, first, last = done
-                elif isinstance(w.samples, RawSamples):
-                    done = _fastline.format_text(prefix, w.samples.text, horizon_ms)
-                else:
-                    done = _fastline.format_window(prefix, w.samples if isinstance(w.samples, list) else
-                                                   list(w.samples), horizon_ms)
-                if not (bodies and isinstance(w.samples, RawSamples)):
-                    if done is None:
-                        return None
-                    window_lines, n_nan, n_inf, first, last = done
-                    if bodies:  # a window that did not stay JSON text (rare): its lines, encoded
-                        body, n_lines = _body(window_lines), len(window_lines)
+                done = _compiled_window(prefix, w, horizon_ms, bodies)
+                if done is None:
+                    return None
+                payload, n_lines, n_nan, n_inf, first, last = done
                 seen = spans.get(prefix)
                 if seen is not None and not (first > seen[1] or last < seen[0]):
                     return None
@@ -166,12 +154,11 @@ class DataTransformer:
                     dropped["nan"] += n_nan
                 if n_inf:
                     dropped["inf"] += n_inf
-                if bodies:
-                    if n_lines:
-                        out.append((i, body, n_lines))
-                    continue
-                lines.extend(window_lines)
-                sources.extend([i] * len(window_lines))
+                if not bodies:
+                    lines.extend(payload)
+                    sources.extend([i] * n_lines)
+                elif n_lines:
+                    out.append((i, payload, n_lines))
                 continue
             ts_list = [s[0] for s in w.samples]
             texts = [s[1] for s in w.samples]
@@ -307,6 +294,22 @@ class DataTransformer:
                 values.append(v)
         return pd.DataFrame({"prefix": prefixes, "allowed": allowed, "src": src,
                              "ts": pd.Series(ts, dtype=object), "value": pd.Series(values, dtype=object)})
+
+
+def _compiled_window(prefix: str, w: SeriesWindow, horizon_ms: float, body: bool) -> tuple | None:
+    """One window through consumer/_fastline.c: (its lines, or one bytes body when `body`; how many lines; NaN and
+    Inf dropped; first and last timestamp), or None when it needs the reference engine."""
+    if isinstance(w.samples, RawSamples):
+        if body:
+            return _fastline.format_body(prefix, w.samples.text, horizon_ms)
+        done = _fastline.format_text(prefix, w.samples.text, horizon_ms)
+    else:  # samples that did not stay JSON text (rare)
+        done = _fastline.format_window(prefix, w.samples if isinstance(w.samples, list) else list(w.samples),
+                                       horizon_ms)
+    if done is None:
+        return None
+    lines, n_nan, n_inf, first, last = done
+    return (_body(lines) if body else lines), len(lines), n_nan, n_inf, first, last
 
 
 def _body(lines: list[str]) -> bytes:

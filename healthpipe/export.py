@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -157,7 +157,7 @@ def export(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
 def _one_ahead(items: Iterator[T]) -> Iterator[T]:
     """The items, the next one produced in a thread while the caller works on this one: InfluxDB answers the
     next chunk's query while this chunk is written (memory: two chunks)."""
-    end = object()
+    end: Any = object()
     with ThreadPoolExecutor(1, thread_name_prefix="export-read") as pool:
         upcoming = pool.submit(next, items, end)
         while (item := upcoming.result()) is not end:

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pandas as pd
 import requests
@@ -77,7 +77,7 @@ class WindowCache:
             guess = fn(held) if held is not None else None
             want = _counted(counting.result())
             if held is not None and _counts(held) == want:
-                how, result = "cached", guess  # nothing new (not even in (hi, end_ms]): the same counts
+                how, result = "cached", cast(T, guess)  # nothing new (not even in (hi, end_ms]): the same counts
                 entry.hi = max(entry.hi, end_ms)
             elif covered and self._catch_up(entry, query, predicate, start_ms, end_ms, want):
                 how, result = "newest", fn(_within(entry.frame, start_ms, end_ms))
@@ -155,4 +155,4 @@ def _counts(frame: pd.DataFrame) -> dict[str, int]:
     """Points per series_id in a frame of samples."""
     if frame.empty:
         return {}
-    return frame.groupby("series_id", sort=False).size().astype(int).to_dict()
+    return {str(k): int(v) for k, v in frame.groupby("series_id", sort=False).size().items()}
