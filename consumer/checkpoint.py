@@ -1,5 +1,8 @@
 """The checkpoint: batches handed to the sink, written up to `writers` at a time, committed strictly in order.
 
+A writer whose batch returns before an older one's takes the next batch at once (its own waits, uncommitted,
+for the older ones; at most 2 × writers batches are held): a slow request does not idle the other writers.
+
 Completing the oldest in-flight batch, in this order (each step must succeed before the next):
 
     1. its write has returned: every item is durable in the sink, or refused for good (Rejected);
@@ -26,7 +29,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Set
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +43,9 @@ from consumer.sink import Prepared, Sink, Source, TopicPartitionKey, WriteOutcom
 from consumer.transformer import drop_summary
 
 log = logging.getLogger(__name__)
+
+# Batches in flight per writer: one being written, one returned early and waiting for an older one to commit
+HELD_PER_WRITER = 2
 
 
 @dataclass
@@ -89,28 +95,44 @@ class Checkpoint:
         return bool(self.inflight) and self.inflight[0].returned()
 
     def busy(self) -> bool:
-        """Every writer is taken and the oldest write (the next to commit) is still running."""
-        return len(self.inflight) >= self.writers and not self.oldest_returned()
+        """No batch can be dispatched before the oldest write (the next to commit) returns, which it has not."""
+        return not self.oldest_returned() and not self._writer_free()
+
+    def _writer_free(self) -> bool:
+        """A writer is free for the next batch: fewer writes running than writers, and nothing holds new batches
+        back (see _held_back)."""
+        return not self._held_back() and self.writes_outstanding() < self.writers
+
+    def _held_back(self) -> bool:
+        """Only the oldest batch's completion lets a new one in: 2 × writers batches are held, or a write failed
+        (a failed batch is retried in order first: nothing new is written meanwhile)."""
+        return len(self.inflight) >= HELD_PER_WRITER * self.writers or any(
+            b.write is not None and b.write.done() and b.write.exception() is not None for b in self.inflight)
 
     def wait_oldest(self, timeout: float) -> bool:
-        """Wait up to `timeout` s for the oldest write to return; True if it did."""
-        job = self.inflight[0].write if self.inflight else None
-        if job is None:
+        """Wait up to `timeout` s for the oldest write to return (or, while only busy writers keep the next batch
+        back, for any write); True if one did."""
+        if not self.inflight or self.oldest_returned():
             return True
-        done, _ = wait([job], timeout=timeout)
+        running = [b.write for b in self.inflight if b.write is not None and not b.write.done()]
+        if self._held_back():
+            running = [self.inflight[0].write] if self.inflight[0].write is not None else []
+        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
         return bool(done)
 
     # --- moving batches along ---------------------------------------------------------------------------
 
     def make_room(self) -> None:
-        """Complete what has returned, and the oldest batch too if every writer is taken (waits for it)."""
+        """Complete what has returned (oldest first), and the oldest batch too (waiting for it) until a writer is
+        free. A writer whose batch returned before an older one's takes the next batch at once: its batch waits,
+        uncommitted, for the older ones (commits stay in order)."""
         self.complete_returned()
-        if len(self.inflight) >= self.writers:
+        while not self._writer_free():
             self.complete_oldest()
 
     def dispatch(self, batch: OpenBatch) -> None:
         """Hand `batch` to a writer; call make_room() first."""
-        assert len(self.inflight) < self.writers, "dispatch without make_room()"
+        assert self._writer_free(), "dispatch without make_room()"
         prepared = batch.prepare(self.sink)
         for reason, n in prepared.dropped.items():  # once: a batch is dispatched once
             self.metrics.samples_dropped.labels(reason).inc(n)

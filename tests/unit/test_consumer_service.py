@@ -206,6 +206,37 @@ def test_two_writes_in_flight_commit_in_dispatch_order():
     assert not svc.checkpoint and not svc.batch
 
 
+def test_a_writer_done_before_the_oldest_takes_the_next_batch_and_commits_wait_for_the_oldest():
+    """Batch 1's write is slow, batch 2's returns at once: batch 3 goes to batch 2's writer while batch 1 still runs,
+    nothing is committed before batch 1, and at 2 × writers batches held the loop waits for the oldest."""
+    import threading
+
+    svc, kafka, sink, _ = service(writers=2)
+    sink.up = True
+    release = threading.Event()
+    fast_write = sink.write
+
+    def write(prepared):
+        if prepared.windows[0].labels["instance"] == "i0":
+            assert release.wait(10)
+        return fast_write(prepared)
+
+    sink.write = write  # type: ignore[method-assign]
+    for offset in range(3):
+        kafka.queue.append(FakeMessage(offset))
+        svc.run_single_cycle(timeout=0)  # caught up each time: a batch per message
+        time.sleep(0.05)  # batch 2 returns meanwhile
+    assert len(svc.checkpoint.inflight) == 3 and svc.checkpoint.writes_outstanding() == 1  # 1 running, 2 and 3 done
+    assert kafka.commits == [] and sink.written == ["i1", "i2"]
+    kafka.queue.append(FakeMessage(3))
+    svc.run_single_cycle(timeout=0)
+    assert len(svc.checkpoint.inflight) == 4 and svc.checkpoint.busy()  # 2 × writers held: only batch 1 lets more in
+    release.set()
+    svc.flush()
+    assert kafka.commits == [[(0, 1)], [(0, 2)], [(0, 3)], [(0, 4)]]
+    assert sink.written == ["i1", "i2", "i3", "i0"]
+
+
 def test_revoke_while_the_sink_is_down_abandons_rewinds_and_resumes_what_we_keep():
     """Partition 1 is revoked while a batch holding partitions 0 and 1 cannot be written: nothing is
     committed, partition 0 (kept) is sought back to the batch's first offset, and the hold ends so the
