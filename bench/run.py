@@ -35,6 +35,7 @@ from bench.support import (
     cpu_seconds,
     influx_count,
     influxd_cpu_seconds,
+    influxd_settled,
     peak_rss_mb,
     run_until_committed,
 )
@@ -81,13 +82,14 @@ def b0_influx_ceiling(cfg, n_samples: int, seed: int, connections: int = 1) -> d
                              data=body, headers=headers, timeout=60)
             assert r.status_code == 204, r.text
 
+    settled = influxd_settled()  # a quiet InfluxDB for every contender
     t0, i0 = time.perf_counter(), influxd_cpu_seconds()
     with ThreadPoolExecutor(connections) as pool:
         list(pool.map(post_every, range(connections)))
     seconds = time.perf_counter() - t0
     influxd_cpu = influxd_cpu_seconds() - i0
     assert run_count(cfg, ledger.run) == len(ledger.truth), "ceiling run incomplete"
-    return {"samples": len(lines), "connections": connections, "seconds": seconds,
+    return {"samples": len(lines), "connections": connections, "seconds": seconds, "influxd_settle_s": settled,
             "samples_per_s": len(lines) / seconds, "influxd_cpu_s_per_million": influxd_cpu / len(lines) * 1e6}
 
 
@@ -116,6 +118,7 @@ def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, 
                      cwd: Path | None = None) -> dict:
     """Run `command` from start to every offset of `group` committed, then stop it and count its points.
     Both sides of B2 are measured by this one function, so they are measured the same way."""
+    settled = influxd_settled()  # a quiet InfluxDB for every contender
     t0, i0 = time.perf_counter(), influxd_cpu_seconds()
     proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=open(tmp / f"{name}.log", "ab"))  # noqa: SIM115
@@ -131,6 +134,7 @@ def _until_committed(name: str, command: list[str], env: dict, cfg, group: str, 
     assert loaded == n, f"{name} incomplete: {loaded} of {n} points in InfluxDB"
     compared = check_sample_of_points(cfg.load.influxdb, ledger, seed=n)
     return {"samples": n, "seconds": seconds, "samples_per_s": n / seconds, "points_compared_whole": compared,
+            "influxd_settle_s": settled,
             "cpu_s_per_million": cpu / n * 1e6, "peak_rss_mb": rss, "influxd_cpu_s_per_million": influxd_cpu / n * 1e6}
 
 

@@ -77,6 +77,19 @@ def influxd_cpu_seconds() -> float:
     return cpu_seconds(int((STACK_DIR / "pids" / "influxdb.pid").read_text()))
 
 
+def influxd_settled(idle_cores: float = 0.05, window: float = 1.0, give_up_after: float = 60.0) -> float:
+    """Wait until influxd has used less than `idle_cores` over `window` s (its background compaction of the
+    previous contender's points is done); the seconds waited. Each contender then starts with the same quiet
+    InfluxDB: without this, whoever ran right after a ceiling run shared the cores with its compactions."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < give_up_after:
+        before = influxd_cpu_seconds()
+        time.sleep(window)
+        if influxd_cpu_seconds() - before < idle_cores * window:
+            break
+    return time.perf_counter() - t0
+
+
 def influx_count(settings, predicate: str, start: str = "-30d") -> int:
     """Points matching a Flux predicate, counted by InfluxDB itself (reading millions back would take minutes)."""
     flux = (f'from(bucket: "{settings.bucket}") |> range(start: {start}) |> filter(fn: (r) => {predicate}) '
