@@ -46,10 +46,6 @@ class InfluxBatch:
     written_upto: int = 0  # requests acknowledged so far
     outcome: WriteOutcome = field(default_factory=WriteOutcome)
 
-    @property
-    def lines(self) -> list[str]:
-        return [line for r in self.requests for line in r.body.decode().split("\n")[:r.lines]]
-
 
 def requests_of(bodies: TransformBodies, batch_size: int) -> list[Request]:
     """Consecutive windows' bodies joined into requests of up to batch_size lines (bodies are never split: a

@@ -80,10 +80,6 @@ class TransformBodies:
     dropped: Counter = field(default_factory=Counter)
     samples_in: int = 0
 
-    @property
-    def samples_out(self) -> int:
-        return sum(n for _, _, n in self.bodies)
-
 
 class DataTransformer:
     def __init__(self, settings: TransformSettings | None = None, clock=time.time):
