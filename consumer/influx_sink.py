@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from common.config import InfluxSettings, TransformSettings
 from common.messages import SeriesWindow
-from consumer.loader import InfluxDBLoader
+from consumer.loader import InfluxDBLoader, lines_of
 from consumer.sink import Rejected, Source, TopicPartitionKey, WriteOutcome
 from consumer.transformer import DataTransformer, TransformBodies
 
@@ -89,7 +89,7 @@ class InfluxSink:
             result = self.loader.write_body(request.body, request.lines)  # Retryable / Fatal: retried whole
             prepared.outcome.written += result.written
             if result.rejected:
-                where = {line: i for i, line in enumerate(request.body.decode().split("\n")[:request.lines])}
+                where = {line: i for i, line in enumerate(lines_of(request.body, request.lines))}
                 prepared.outcome.rejected.extend(
                     Rejected(request.window_of(where[r.line]), r.line.encode(), r.body, r.status)
                     for r in result.rejected)

@@ -88,6 +88,11 @@ def _body(response: urllib3.BaseHTTPResponse) -> str:
     return response.data[:1000].decode(errors="replace")
 
 
+def lines_of(body: bytes, n_lines: int) -> list[str]:
+    """The lines of a body of n_lines lines, each ending in a newline (only for a refused write: rare)."""
+    return body.decode().split("\n")[:n_lines]
+
+
 class InfluxDBLoader:
     def __init__(self, settings: InfluxSettings):
         self.settings = settings
@@ -183,7 +188,7 @@ class InfluxDBLoader:
             return
         if action in (Action.BISECT, Action.SPLIT):
             if lines is None:
-                lines = body.decode().split("\n")[:n_lines]
+                lines = lines_of(body, n_lines)
             if len(lines) == 1:
                 result.rejected.append(RejectedLine(lines[0], status, _body(response)))
                 return
