@@ -43,7 +43,7 @@ from tests.support.services import native_or_exit
 FILE_AGE_S = 1
 
 
-def run_archive(cfg, tmp: Path) -> dict:
+def run_archive(cfg, tmp: Path, transactional: bool = False) -> dict:
     config_file = write_config(cfg, tmp / "archive.yaml")
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
@@ -51,7 +51,8 @@ def run_archive(cfg, tmp: Path) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "archive", "--config", str(config_file)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(RESULTS / "archive-bench.log", "ab"))  # noqa: SIM115
     try:
-        run_until_committed(proc, cfg, cfg.archive.group_id, "archive (see bench/results/archive-bench.log)")
+        run_until_committed(proc, cfg, cfg.archive.group_id, "archive (see bench/results/archive-bench.log)",
+                            transactional=transactional)
         seconds = time.perf_counter() - t0
         cpu, rss = cpu_seconds(proc.pid), peak_rss_mb(proc.pid)
     finally:
@@ -135,7 +136,7 @@ def demo_size(services, tmp: Path, series: int = 300, points: int = 3600) -> dic
     producer.run_single_cycle()
     producer.close()
     for name, cfg in (("synthetic", synthetic), ("demo", real)):
-        run_archive(cfg, tmp)
+        run_archive(cfg, tmp, transactional=name == "demo")  # the producer's topic ends in markers
         n = read(Store(cfg.archive)).num_rows
         out[name] = {"samples": n, "parquet_bytes_per_sample": parquet_bytes(cfg) / n,
                      "topic_bytes_per_sample": topic_bytes(cfg.kafka.topic) / n}
