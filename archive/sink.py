@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as MetricCounter
 
-from archive import layout
+from archive import arrays, layout
 from archive.store import Store
 from common.config import ArchiveSettings
 from common.messages import RawSamples, SeriesWindow
@@ -367,19 +367,20 @@ class ParquetSink:
         index = np.concatenate([np.full(len(c[0]), c[3], dtype=np.int32) for c in r.chunks])
         series = sorted(r.series, key=r.series.__getitem__)  # first-seen order: deterministic
         columns = list(zip(*series, strict=True)) if series else [(), (), (), (), ()]
-        dictionaries = [pa.array(list(col), pa.string()) for col in columns[:4]]
+        dictionaries = [arrays.strings(col) for col in columns[:4]]
         label_maps = [orjson.loads(j) for j in columns[4]]
         offsets = np.cumsum([0] + [len(m) for m in label_maps]).astype(np.int32)
-        labels = pa.MapArray.from_arrays(pa.array(offsets), pa.array([k for m in label_maps for k in m], pa.string()),
-                                         pa.array([v for m in label_maps for v in m.values()], pa.string()))
+        labels = pa.MapArray.from_arrays(arrays.numeric(offsets, pa.int32()),
+                                         arrays.strings([k for m in label_maps for k in m]),
+                                         arrays.strings([v for m in label_maps for v in m.values()]))
         hours = ts // layout.HOUR_MS * layout.HOUR_MS
         files = {}
         for hour in np.unique(hours):
             rows = np.nonzero(hours == hour)[0]
-            idx = pa.array(index[rows], pa.int32())
+            idx = arrays.numeric(index[rows], pa.int32())
             table = pa.table({
-                "ts": pa.array(ts[rows], pa.timestamp("ms", tz="UTC")),
-                "value": pa.array(values[rows], pa.float64(), mask=nulls[rows]),
+                "ts": arrays.numeric(ts[rows], pa.timestamp("ms", tz="UTC")),
+                "value": arrays.numeric(values[rows], pa.float64(), nulls[rows]),
                 "metric": pa.DictionaryArray.from_arrays(idx, dictionaries[3]),
                 "query": pa.DictionaryArray.from_arrays(idx, dictionaries[1]),
                 "metric_type": pa.DictionaryArray.from_arrays(idx, dictionaries[2]),

@@ -35,7 +35,8 @@ STEPS = [
     ("75a2041", "plain decimals without a float round trip"),
     ("4737684", "urllib3 POSTs instead of influxdb-client"),
     ("86dbce3", "10k lines a write"),
-    ("HEAD", "samples left as JSON text, formatted in C"),
+    ("6ffa357", "samples left as JSON text, formatted in C"),
+    ("HEAD", "lighter start, request bodies as bytes in C, early writers"),
 ]
 
 
@@ -53,7 +54,7 @@ def checkout(commit: str) -> Path | None:
     return tree
 
 
-def plot(summary: list[dict], ceiling: float, out: Path) -> None:
+def plot(summary: list[dict], ceiling: float, out: Path, ceiling_writers: float | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -70,10 +71,14 @@ def plot(summary: list[dict], ceiling: float, out: Path) -> None:
     ax.axhline(ceiling / 1000, color="tab:red", linestyle="--", linewidth=1)
     ax.text(max(xs) * 1.08, ceiling / 1000, "InfluxDB ceiling, 1 connection", color="tab:red", ha="right",
             va="bottom", fontsize=8)
+    if ceiling_writers:
+        ax.axhline(ceiling_writers / 1000, color="tab:purple", linestyle=":", linewidth=1)
+        ax.text(max(xs) * 1.08, ceiling_writers / 1000, "InfluxDB ceiling, 2 connections", color="tab:purple",
+                ha="right", va="bottom", fontsize=8)
     ax.set_xlabel("consumer CPU-s per million samples (lower is better)")
     ax.set_ylabel("thousand samples/s into InfluxDB")
     ax.set_xlim(0, max(xs) * 1.1)
-    ax.set_ylim(0, max(max(ys), ceiling / 1000) * 1.15)
+    ax.set_ylim(0, max(max(ys), ceiling / 1000, (ceiling_writers or 0) / 1000) * 1.15)
     ax.set_title("healthpipe consumer, step by step (python -m bench.steps; medians of the runs)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -88,11 +93,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.plot_only:
         done = json.loads(args.plot_only.read_text())
-        plot(done["steps"], done["ceiling_samples_per_s"], ROOT / "docs" / "perf" / "steps.png")
+        plot(done["steps"], done["ceiling_samples_per_s"], ROOT / "docs" / "perf" / "steps.png",
+             done.get("ceiling_writers_samples_per_s"))
         return 0
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
     trees = {commit: checkout(commit) for commit, _ in STEPS}
+    writers = services.config().consumer.writers
     rows: list[dict] = []
     for run in range(args.runs):
         with ExitStack() as buckets:
@@ -101,7 +108,9 @@ def main() -> int:
                 return cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": settings})})
 
             row: dict = {"run": run, "ceiling": b0_influx_ceiling(fresh(services.config()), args.samples,
-                                                                   seed=8000 + run)["samples_per_s"]}
+                                                                   seed=8000 + run)["samples_per_s"],
+                         "ceiling_writers": b0_influx_ceiling(fresh(services.config()), args.samples, seed=8500 + run,
+                                                              connections=writers)["samples_per_s"]}
             cfg, ledger = prefill(services, args.samples, seed=9000 + run)
             order = STEPS[::-1] if run % 2 else STEPS
             for commit, _ in order:
@@ -113,11 +122,13 @@ def main() -> int:
                 **{k: statistics.median(r[c][k] for r in rows) for k in ("samples_per_s", "cpu_s_per_million",
                                                                           "peak_rss_mb")}} for c, what in STEPS]
     ceiling = statistics.median(r["ceiling"] for r in rows)
+    ceiling_writers = statistics.median(r["ceiling_writers"] for r in rows)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "samples": args.samples, "runs": rows,
-           "ceiling_samples_per_s": ceiling, "steps": summary}
+           "ceiling_samples_per_s": ceiling, "ceiling_writers_samples_per_s": ceiling_writers, "steps": summary}
     (RESULTS / f"steps-{int(time.time())}.json").write_text(json.dumps(out, indent=2))
-    plot(summary, ceiling, ROOT / "docs" / "perf" / "steps.png")
-    print(json.dumps({"ceiling_samples_per_s": ceiling, "steps": summary}, indent=2))
+    plot(summary, ceiling, ROOT / "docs" / "perf" / "steps.png", ceiling_writers)
+    print(json.dumps({"ceiling_samples_per_s": ceiling, "ceiling_writers_samples_per_s": ceiling_writers,
+                      "steps": summary}, indent=2))
     return 0
 
 
