@@ -10,7 +10,10 @@ COPY verify ./verify
 COPY archive ./archive
 COPY tiers ./tiers
 COPY healthpipe ./healthpipe
-RUN pip install . && useradd --create-home --uid 10001 healthpipe
+# `python -m` from /app imports these copies (the working directory comes first on sys.path), which nobody may
+# write bytecode for at run time: compile them once here, or every process start compiles them again
+RUN pip install . && python -m compileall -q common producer consumer verify archive tiers healthpipe \
+    && useradd --create-home --uid 10001 healthpipe
 COPY config ./config
 USER healthpipe
 # `docker run healthpipe producer` = `python -m producer` (each package runs its own main)

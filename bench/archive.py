@@ -27,7 +27,7 @@ from pathlib import Path
 
 from archive.store import Store
 from bench.run import b2_consumer, prefill
-from bench.support import RESULTS, clean_env, cpu_seconds, peak_rss_mb, run_until_committed
+from bench.support import RESULTS, clean_env, compile_bytecode, cpu_seconds, peak_rss_mb, run_until_committed
 from common.kafka import ensure_topics
 from common.messages import SeriesWindow, headers
 from ops.stack import STACK_DIR, kafka_brokers
@@ -45,6 +45,7 @@ FILE_AGE_S = 1
 
 def run_archive(cfg, tmp: Path, transactional: bool = False) -> dict:
     config_file = write_config(cfg, tmp / "archive.yaml")
+    compile_bytecode()
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
     t0 = time.perf_counter()

@@ -29,8 +29,10 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from bench.support import (
     RESULTS,
+    ROOT,
     check_sample_of_points,
     clean_env,
+    compile_bytecode,
     config_for,
     cpu_seconds,
     influx_count,
@@ -148,6 +150,7 @@ def b2_consumer(cfg, ledger, tmp: Path, writers: int | None = None, code: Path |
         cfg = cfg.model_copy(update={"consumer": consumer,
                                      "kafka": cfg.kafka.model_copy(update={"group_id": group})})
     config_file = config_for(cfg, tmp / f"{cfg.kafka.group_id}.yaml", code)
+    compile_bytecode(code or ROOT)
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
     if code is not None:

@@ -152,6 +152,15 @@ def test_the_pipeline_image_carries_no_operations_tooling():
     assert SERVICES["demo-app"]["build"]["target"] == "demo"
 
 
+def test_the_image_compiles_the_packages_it_runs():
+    """`python -m consumer` in WORKDIR /app imports the copied sources, not the pip-installed ones, and the
+    image forbids writing bytecode: without compileall each process start compiles every module again."""
+    runtime = (ROOT / "Dockerfile").read_text().split(" AS demo")[0]
+    copied = {c for c in re.findall(r"^COPY (\S+) ", runtime, flags=re.M) if (ROOT / c / "__init__.py").exists()}
+    compiled = re.search(r"python -m compileall -q ([\w ]+)", runtime)
+    assert compiled and copied <= set(compiled.group(1).split()), (copied, compiled)
+
+
 def test_compose_commands_are_runnable_packages():
     """The image's entry point is `python -m`: each command must be a package with a __main__."""
     for name in ("producer", "consumer", "verify", "archive", "tiers-init"):
