@@ -88,10 +88,6 @@ def _body(response: urllib3.BaseHTTPResponse) -> str:
     return response.data[:1000].decode(errors="replace")
 
 
-def joined(body: bytes | list[bytes]) -> bytes:
-    return body if isinstance(body, bytes) else b"".join(body)
-
-
 def lines_of(body: bytes, n_lines: int) -> list[str]:
     """The lines of a body of n_lines lines, each ending in a newline (only for a refused write: rare)."""
     return body.decode().split("\n")[:n_lines]
@@ -163,19 +159,16 @@ class InfluxDBLoader:
         self._write(list(lines), result)
         return result
 
-    def _request(self, method: str, url: str, body: bytes | list[bytes] | None = None) -> urllib3.BaseHTTPResponse:
-        headers = self._headers
-        if isinstance(body, list):  # sent part by part; a length keeps urllib3 from chunking it
-            headers = {**headers, "Content-Length": str(sum(map(len, body)))}
+    def _request(self, method: str, url: str, body: bytes | None = None) -> urllib3.BaseHTTPResponse:
         try:
-            return self._http.request(method, url, body=body, headers=headers)
+            return self._http.request(method, url, body=body, headers=self._headers)
         except (Urllib3Error, OSError) as exc:
             raise SinkUnavailable(f"InfluxDB at {self.settings.url} unreachable: {type(exc).__name__}: {exc}") \
                 from None
 
-    def write_body(self, body: bytes | list[bytes], n_lines: int) -> WriteResult:
-        """write() for lines already encoded: `body` (or its parts, in order) is n_lines lines, each ending in a
-        newline. Only when InfluxDB refuses part of it are the lines split out, to bisect as write() does."""
+    def write_body(self, body: bytes, n_lines: int) -> WriteResult:
+        """write() for lines already encoded: `body` is n_lines lines, each ending in a newline. Only when
+        InfluxDB refuses part of it are the lines split out, to bisect as write() does."""
         result = WriteResult()
         if n_lines:
             self._post(body, n_lines, None, result)
@@ -185,10 +178,9 @@ class InfluxDBLoader:
         if lines:
             self._post("\n".join(lines).encode(), len(lines), lines, result)
 
-    def _post(self, body: bytes | list[bytes], n_lines: int, lines: list[str] | None, result: WriteResult) -> None:
+    def _post(self, body: bytes, n_lines: int, lines: list[str] | None, result: WriteResult) -> None:
         result.requests += 1
-        payload = gzip.compress(joined(body), 1) if self.settings.gzip else body
-        response = self._request("POST", self._write_url, payload)
+        response = self._request("POST", self._write_url, gzip.compress(body, 1) if self.settings.gzip else body)
         status = response.status
         action = action_for(status)
         if action is Action.WRITTEN or 200 <= status < 300:
@@ -196,7 +188,7 @@ class InfluxDBLoader:
             return
         if action in (Action.BISECT, Action.SPLIT):
             if lines is None:
-                lines = lines_of(joined(body), n_lines)
+                lines = lines_of(body, n_lines)
             if len(lines) == 1:
                 result.rejected.append(RejectedLine(lines[0], status, _body(response)))
                 return

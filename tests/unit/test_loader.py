@@ -79,18 +79,6 @@ def test_400_bisects_to_the_bad_points_and_writes_the_rest(fake):
     assert written == set(LINES) - bad
 
 
-def test_a_body_in_parts_is_sent_whole_and_bisected_like_one(fake):
-    """The consumer sends a request as its windows' parts: one body with a Content-Length (the fake reads by it;
-    chunked encoding would not arrive whole), and a refused one bisects to the same lines as a joined body."""
-    bad = {"m v=5 5"}
-    server = fake(lambda lines: (400, {}) if bad & set(lines) else (204, {}))
-    encoded = [f"{line}\n".encode() for line in LINES]
-    parts = [b"".join(encoded[:3]), b"".join(encoded[3:10]), b"".join(encoded[10:])]
-    result = loader(server.url).write_body(parts, len(LINES))
-    assert server.bodies[0] == LINES + [""]  # the whole body, each line ending in a newline
-    assert {r.line for r in result.rejected} == bad and result.written == 15
-
-
 def test_413_splits_until_batches_fit(fake):
     server = fake(lambda lines: (413, {}) if len(lines) > 4 else (204, {}))
     result = loader(server.url).write(LINES)
