@@ -1,6 +1,7 @@
 """The consumer's performance history, re-measured: each step's commit on B2's data, side by side in one run.
 
     python -m bench.steps --runs 3            # ~1 min a run per step; writes docs/perf/steps.png
+    python -m bench.steps --compare abc1234   # one change: that commit against this checkout, side by side
 
 Each step's commit is checked out under /tmp/hp-steps/<commit> (its compiled hot path built in place where it
 has one) and its `healthpipe consumer` loads the same pre-filled topic into an empty bucket of its own, with
@@ -90,6 +91,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--plot-only", type=Path, help="redraw docs/perf/steps.png from a steps-*.json result")
+    parser.add_argument("--compare", metavar="COMMIT", help="only COMMIT against this checkout, side by side (an A/B "
+                        "of one change; the plot is left alone)")
     args = parser.parse_args()
     if args.plot_only:
         done = json.loads(args.plot_only.read_text())
@@ -98,7 +101,8 @@ def main() -> int:
         return 0
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
-    trees = {commit: checkout(commit) for commit, _ in STEPS}
+    steps = [(args.compare, "before"), ("HEAD", "this checkout")] if args.compare else STEPS
+    trees = {commit: checkout(commit) for commit, _ in steps}
     writers = services.config().consumer.writers
     rows: list[dict] = []
     for run in range(args.runs):
@@ -112,7 +116,7 @@ def main() -> int:
                          "ceiling_writers": b0_influx_ceiling(fresh(services.config()), args.samples, seed=8500 + run,
                                                               connections=writers)["samples_per_s"]}
             cfg, ledger = prefill(services, args.samples, seed=9000 + run)
-            order = STEPS[::-1] if run % 2 else STEPS
+            order = steps[::-1] if run % 2 else steps
             for commit, _ in order:
                 r = b2_consumer(fresh(cfg), ledger, RESULTS, code=trees[commit], group=f"steps-{commit}-{run}")
                 row[commit] = {k: r[k] for k in ("samples_per_s", "cpu_s_per_million", "peak_rss_mb")}
@@ -120,13 +124,15 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     summary = [{"commit": c, "what": what,
                 **{k: statistics.median(r[c][k] for r in rows) for k in ("samples_per_s", "cpu_s_per_million",
-                                                                          "peak_rss_mb")}} for c, what in STEPS]
+                                                                          "peak_rss_mb")}} for c, what in steps]
     ceiling = statistics.median(r["ceiling"] for r in rows)
     ceiling_writers = statistics.median(r["ceiling_writers"] for r in rows)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "samples": args.samples, "runs": rows,
            "ceiling_samples_per_s": ceiling, "ceiling_writers_samples_per_s": ceiling_writers, "steps": summary}
-    (RESULTS / f"steps-{int(time.time())}.json").write_text(json.dumps(out, indent=2))
-    plot(summary, ceiling, ROOT / "docs" / "perf" / "steps.png", ceiling_writers)
+    name = f"steps-compare-{args.compare}" if args.compare else "steps"
+    (RESULTS / f"{name}-{int(time.time())}.json").write_text(json.dumps(out, indent=2))
+    if not args.compare:
+        plot(summary, ceiling, ROOT / "docs" / "perf" / "steps.png", ceiling_writers)
     print(json.dumps({"ceiling_samples_per_s": ceiling, "ceiling_writers_samples_per_s": ceiling_writers,
                       "steps": summary}, indent=2))
     return 0
