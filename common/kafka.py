@@ -54,16 +54,23 @@ def admin_client(k: KafkaSettings) -> AdminClient:
 
 def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
     """Create whichever of healthpipe's topics are missing; return the names created."""
-    admin = admin_client(cfg.kafka)
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise Retryable(f"Kafka at {cfg.kafka.bootstrap_servers} is not reachable: {exc}") from None
-    existing = set(metadata.topics)
-    missing = [s for s in topic_specs(cfg) if s.name not in existing]
+    # Each of our topics by name: the whole cluster's metadata (every topic's partitions) can be large, and every
+    # process start asks this. Never auto-created by asking: an admin client is a producer to librdkafka, and a
+    # producer's metadata request may create a topic on a broker that allows it, with the broker's defaults.
+    admin = AdminClient({**cfg.kafka.as_librdkafka_dict(), "allow.auto.create.topics": False})
+    missing, brokers = [], 0
+    for spec in topic_specs(cfg):
+        try:
+            metadata = admin.list_topics(topic=spec.name, timeout=timeout)
+        except KafkaException as exc:
+            raise Retryable(f"Kafka at {cfg.kafka.bootstrap_servers} is not reachable: {exc}") from None
+        brokers = len(metadata.brokers)
+        found = metadata.topics.get(spec.name)
+        if found is None or found.error is not None:
+            missing.append(spec)
     if not missing:
         return []
-    check_replication(cfg, len(metadata.brokers))
+    check_replication(cfg, brokers)
     futures = admin.create_topics([NewTopic(s.name, s.partitions, cfg.kafka.replication_factor, config=s.config)
                                    for s in missing], operation_timeout=timeout)
     created = []

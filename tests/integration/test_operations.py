@@ -115,3 +115,22 @@ def test_backfill_publishes_a_window_without_touching_watermarks(services, tmp_p
     samples = published(cfg)[0][before:]
     assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', start_ms, end_ms)
     assert samples and len(samples) == len(set(samples))
+
+
+def test_ensure_topics_creates_the_missing_ones_once_and_refuses_more_replicas_than_brokers(services):
+    from confluent_kafka.admin import AdminClient
+
+    from common.errors import ConfigError
+    from common.kafka import ensure_topics, topic_specs
+
+    cfg = services.config()
+    specs = topic_specs(cfg)
+    assert sorted(ensure_topics(cfg)) == sorted(s.name for s in specs)
+    assert ensure_topics(cfg) == []  # asked by name, found: nothing created twice
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    metadata = admin.list_topics(timeout=30)
+    assert {s.name: len(metadata.topics[s.name].partitions) for s in specs} == {s.name: s.partitions for s in specs}
+    too_many = services.config(kafka={"replication_factor": len(metadata.brokers) + 1})
+    with pytest.raises(ConfigError, match="replication_factor"):
+        ensure_topics(too_many)
+    assert not {s.name for s in topic_specs(too_many)} & set(admin.list_topics(timeout=30).topics)

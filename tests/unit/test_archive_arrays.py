@@ -52,8 +52,8 @@ def test_archiving_a_batch_never_imports_pandas(tmp_path):
 
         settings = ArchiveSettings(target={str(tmp_path)!r})
         sink = ParquetSink(settings, Store(settings), CollectorRegistry())
-        text = SeriesWindow("q", "gauge", {{"__name__": "m", "a": "b"}}, 0, 1,
-                            [(1_700_000_000_000, "1.5"), (1_700_000_001_000, "NaN"), (1_700_000_002_000, "x")]).to_json()
+        samples = [(1_700_000_000_000, "1.5"), (1_700_000_001_000, "NaN"), (1_700_000_002_000, "x")]
+        text = SeriesWindow("q", "gauge", {{"__name__": "m", "a": "b"}}, 0, 1, samples).to_json()
         sink.assigned({{("t", 0): -1}})
         sink.write(sink.prepare([decode(text, scan_samples=SCAN_SAMPLES)], [Source("t", 0, 0, b"k", text)]))
         assert sink.flush() == {{("t", 0): 1}}, sink.durable()
