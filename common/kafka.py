@@ -49,15 +49,16 @@ def topic_specs(cfg: HealthpipeConfig) -> list[TopicSpec]:
 
 
 def admin_client(k: KafkaSettings) -> AdminClient:
-    return AdminClient(k.as_librdkafka_dict())
+    # Asking for a topic by name never creates it: an admin client is a producer to librdkafka, and a producer's
+    # metadata request may create a topic on a broker that allows it, with the broker's defaults.
+    return AdminClient({**k.as_librdkafka_dict(), "allow.auto.create.topics": False})
 
 
 def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
     """Create whichever of healthpipe's topics are missing; return the names created."""
     # Each of our topics by name: the whole cluster's metadata (every topic's partitions) can be large, and every
-    # process start asks this. Never auto-created by asking: an admin client is a producer to librdkafka, and a
-    # producer's metadata request may create a topic on a broker that allows it, with the broker's defaults.
-    admin = AdminClient({**cfg.kafka.as_librdkafka_dict(), "allow.auto.create.topics": False})
+    # process start asks this
+    admin = admin_client(cfg.kafka)
     missing, brokers = [], 0
     for spec in topic_specs(cfg):
         try:
