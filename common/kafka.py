@@ -164,7 +164,9 @@ def partitions_of(consumer: Consumer, topic: str, timeout: float = 30) -> list[i
 
 
 def end_offsets(consumer: Consumer, topic: str, partitions: list[int], timeout: float = 30) -> dict[int, int]:
-    """The high watermark (next offset to be written) of each partition."""
+    """The high watermark (next offset to be written) of each partition; through a read_committed consumer, the
+    last stable offset instead, which stays behind an open transaction, and behind a committed one until the
+    broker has written its markers (just after the commit returns)."""
     return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1] for p in partitions}
 
 
