@@ -22,11 +22,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.run import b0_influx_ceiling, b2_consumer, prefill
-from bench.support import RESULTS
+from bench.support import RESULTS, ROOT
 from tests.support.influx import temporary_bucket
 from tests.support.services import native_or_exit
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKTREES = Path("/tmp/hp-steps")
 # (commit, what it changed); the last is this checkout's HEAD whatever its hash.
 STEPS = [
