@@ -1,27 +1,31 @@
-# The pipeline image: the pipeline's packages and nothing of the operations tooling (ops/).
-FROM python:3.11-slim AS runtime
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY common ./common
-COPY producer ./producer
-COPY consumer ./consumer
-COPY verify ./verify
-COPY archive ./archive
-COPY tiers ./tiers
+# The pipeline image: one wheel of the `healthpipe` package, its C fast path included, and no sources in the
+# runtime (so nothing on sys.path shadows the installed package). The base is an argument so that a machine
+# without Docker Hub can build it on a base image of its own.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+# a compiler for healthpipe/schema/_fastline.c (setup.py); without one pip would build a wheel without it
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
 COPY healthpipe ./healthpipe
-# `python -m` from /app imports these copies (the working directory comes first on sys.path), which nobody may
-# write bytecode for at run time: compile them once here, or every process start compiles them again
-RUN pip install . && python -m compileall -q common producer consumer verify archive tiers healthpipe \
-    && useradd --create-home --uid 10001 healthpipe
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+    && python -c "import zipfile, glob, sys; names = zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]).namelist(); \
+sys.exit(0 if any(n.startswith('healthpipe/schema/_fastline') and n.endswith('.so') for n in names) else 'no fast path')"
+
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+COPY --from=build /wheels /wheels
+# pip compiles the package's bytecode as it installs, so no process start compiles it again
+RUN pip install /wheels/*.whl && rm -rf /wheels && useradd --create-home --uid 10001 healthpipe
+WORKDIR /app
 COPY config ./config
 USER healthpipe
-# `docker run healthpipe producer` = `python -m producer` (each package runs its own main)
-ENTRYPOINT ["python", "-m"]
+# `docker run healthpipe producer` = `healthpipe producer`
+ENTRYPOINT ["healthpipe"]
 CMD ["producer"]
 
-# The demo app (docker-compose's `demo-app`) is operations tooling: an image of its own.
+# docker-compose's `demo-app`: the same image, another command
 FROM runtime AS demo
-COPY ops ./ops
-ENTRYPOINT ["python", "-m", "ops.cli"]
-CMD ["demo-app"]
+CMD ["demo-app", "--host", "0.0.0.0"]

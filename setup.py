@@ -1,9 +1,9 @@
-"""Only for the consumer's optional compiled hot path (everything else is in pyproject.toml).
+"""Only for the stored schema's optional compiled hot path (everything else is in pyproject.toml).
 
-`pip install -e .` (make install) compiles consumer/_fastline.c with the machine's C compiler; where there is none
-the build is skipped (optional=True) and the consumer uses its pure-Python fast engine: same output, more CPU."""
+`pip install .` (make install) compiles healthpipe/schema/_fastline.c with the machine's C compiler; where there is
+none the build is skipped (optional=True) and the sinks use the pure-Python engines: same output, more CPU."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("consumer._fastline", ["consumer/_fastline.c"], optional=True,
+setup(ext_modules=[Extension("healthpipe.schema._fastline", ["healthpipe/schema/_fastline.c"], optional=True,
                              extra_compile_args=["-O2"])])

@@ -1,8 +1,8 @@
 """B6: the archive (cold tier) beside the InfluxDB consumer, on the same pre-filled topic (B2's data).
 
 Each run fills a topic with `--samples` samples (B2's ledger: 1,000-sample messages, random values with three
-decimals), then runs, one after the other and alternating who goes first, `python -m consumer` (into a fresh
-bucket) and `python -m archive` (into a fresh directory), each until its group has committed every offset:
+decimals), then runs, one after the other and alternating who goes first, `python -m healthpipe consumer` (into a fresh
+bucket) and `python -m healthpipe archive` (into a fresh directory), each until its group has committed every offset:
 samples/s, CPU-s per million samples, peak RSS. Completeness: the archive is read back whole with pyarrow and
 must equal the ledger, row for row.
 
@@ -25,13 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from archive.store import Store
 from bench.run import b2_consumer, prefill
 from bench.support import RESULTS, clean_env, compile_bytecode, cpu_seconds, peak_rss_mb, run_until_committed
-from common.kafka import ensure_topics
-from common.messages import SeriesWindow, headers
-from ops.stack import STACK_DIR, kafka_brokers
-from producer.service import ProducerService
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.common.messages import SeriesWindow, headers
+from healthpipe.ops.stack import STACK_DIR, kafka_brokers
+from healthpipe.producer.service import ProducerService
+from healthpipe.sinks.archive.store import Store
 from tests.integration.test_archive import archived, read, truth
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
@@ -49,7 +49,7 @@ def run_archive(cfg, tmp: Path, transactional: bool = False) -> dict:
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "archive", "--config", str(config_file)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "healthpipe", "archive", "--config", str(config_file)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(RESULTS / "archive-bench.log", "ab"))  # noqa: SIM115
     try:
         run_until_committed(proc, cfg, cfg.archive.group_id, "archive (see bench/results/archive-bench.log)",

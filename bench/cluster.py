@@ -26,8 +26,8 @@ from confluent_kafka.admin import AdminClient
 
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
 from bench.support import RESULTS, clean_env, influx_count
-from common.kafka import ensure_topics
-from ops import stack
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.ops import stack
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import write_config

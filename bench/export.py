@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 
 from bench.support import RESULTS, clean_env
-from common.times import iso
+from healthpipe.common.times import iso
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import free_port, write_config
 from tests.support.services import native_or_exit
@@ -152,7 +152,7 @@ def b8(services, requests_n: int = 600, interval_s: float = 0.1, delivery_s: int
     default interval and lag), asked every `interval_s` for `at` = now. The feature server's cache (healthpipe/
     window_cache.py) answers from counts alone, re-reads the newest minute, or reads the whole window; the latency
     covers all three, and the answers that had to re-read are also reported on their own."""
-    from healthpipe.serve import FeatureServer
+    from healthpipe.ml.serve import FeatureServer
 
     now_ms = int(time.time()) * 1000
     with temporary_bucket(services.config().load.influxdb, "bench-features") as bucket:

@@ -48,7 +48,8 @@ def main() -> int:
         if args.code is not None:
             env["PYTHONPATH"] = str(args.code)
         log = open(RESULTS / f"flame-{args.label}.log", "ab")  # noqa: SIM115
-        consumer = subprocess.Popen([sys.executable, "-m", "consumer", "--config", str(config_file)], env=env,
+        consumer = subprocess.Popen([sys.executable, "-m", "healthpipe", "consumer", "--config", str(config_file)],
+                                    env=env,
                                     cwd=args.code, stdout=subprocess.DEVNULL, stderr=log)
         py_spy = Path(sys.executable).parent / "py-spy"
         spy = subprocess.Popen([str(py_spy), "record", "--pid", str(consumer.pid), "--rate", str(args.rate),

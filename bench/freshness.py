@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from producer.service import ProducerService
+from healthpipe.producer.service import ProducerService
 from tests.integration.test_producer import prometheus_raw
 from tests.support import influx
 from tests.support.pipeline import ConsumerThread, committed_all, wait_until

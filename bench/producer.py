@@ -25,9 +25,9 @@ from pathlib import Path
 import orjson
 import requests
 
-from common.config import HealthpipeConfig, QuerySettings
-from producer.service import ProducerService
-from producer.windows import Window, pending_windows
+from healthpipe.common.config import HealthpipeConfig, QuerySettings
+from healthpipe.producer.service import ProducerService
+from healthpipe.producer.windows import Window, pending_windows
 from tests.support.kafka import read_topic
 from tests.support.services import native_or_exit
 

@@ -41,10 +41,10 @@ from bench.support import (
     peak_rss_mb,
     run_until_committed,
 )
-from common.kafka import ensure_topics
-from common.messages import decode
-from consumer.transformer import DataTransformer
-from ops.stack import CACHE, SCRIPTS
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.common.messages import decode
+from healthpipe.ops.stack.paths import CACHE, SCRIPTS
+from healthpipe.sinks.influx.transformer import DataTransformer
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
@@ -156,7 +156,7 @@ def b2_consumer(cfg, ledger, tmp: Path, writers: int | None = None, code: Path |
     if code is not None:
         env["PYTHONPATH"] = str(code)  # ahead of the editable install of this checkout
     return _until_committed(f"consumer-w{cfg.consumer.writers}",
-                            [sys.executable, "-m", "consumer", "--config", str(config_file)], env, cfg,
+                            [sys.executable, "-m", "healthpipe", "consumer", "--config", str(config_file)], env, cfg,
                             cfg.kafka.group_id, ledger, tmp, cwd=code)
 
 

@@ -19,7 +19,7 @@ import requests
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
-from ops.stack import STACK_DIR
+from healthpipe.ops.stack import STACK_DIR
 from tests.chaos.ledger import Ledger, point_of
 from tests.support import influx
 from tests.support.pipeline import committed_all, write_config

@@ -1,7 +1,7 @@
 """B5: `healthpipe verify` over a known data set: 2,000 series × 6 h every 10 s (4.32 M samples) by default.
 
 The data set is promtool-built blocks served by a Prometheus of its own (as B1), loaded into a fresh bucket by
-the real pipeline (producer backfill + consumer processes, as B3). Then `python -m verify --json` runs as its
+the real pipeline (producer backfill + consumer processes, as B3). Then `python -m healthpipe verify --json` runs as its
 own process, twice per run:
 
 - exact: nothing missing (target: ≤ 30 s, ≤ 300 MB RSS on this machine);
@@ -29,7 +29,7 @@ import requests
 
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
 from bench.support import RESULTS, clean_env, influx_count
-from common.times import iso
+from healthpipe.common.times import iso
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import write_config
 from tests.support.services import native_or_exit
@@ -61,7 +61,8 @@ def run_verify(cfg, config_file: Path, start_ms: int, end_ms: int) -> dict:
     out = RESULTS / "verify-out.json"
     t0 = time.perf_counter()
     with out.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "verify", "--config", str(config_file), "--from", iso(start_ms),
+        proc = subprocess.Popen([sys.executable, "-m", "healthpipe", "verify", "--config", str(config_file),
+                                 "--from", iso(start_ms),
                                  "--to", iso(end_ms), "--json"], env=env, stdout=f, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0

@@ -24,8 +24,8 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from bench.support import RESULTS, influx_count, influxd_cpu_seconds
-from common.messages import decode
-from consumer.transformer import DataTransformer
+from healthpipe.common.messages import decode
+from healthpipe.sinks.influx.transformer import DataTransformer
 from tests.chaos.ledger import generate
 from tests.support.influx import temporary_bucket
 from tests.support.services import native_or_exit
@@ -47,7 +47,7 @@ VARIANTS = [  # (name, client, gzip level, lines per body, connections)
 def lines_for(n: int, seed: int) -> tuple[list[str], str]:
     ledger = generate(seed, max(1, n // 1000), 1000, per_message=1000)
     windows = [decode(v) for _, v, _ in ledger.messages]
-    from common.config import TransformSettings
+    from healthpipe.common.config import TransformSettings
 
     return DataTransformer(TransformSettings(valid_metrics=[])).transform(windows).lines, ledger.run
 

@@ -1,16 +1,7 @@
-import argparse
+"""`python -m healthpipe ...` is the `healthpipe` command (for a checkout without the console script)."""
+
 import sys
 
-from common.command import execute
-from healthpipe import command
+from healthpipe.cli import main
 
-parser = argparse.ArgumentParser(prog="python -m healthpipe", description="healthpipe's data for ML")
-sub = parser.add_subparsers(dest="command", required=True)
-export = sub.add_parser("export", help=command.EXPORT_HELP)
-command.add_export_arguments(export)
-export.set_defaults(run=command.run_export)
-features = sub.add_parser("features", help=command.FEATURES_HELP)
-command.add_features_arguments(features)
-features.set_defaults(run=command.run_features)
-args = parser.parse_args()
-sys.exit(execute(args.run, args))
+sys.exit(main())

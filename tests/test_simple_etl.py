@@ -6,11 +6,11 @@ The real-service versions of these checks live in tests/integration/.
 import unittest
 from unittest import mock
 
-from common.config import load_config
-from common.errors import PrometheusUnavailable
-from consumer.transformer import DataTransformer
-from producer.extractor import PrometheusExtractor, Series
-from producer.service import ProducerService
+from healthpipe.common.config import load_config
+from healthpipe.common.errors import PrometheusUnavailable
+from healthpipe.producer.extractor import PrometheusExtractor, Series
+from healthpipe.producer.service import ProducerService
+from healthpipe.sinks.influx.transformer import DataTransformer
 
 NOW = 1_800_000_000.0
 

@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-from common.messages import SeriesWindow, decode, headers
+from healthpipe.common.messages import SeriesWindow, decode, headers
 from tests.support import influx, kafka
 
 # (measurement, sorted tag items, field, value, timestamp ms)

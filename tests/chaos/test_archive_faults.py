@@ -8,10 +8,10 @@ import time
 
 import pyarrow.parquet as pq
 
-from archive import layout
-from archive.store import Store
-from common.kafka import ensure_topics
-from ops import stack
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.ops import stack
+from healthpipe.sinks.archive import layout
+from healthpipe.sinks.archive.store import Store
 from tests.chaos.ledger import generate
 from tests.integration.test_archive import archive_config, archived, truth
 from tests.support import kafka

@@ -15,7 +15,7 @@ import pytest
 import requests
 from confluent_kafka.admin import AdminClient
 
-from ops import stack
+from healthpipe.ops import stack
 from tests.chaos.test_scenarios import assert_done, in_flight_now, setup
 from tests.support import kafka
 from tests.support.faults import FaultProxy
@@ -206,7 +206,7 @@ def test_19_dead_letter_topic_gone_holds_the_commit_until_it_is_back(native):
     in_flight_now(replica, cfg)
     time.sleep(4)
     assert not committed_all(cfg)
-    from common.kafka import ensure_topics
+    from healthpipe.common.kafka import ensure_topics
 
     ensure_topics(cfg)  # the topic is back
     wait_until(lambda: committed_all(cfg), 120, what="the dead letter delivered and committed")

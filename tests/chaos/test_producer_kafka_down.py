@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from ops import stack
-from producer.service import ProducerService
+from healthpipe.ops import stack
+from healthpipe.producer.service import ProducerService
 from tests.integration.test_producer import RAW_UP, prometheus_raw, published, wait_for_scrapes
 from tests.support.pipeline import wait_until
 

@@ -9,14 +9,14 @@ import time
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from common.kafka import ensure_topics
-from producer.service import ProducerService
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.producer.service import ProducerService
+from healthpipe.verify import verification
+from healthpipe.verify.repair import repair
 from tests.integration.test_producer import RAW_UP, wait_for_scrapes
 from tests.support import kafka
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import ConsumerThread, wait_until
-from verify import verification
-from verify.repair import repair
 
 
 def log_start_offsets(cfg) -> dict[int, int]:

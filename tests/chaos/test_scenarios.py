@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from common.kafka import ensure_topics
-from ops import stack
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.ops import stack
 from tests.chaos.ledger import assert_dead_letters, assert_no_duplicate_samples, checksum, generate
 from tests.support import kafka
 from tests.support.faults import FaultProxy
@@ -239,7 +239,7 @@ def test_12_sigterm_with_a_write_outstanding_flushes_commits_and_redelivers_noth
 
 
 def test_13_a_deleted_range_replayed_twice_comes_back_identical(native):
-    from consumer import replay
+    from healthpipe.sinks.influx import replay
     from tests.integration.test_operations import delete_window
     from tests.support.influx import iso
 
@@ -257,7 +257,7 @@ def test_13_a_deleted_range_replayed_twice_comes_back_identical(native):
 
 
 def test_14_hostile_labels_and_a_token_never_logged(native, tmp_path):
-    from common.messages import SeriesWindow, headers
+    from healthpipe.common.messages import SeriesWindow, headers
     from tests.support import influx
 
     cfg, ledger = setup(native, 14, 5, 100)
@@ -296,7 +296,7 @@ def test_14_hostile_labels_and_a_token_never_logged(native, tmp_path):
 
 
 def test_04_producer_stopped_for_two_minutes_backfills_the_gap_exactly(native):
-    from producer.service import ProducerService
+    from healthpipe.producer.service import ProducerService
     from tests.integration.test_producer import RAW_UP, prometheus_raw, published, wait_for_scrapes
 
     wait_for_scrapes(native)

@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from bench.producer import BenchPrometheus
-from common.kafka import ensure_topics
-from ops import stack
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.ops import stack
 from tests.chaos.ledger import assert_no_duplicate_samples, point_of
 from tests.support import influx
 from tests.support.faults import FaultProxy

@@ -10,7 +10,7 @@ import time
 
 from confluent_kafka.admin import AdminClient
 
-from ops import stack
+from healthpipe.ops import stack
 from tests.cluster.conftest import Pipeline, finish_and_check, wait_isr_recovered
 from tests.support import kafka
 from tests.support.pipeline import committed_all, holds_uncommitted_work, wait_until

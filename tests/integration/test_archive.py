@@ -8,10 +8,10 @@ import uuid
 import pyarrow.dataset as ds
 import pytest
 
-from archive import layout
-from archive.service import archiver
-from archive.store import Store
-from common.kafka import ensure_topics
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.sinks.archive import layout
+from healthpipe.sinks.archive.service import archiver
+from healthpipe.sinks.archive.store import Store
 from tests.chaos.ledger import generate
 from tests.support import kafka
 from tests.support.pipeline import ConsumerThread, committed_all, wait_until
@@ -68,7 +68,7 @@ def test_a_known_ledger_is_archived_exactly(services, tmp_path, target):
 
 
 def test_nan_and_infinities_are_kept_and_bad_timestamps_counted(services, tmp_path):
-    from common.messages import SeriesWindow, headers
+    from healthpipe.common.messages import SeriesWindow, headers
 
     cfg = archive_config(services, "local", tmp_path)
     ensure_topics(cfg)

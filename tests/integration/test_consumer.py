@@ -9,8 +9,8 @@ import orjson
 import pytest
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from common.kafka import ensure_topics
-from common.messages import SeriesWindow, headers
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.common.messages import SeriesWindow, headers
 from tests.support import influx, kafka
 from tests.support.faults import FaultProxy
 from tests.support.pipeline import (
@@ -163,7 +163,7 @@ def test_points_influxdb_rejects_are_dead_lettered_with_status(services, scratch
     assert len(letters) == 1
     h = dict(letters[0].headers())
     assert h["healthpipe-dlq-reason"] == b"influx_rejected"
-    assert h["healthpipe-dlq-influx-status"] in (b"400", b"422")
+    assert h["healthpipe-dlq-error-status"] in (b"400", b"422")
     assert b"conflict" in h["healthpipe-dlq-detail"]
     assert letters[0].value().endswith(f" value=1.0 {old_ms}".encode())
     assert committed_all(cfg)
@@ -173,7 +173,7 @@ def test_influxdb_down_for_30s_pauses_without_committing_then_drains(services):
     """Stops the stack's real InfluxDB process: the consumer must hold, stay in its group, then catch up."""
     if not services.native:
         pytest.skip("needs the native stack to stop and start InfluxDB")
-    from ops import stack
+    from healthpipe.ops import stack
 
     cfg = fast(services, kafka={"partitions": 2})
     run = uuid.uuid4().hex
@@ -202,7 +202,7 @@ def test_influxdb_down_for_30s_pauses_without_committing_then_drains(services):
 
 
 def test_loader_test_connection_checks_the_bucket(services):
-    from consumer.loader import InfluxDBLoader
+    from healthpipe.sinks.influx.loader import InfluxDBLoader
 
     cfg = services.config()
     assert InfluxDBLoader(cfg.load.influxdb).test_connection() is True

@@ -1,5 +1,5 @@
 """Label values round-trip exactly through a real InfluxDB, under the documented rule for what it cannot
-represent (consumer/line_protocol.py), and never add a point, a tag or a field."""
+represent (healthpipe/schema/__init__.py), and never add a point, a tag or a field."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.line_protocol import representable, series_prefix
-from consumer.loader import InfluxDBLoader
+from healthpipe.schema import representable, series_prefix
+from healthpipe.sinks.influx.loader import InfluxDBLoader
 from tests.support import influx
 
 HOSTILE = st.sampled_from(["\n", "\r", ",", "=", " ", '"', "\\", "\t", "'", "ü", "✓", "🙂", "#"])

@@ -13,11 +13,11 @@ import pytest
 import requests
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from archive.service import archiver
-from healthpipe import data
-from healthpipe.export import export
-from healthpipe.serve import FeatureServer
-from producer.service import ProducerService
+from healthpipe.ml import data
+from healthpipe.ml.export import export
+from healthpipe.ml.serve import FeatureServer
+from healthpipe.producer.service import ProducerService
+from healthpipe.sinks.archive.service import archiver
 from tests.integration.test_producer import RAW_UP, wait_for_scrapes
 from tests.support import influx
 from tests.support.pipeline import ConsumerThread, committed_all, free_port, wait_until
@@ -128,7 +128,7 @@ def test_the_cold_tier_serves_what_hot_no_longer_holds_and_agrees_with_hot(loade
 
 
 def test_bad_input_exits_2_and_an_unreachable_influxdb_3_leaving_no_directory(loaded, tmp_path, capsys, monkeypatch):
-    from ops.cli import main
+    from healthpipe.cli import main
     from tests.support.pipeline import write_config
 
     cfg, start, end = loaded
@@ -193,7 +193,7 @@ def test_features_served_at_t_equal_the_exported_features_as_of_t(loaded, tmp_pa
 def test_the_feature_cache_answers_exactly_as_a_fresh_read_through_new_and_late_samples(services):
     """The feature server's WindowCache: same features as reading the window afresh, whether it answered from
     counts alone, re-read the newest minute, or had to read the whole window (a backfilled sample)."""
-    from healthpipe.window_cache import WindowCache
+    from healthpipe.ml.window_cache import WindowCache
 
     def write(settings, points):  # (instance, ts_ms, value); one series has a tag the others lack
         lines = [f"health_metrics,instance={i},job=cache,metric=cache_metric,metric_type=gauge"

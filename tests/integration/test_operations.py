@@ -8,9 +8,9 @@ import uuid
 import pytest
 import requests
 
-from common.errors import HealthpipeError
-from consumer import replay
-from ops.check import run as check
+from healthpipe.common.errors import HealthpipeError
+from healthpipe.ops.check import run as check
+from healthpipe.sinks.influx import replay
 from tests.support import influx, kafka
 from tests.support.influx import iso
 from tests.support.pipeline import ConsumerThread, committed_all, series_messages, wait_until, write_config
@@ -50,7 +50,7 @@ def test_replay_a_deleted_window_brings_it_back_identical(services):
     cfg = services.config(consumer={"batch_max_age_seconds": 0.5})
     run = uuid.uuid4().hex
     messages, expected = series_messages(run, 5, 600, NOW_MS)  # 10 minutes at 1 s
-    from common.kafka import ensure_topics
+    from healthpipe.common.kafka import ensure_topics
 
     ensure_topics(cfg)
     kafka.produce(cfg, cfg.kafka.topic, messages)
@@ -70,7 +70,7 @@ def test_replay_a_deleted_window_brings_it_back_identical(services):
 
 def test_move_offsets_refuses_a_live_group_then_rewinds_a_stopped_one(services, tmp_path, monkeypatch, capsys):
     cfg = services.config(consumer={"batch_max_age_seconds": 0.5})
-    from common.kafka import ensure_topics
+    from healthpipe.common.kafka import ensure_topics
 
     ensure_topics(cfg)
     run = uuid.uuid4().hex
@@ -94,8 +94,8 @@ def test_move_offsets_refuses_a_live_group_then_rewinds_a_stopped_one(services, 
 
 
 def test_backfill_publishes_a_window_without_touching_watermarks(services, tmp_path, monkeypatch):
-    from producer import backfill, watermarks
-    from producer.service import ProducerService
+    from healthpipe.producer import backfill, watermarks
+    from healthpipe.producer.service import ProducerService
     from tests.integration.test_producer import RAW_UP, prometheus_raw, published, wait_for_scrapes
 
     wait_for_scrapes(services, seconds=10)
@@ -124,8 +124,8 @@ def test_backfill_publishes_a_window_without_touching_watermarks(services, tmp_p
 def test_ensure_topics_creates_the_missing_ones_once_and_refuses_more_replicas_than_brokers(services):
     from confluent_kafka.admin import AdminClient
 
-    from common.errors import ConfigError
-    from common.kafka import ensure_topics, topic_specs
+    from healthpipe.common.errors import ConfigError
+    from healthpipe.common.kafka import ensure_topics, topic_specs
 
     cfg = services.config()
     specs = topic_specs(cfg)

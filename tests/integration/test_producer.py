@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-from common.errors import ConfigError
-from producer.service import ProducerService
+from healthpipe.common.errors import ConfigError
+from healthpipe.producer.service import ProducerService
 from tests.support.faults import FaultProxy
 from tests.support.kafka import read_topic
 
@@ -189,7 +189,7 @@ def test_kill_9_mid_transaction_then_restart_leaves_no_gap_and_no_duplicate(serv
     config_file.write_text(yaml.safe_dump(orjson.loads(cfg.model_dump_json(
         exclude={"load": {"influxdb": {"token"}}}))))
     env = process_env(cfg)
-    cmd = [sys.executable, "-m", "producer", "--config", str(config_file), "--once"]
+    cmd = [sys.executable, "-m", "healthpipe", "producer", "--config", str(config_file), "--once"]
     for _ in range(3):
         assert kill_9_mid_transaction(cmd, env, port, cfg)  # records of an unfinished transaction on the topic
     for _ in range(3):  # each --once run publishes at most 100 windows: finish the backfill
@@ -208,7 +208,7 @@ def test_kill_9_mid_transaction_then_restart_leaves_no_gap_and_no_duplicate(serv
 
 def test_the_plans_four_core_queries_all_return_data(services):
     """get_basic_metrics(): availability, request rate, p95 latency and error rate from the demo app."""
-    from producer.extractor import PrometheusExtractor
+    from healthpipe.producer.extractor import PrometheusExtractor
 
     wait_for_scrapes(services, seconds=20)  # rate(...[1m]) needs a few scrapes
     results = PrometheusExtractor(services.prometheus_url).get_basic_metrics(lookback="1m")

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from influxdb_client.client.write_api import SYNCHRONOUS
 
+from healthpipe.tiers.apply import client, plan_and_apply
+from healthpipe.tiers.tasks import task_name
 from tests.support import influx
-from tiers.apply import client, plan_and_apply
-from tiers.flux import task_name
 
 MIN = 60_000
 
@@ -117,7 +117,7 @@ def test_the_task_aggregates_exactly_at_edges_and_across_counter_resets(tiered):
         assert math.isclose(got[key], value, rel_tol=1e-12), (key, got[key], value)
     assert got[("c", "increase", b)] == 5 + 3 + 5  # 10→15, reset to 3, 3→8
     assert got[("k", "increase", b + MIN)] == 0.5  # reset across the window edge
-    from tiers.status import report
+    from healthpipe.tiers.inventory import report
 
     rows = {r["tier"]: r for r in report(tiered)}
     warm_row = rows[f"warm {warm.name}"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from archive.service import archiver
-from common.kafka import ensure_topics
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.sinks.archive.service import archiver
 from tests.chaos.ledger import generate
 from tests.integration.test_archive import archive_config
 from tests.support import kafka

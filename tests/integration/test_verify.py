@@ -9,13 +9,13 @@ import pytest
 import requests
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from common.errors import Retryable
-from producer.service import ProducerService
+from healthpipe.common.errors import Retryable
+from healthpipe.producer.service import ProducerService
+from healthpipe.verify import verification
 from tests.integration.test_producer import RAW_UP, wait_for_scrapes
 from tests.support import influx
 from tests.support.influx import iso
 from tests.support.pipeline import ConsumerThread, free_port, process_env, write_config
-from verify import verification
 
 RATE = {"name": "request_rate", "promql": "sum by (method, path) (rate(http_requests_total[1m]))", "mode": "range",
         "step": "5s", "metric_type": "throughput"}
@@ -91,7 +91,7 @@ def test_repair_republishes_from_prometheus_and_ends_exact(loaded, capsys):
                   json={"start": iso(start + 60_000), "stop": iso(start + 70_000),
                         "predicate": 'metric="up"'}).raise_for_status()
     assert run(cfg, start, end).missing >= 5
-    from verify.repair import repair
+    from healthpipe.verify.repair import repair
 
     consumer = ConsumerThread(cfg)  # the running pipeline loads what repair re-publishes
     try:
@@ -112,7 +112,7 @@ def test_a_changed_value_is_mismatched_and_json_matches_the_table(loaded, tmp_pa
     with influx.client(s) as c:
         c.write_api(write_options=SYNCHRONOUS).write(s.bucket, s.org, f"health_metrics,{tags} value=7.0 {ts}",
                                                      write_precision="ms")
-    from ops.cli import main
+    from healthpipe.cli import main
 
     monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", s.token.get_secret_value())
     config_file = write_config(cfg, tmp_path / "c.yaml")
@@ -135,7 +135,7 @@ def test_influxdb_unreachable_exits_3_never_exact(loaded, tmp_path, monkeypatch,
         update={"url": f"http://127.0.0.1:{free_port()}"})})})
     with pytest.raises(Retryable):
         run(dead, start, end)
-    from ops.cli import main
+    from healthpipe.cli import main
 
     monkeypatch.setenv("HEALTHPIPE_LOAD__INFLUXDB__TOKEN", cfg.load.influxdb.token.get_secret_value())
     code = main(["verify", "--config", str(write_config(dead, tmp_path / "d.yaml")), "--from", iso(start),
@@ -147,7 +147,7 @@ def test_influxdb_unreachable_exits_3_never_exact(loaded, tmp_path, monkeypatch,
 
 def test_bad_arguments_exit_2_naming_the_cause(loaded, tmp_path, monkeypatch, capsys):
     cfg, start, end = loaded
-    from ops.cli import main
+    from healthpipe.cli import main
 
     config_file = write_config(cfg, tmp_path / "c.yaml")
     assert main(["verify", "--config", str(config_file), "--from", iso(end), "--to", iso(start)]) == 2
@@ -169,7 +169,8 @@ def test_python_m_verify_runs_as_its_own_package(loaded, tmp_path):
     import sys
 
     cfg, start, end = loaded
-    out = subprocess.run([sys.executable, "-m", "verify", "--config", str(write_config(cfg, tmp_path / "c.yaml")),
+    out = subprocess.run([sys.executable, "-m", "healthpipe", "verify",
+                          "--config", str(write_config(cfg, tmp_path / "c.yaml")),
                           "--from", iso(end - 30_000), "--to", iso(end), "--query", "edges", "--json"],
                          env=process_env(cfg), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -178,7 +179,7 @@ def test_python_m_verify_runs_as_its_own_package(loaded, tmp_path):
 
 
 def test_continuous_mode_exports_what_it_found(loaded):
-    from verify.service import ContinuousVerifier
+    from healthpipe.verify.service import ContinuousVerifier
 
     cfg, start, end = loaded
     v = ContinuousVerifier(cfg, [q for q in cfg.extract.queries if q.name == "edges"], every_s=30, delay_s=0,

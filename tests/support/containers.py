@@ -94,7 +94,7 @@ def start(spec: ContainerSpec):
 
 def start_all(free_port) -> tuple[dict[str, str], list]:
     """The three services plus an in-process demo app; returns (connection settings, closers)."""
-    from ops.demo_app import serve
+    from healthpipe.ops.demo_app import serve
 
     demo_port = free_port()
     threading.Thread(target=serve, args=("0.0.0.0", demo_port), daemon=True).start()

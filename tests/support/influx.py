@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 from influxdb_client import InfluxDBClient
 
-from common.config import InfluxSettings
-from common.times import iso
+from healthpipe.common.config import InfluxSettings
+from healthpipe.common.times import iso
 
 __all__ = ["client", "count", "iso", "points", "run_points", "temporary_bucket"]
 

@@ -7,7 +7,7 @@ import time
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from common.config import HealthpipeConfig
+from healthpipe.common.config import HealthpipeConfig
 
 
 def read_topic(cfg: HealthpipeConfig, topic: str, timeout: float = 60, committed_only: bool = True) -> list:

@@ -17,9 +17,10 @@ import yaml
 from confluent_kafka import KafkaException
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.config import HealthpipeConfig
-from common.messages import SeriesWindow, headers
-from consumer.service import ConsumerService
+from healthpipe.common.config import HealthpipeConfig
+from healthpipe.common.messages import SeriesWindow, headers
+from healthpipe.consumer.service import ConsumerService
+from healthpipe.sinks.influx.service import influx_consumer
 from tests.support import kafka
 
 
@@ -29,7 +30,7 @@ class ConsumerThread:
 
     def __init__(self, cfg: HealthpipeConfig, until_idle: float | None = None, service: ConsumerService | None = None,
                  **kwargs):
-        self.service = service or ConsumerService(cfg, **kwargs)
+        self.service = service or influx_consumer(cfg, **kwargs)
         self.service.initialize()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(until_idle,), daemon=True)
@@ -100,7 +101,8 @@ def scrape(port: int) -> dict[str, float]:
 
 
 class ConsumerProcess:
-    """`python -m consumer` (or `archive`) as a subprocess with its own /metrics port: for kill -9 and SIGTERM."""
+    """`python -m healthpipe consumer` (or `archive`) as a subprocess with its own /metrics port: for kill -9 and
+    SIGTERM."""
 
     def __init__(self, cfg: HealthpipeConfig, workdir: Path, log: Path, *args: str, kind: str = "consumer"):
         self.port = free_port()
@@ -220,7 +222,7 @@ def committed_all(cfg: HealthpipeConfig, group: str | None = None) -> bool:
     behind = [p for p, end in ends.items() if not (committed[p] == end or (end == 0 and committed[p] < 0))]
     if not behind:
         return True
-    from common.kafka import consumable_end, reader
+    from healthpipe.common.kafka import consumable_end, reader
 
     consumer = reader(cfg)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from common.config import HealthpipeConfig, load_config
+from healthpipe.common.config import HealthpipeConfig, load_config
 
 STACK_ENV = Path(__file__).resolve().parents[2] / ".stack" / "stack.env"
 # The caller's HEALTHPIPE_* variables, read once at import: they say where the services are (to test against

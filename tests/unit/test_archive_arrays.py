@@ -1,5 +1,5 @@
-"""archive/arrays.py builds the arrays `pa.array()` would (so the Parquet files are the same bytes), and the
-archiver's write path never imports pandas (what the module is for)."""
+"""healthpipe/sinks/archive/arrays.py builds the arrays `pa.array()` would (so the Parquet files are the same
+bytes), and the archiver's write path never imports pandas (what the module is for)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from archive import arrays
+from healthpipe.sinks.archive import arrays
 
 
 @settings(max_examples=200, deadline=None)
@@ -43,12 +43,12 @@ def test_archiving_a_batch_never_imports_pandas(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from prometheus_client import CollectorRegistry
-        from archive.sink import ParquetSink
-        from archive.store import Store
-        from common.config import ArchiveSettings
-        from common.messages import SeriesWindow, decode
-        from consumer.sink import Source
-        from consumer.transformer import SCAN_SAMPLES
+        from healthpipe.sinks.archive.sink import ParquetSink
+        from healthpipe.sinks.archive.store import Store
+        from healthpipe.common.config import ArchiveSettings
+        from healthpipe.common.messages import SeriesWindow, decode
+        from healthpipe.common.records import Source
+        from healthpipe.schema import scan_samples as SCAN_SAMPLES
 
         settings = ArchiveSettings(target={str(tmp_path)!r})
         sink = ParquetSink(settings, Store(settings), CollectorRegistry())

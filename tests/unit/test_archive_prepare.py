@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from archive.sink import ParquetSink
-from archive.store import Store
-from common.config import ArchiveSettings
-from common.messages import SeriesWindow, decode
-from consumer.sink import Source
-from consumer.transformer import SCAN_SAMPLES
+from healthpipe.common.config import ArchiveSettings
+from healthpipe.common.messages import SeriesWindow, decode
+from healthpipe.common.records import Source
+from healthpipe.schema import scan_samples as SCAN_SAMPLES
+from healthpipe.sinks.archive.sink import ParquetSink
+from healthpipe.sinks.archive.store import Store
 
 value_text = st.one_of(st.floats().map(repr), st.sampled_from(["NaN", "+Inf", "-Inf", "-0", "1_000", " 1", "x", ""]),
                        st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{1,20})?", fullmatch=True))

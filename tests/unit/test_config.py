@@ -1,7 +1,7 @@
 import pytest
 
-from common.config import load_config
-from common.errors import ConfigError
+from healthpipe.common.config import load_config
+from healthpipe.common.errors import ConfigError
 
 
 def write(tmp_path, text):
@@ -75,7 +75,7 @@ def test_duplicate_query_names(tmp_path):
 
 
 def test_cli_exits_2_on_bad_config(tmp_path, capsys):
-    from ops.cli import main
+    from healthpipe.cli import main
 
     assert main(["producer", "--config", str(write(tmp_path, "nope: 1\n"))]) == 2
     assert "nope: unknown key" in capsys.readouterr().err

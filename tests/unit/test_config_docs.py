@@ -1,14 +1,14 @@
 from pathlib import Path
 
-from common.config import load_config
-from ops.config_docs import render
+from healthpipe.common.config import load_config
+from healthpipe.ops.config_docs import render
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_configuration_reference_is_up_to_date():
     assert (ROOT / "docs" / "configuration.md").read_text() == render(), \
-        "docs/configuration.md is stale: run `python -m ops.config_docs > docs/configuration.md`"
+        "docs/configuration.md is stale: run `python -m healthpipe.ops.config_docs > docs/configuration.md`"
 
 
 def test_shipped_config_file_is_valid():

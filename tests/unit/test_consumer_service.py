@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from common.config import load_config
-from common.errors import DeadLetterError, SinkUnavailable
-from common.messages import SeriesWindow, headers
-from consumer.service import ConsumerService
-from consumer.sink import Rejected, WriteOutcome
+from healthpipe.common.config import load_config
+from healthpipe.common.errors import DeadLetterError, SinkUnavailable
+from healthpipe.common.messages import SeriesWindow, headers
+from healthpipe.consumer.service import ConsumerService
+from healthpipe.sinks.base import Rejected, WriteOutcome
 
 NOW_MS = int(time.time() * 1000) - 60_000
 
@@ -152,7 +152,7 @@ class FakeDeadLetters:
 
 
 def service(writers: int = 2) -> tuple[ConsumerService, FakeKafka, FakeSink, FakeDeadLetters]:
-    from consumer.checkpoint import Checkpoint
+    from healthpipe.consumer.checkpoint import Checkpoint
 
     cfg = load_config(path=os.devnull, consumer={"writers": writers, "metrics_port": 0})
     sink, kafka, letters = FakeSink(), FakeKafka(), FakeDeadLetters()

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.config import HealthpipeConfig
-from common.kafka import topic_specs
+from healthpipe.cli import build_parser
+from healthpipe.common.config import HealthpipeConfig
+from healthpipe.common.kafka import topic_specs
 from tests.unit.test_compose import _config_key_exists
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_every_pipeline_process_runs_the_image_with_its_package_and_real_config_
     for name in DEPLOYMENTS:
         c = container(name)
         assert c["image"] == "healthpipe"
-        assert (ROOT / c["args"][0] / "__main__.py").exists(), f"{name}: python -m {c['args'][0]} would fail"
+        assert build_parser().parse_args(c["args"]).run is not None, f"{name}: `healthpipe {c['args']}` fails"
         for var in [e["name"] for e in c["env"]] + list(ENV):
             if var.startswith("HEALTHPIPE_"):
                 assert _config_key_exists(var), f"{name}: {var} is not a config key"

@@ -1,36 +1,68 @@
-"""The rooms stay apart: the library (what the production image runs) never imports the operations tooling
-in ops/ (native stack, CLI wiring, demo app), and common/ never imports upward into the services."""
+"""The rooms stay apart, as docs/architecture.md says: import-linter's contracts (pyproject.toml) hold, no package
+imports another's private module, and the architecture document names every package of the tree."""
 
 from __future__ import annotations
 
 import ast
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = ["common", "producer", "consumer", "verify", "tiers", "archive", "healthpipe"]
-SERVICES = {"producer", "consumer", "verify", "tiers", "archive", "healthpipe", "ops"}
+PACKAGE = ROOT / "healthpipe"
 
 
-def imported_packages(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) for each absolute `from healthpipe... import ...` and `import healthpipe...` of a file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("healthpipe"):
+            out.append((node.module or "", [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names if a.name.startswith("healthpipe")]
+    return out
 
 
-@pytest.mark.parametrize("package", LIBRARY)
-def test_the_library_never_imports_ops(package):
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / package).rglob("*.py") if "ops" in imported_packages(p)]
+def _package_of(module: str) -> str:
+    """healthpipe.sinks.influx.loader → healthpipe.sinks.influx; healthpipe.common.kafka → healthpipe.common."""
+    parts = module.split(".")
+    return ".".join(parts[:3] if len(parts) > 2 and parts[1] == "sinks" else parts[:2])
+
+
+def test_the_import_contracts_hold():
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    done = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+def test_no_package_imports_another_packages_private_names():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        here = _package_of(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for module, names in _imports(path):
+            if _package_of(module) == here:
+                continue
+            private = [p for p in module.split(".") if p.startswith("_")] + [n for n in names if n.startswith("_")]
+            if private:
+                offenders.append(f"{path.relative_to(ROOT)}: from {module} import {', '.join(names)}")
     assert offenders == []
 
 
-def test_common_imports_no_service():
-    offenders = {str(p.relative_to(ROOT)): sorted(imported_packages(p) & SERVICES)
-                 for p in (ROOT / "common").rglob("*.py") if imported_packages(p) & SERVICES}
-    assert offenders == {}
+def test_one_top_level_package_is_installed():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^include = \["healthpipe\*"\]$', pyproject, flags=re.M)
+    assert not [p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name not in
+                ("healthpipe", "tests", "bench")]
+
+
+def test_the_architecture_document_names_every_package():
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    packages = sorted(str(p.parent.relative_to(ROOT)) for p in PACKAGE.rglob("__init__.py"))
+    missing = [p for p in packages if f"`{p}/`" not in doc]
+    assert missing == [], f"docs/architecture.md does not name {missing}"
+    named = set(re.findall(r"`(healthpipe/[\w/]+?)/?`", doc))
+    gone = sorted(n for n in named if not (ROOT / n).exists() and not (ROOT / f"{n}.py").exists())
+    assert gone == [], f"docs/architecture.md names what the tree does not have: {gone}"

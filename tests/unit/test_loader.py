@@ -6,10 +6,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from pydantic import SecretStr
 
-from common.config import InfluxSettings
-from common.errors import Fatal, Retryable, SinkUnavailable
-from common.retry import backoff
-from consumer.loader import STATUS_ACTIONS, Action, InfluxDBLoader, action_for
+from healthpipe.common.config import InfluxSettings
+from healthpipe.common.errors import Fatal, Retryable, SinkUnavailable
+from healthpipe.common.retry import backoff
+from healthpipe.sinks.influx.loader import STATUS_ACTIONS, Action, InfluxDBLoader, action_for
 
 
 class FakeInflux:

@@ -2,7 +2,7 @@ import json
 import re
 from pathlib import Path
 
-from common.messages import JSON_SCHEMA, SeriesWindow
+from healthpipe.common.messages import JSON_SCHEMA, SeriesWindow
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "message-format.md"
 

@@ -1,8 +1,8 @@
 import orjson
 import pytest
 
-from common.errors import Malformed
-from common.messages import SCHEMA_HEADER, SeriesWindow, decode, headers, series_key
+from healthpipe.common.errors import Malformed
+from healthpipe.common.messages import SCHEMA_HEADER, SeriesWindow, decode, headers, series_key
 
 
 def window(n=3, **labels):

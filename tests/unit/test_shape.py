@@ -10,7 +10,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthpipe import shape
+from healthpipe.ml import shape
 
 T0 = 1_700_000_000_000
 

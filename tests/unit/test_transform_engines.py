@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.config import TransformSettings
-from common.messages import SeriesWindow, decode
-from consumer.transformer import DataTransformer
+from healthpipe.common.config import TransformSettings
+from healthpipe.common.messages import SeriesWindow, decode
+from healthpipe.sinks.influx.transformer import DataTransformer
 
 NOW_MS = 1_800_000_000_000
 
@@ -89,8 +89,8 @@ def test_the_fast_engine_takes_ordinary_batches():
 
 
 def test_the_compiled_hot_path_is_built_where_ci_runs():
-    """make install builds consumer/_fastline.c; CI has a compiler, so there it must be there."""
-    from consumer import transformer
+    """make install builds healthpipe/schema/_fastline.c; CI has a compiler, so there it must be there."""
+    from healthpipe.sinks.influx import transformer
 
     if os.environ.get("CI") == "true" or transformer._fastline is not None:
         assert transformer._fastline is not None
@@ -102,8 +102,8 @@ def test_the_compiled_hot_path_is_built_where_ci_runs():
 @given(st.one_of(decimal_text, st.floats(allow_nan=False, allow_infinity=False).map(repr),
                  st.floats(allow_nan=False, allow_infinity=False).map(lambda f: format(f, "f"))))
 def test_the_compiled_value_text_is_pythons_repr_of_the_float(text):
-    """consumer/_fastline.c writes plain decimals without a float round trip; it must equal repr(float(text))."""
-    from consumer import transformer
+    """The compiled fast path writes plain decimals without a float round trip: it must equal repr(float(text))."""
+    from healthpipe.sinks.influx import transformer
 
     if transformer._fastline is None:
         pytest.skip("no compiled hot path here")
@@ -121,7 +121,7 @@ def test_the_compiled_value_text_is_pythons_repr_of_the_float(text):
 def test_samples_left_as_json_text_decode_and_transform_exactly_as_decoded_ones(odd, data):
     """The consumer's decode leaves well-formed samples as JSON text (RawSamples) for _fastline.format_text: the
     windows equal the fully decoded ones, and every engine gives the reference's lines from them."""
-    from consumer.transformer import SCAN_SAMPLES
+    from healthpipe.schema import scan_samples as SCAN_SAMPLES
 
     if SCAN_SAMPLES is None:
         pytest.skip("no compiled hot path here")
@@ -139,8 +139,8 @@ def test_samples_left_as_json_text_decode_and_transform_exactly_as_decoded_ones(
 def test_request_bodies_are_the_reference_lines_as_bytes(odd, data):
     """What the consumer posts (transform_bodies, built as bytes in C from the JSON text) is the reference's lines,
     each ending in a newline, and each body's lines come from the window the reference says."""
-    from consumer.influx_sink import requests_of
-    from consumer.transformer import SCAN_SAMPLES
+    from healthpipe.schema import scan_samples as SCAN_SAMPLES
+    from healthpipe.sinks.influx.sink import requests_of
 
     texts = [w.to_json() for w in data.draw(st.lists(window(odd=odd), max_size=6))]
     batch = [decode(t, scan_samples=SCAN_SAMPLES) for t in texts]
@@ -166,7 +166,7 @@ def test_request_bodies_are_the_reference_lines_as_bytes(odd, data):
     (b'[[1,"2"]', -1), (b'[[1,null]]', -1), (b'{}', -1),
 ])
 def test_the_sample_scanner_vouches_only_for_the_usual_shape(samples, count):
-    from consumer.transformer import SCAN_SAMPLES
+    from healthpipe.schema import scan_samples as SCAN_SAMPLES
 
     if SCAN_SAMPLES is None:
         pytest.skip("no compiled hot path here")

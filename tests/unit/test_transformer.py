@@ -3,10 +3,10 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.config import TransformSettings
-from common.messages import SeriesWindow
-from consumer.line_protocol import escape_tag, representable, tag_set
-from consumer.transformer import DataTransformer
+from healthpipe.common.config import TransformSettings
+from healthpipe.common.messages import SeriesWindow
+from healthpipe.schema import escape_tag, representable, tag_set
+from healthpipe.sinks.influx.transformer import DataTransformer
 
 NOW_MS = 1_800_000_000_000
 
@@ -62,7 +62,7 @@ def test_same_sample_always_same_line():
 
 
 def test_tag_strings_cached_for_a_bounded_number_of_series(monkeypatch):
-    monkeypatch.setattr("consumer.transformer.PREFIX_CACHE_SERIES", 3)
+    monkeypatch.setattr("healthpipe.sinks.influx.transformer.PREFIX_CACHE_SERIES", 3)
     tr = transformer()
     batch = [w([(NOW_MS - 1, "1")], instance=f"h:{i}") for i in range(5)]
     first = tr.transform(batch).lines
@@ -105,7 +105,7 @@ def test_timestamps_in_the_near_future_are_fine():
 def test_labels_that_would_collide_land_on_distinct_tags():
     """`metric` is ours, so the label becomes label_metric; a label already named label_metric must not
     overwrite it: it becomes label_label_metric. The renaming is one-to-one."""
-    from consumer.transformer import tag_key
+    from healthpipe.schema import tag_key
 
     tags = transformer().tags(w([], metric="from-label", label_metric="other", label_x="y", _hidden="h"))
     assert tags["metric"] == "up"

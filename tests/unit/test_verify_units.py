@@ -1,10 +1,10 @@
 """verify's pure parts: windows, folding missing samples into ranges, merging repair spans, the continuous
 schedule. The comparison against real services is tests/integration/test_verify.py."""
 
-from common.config import load_config
-from verify.compare import QueryResult, SeriesDiff, _fold, windows_of
-from verify.repair import missing_spans
-from verify.service import ContinuousVerifier
+from healthpipe.common.config import load_config
+from healthpipe.verify.compare import QueryResult, SeriesDiff, _fold, windows_of
+from healthpipe.verify.repair import missing_spans
+from healthpipe.verify.service import ContinuousVerifier
 
 H = 3_600_000
 

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.windows import (
+from healthpipe.producer.windows import (
     MAX_POINTS_PER_REQUEST,
     Window,
     align_down,

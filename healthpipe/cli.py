@@ -1,0 +1,165 @@
+"""The `healthpipe` command: one entry point, a subcommand per job.
+
+The pipeline's own commands (producer, consumer, backfill, replay, ...) live with their packages
+(`<package>/command.py`) and run the same way through `python -m <package>`; this module only gathers them
+and adds the operations tooling (the native stack, `up`/`down`/`status`, `check`, the demo app). Heavy
+imports happen inside each command's `run`, so `healthpipe --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from healthpipe.common.command import add_config_argument, execute
+from healthpipe.ml import command as ml_command
+from healthpipe.producer import command as producer_command
+from healthpipe.sinks.archive import command as archive_command
+from healthpipe.sinks.influx import command as consumer_command
+from healthpipe.tiers import command as tiers_command
+from healthpipe.verify import command as verify_command
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# --- operations tooling ---------------------------------------------------------------------------------
+
+def _stack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["up", "down", "status", "kill-broker", "start-broker"],
+                   help="kill-broker N: kill -9 the broker with node id N; start-broker N: start it again")
+    p.add_argument("services", nargs="*", help="only these services (default: all); a node id for *-broker")
+    p.add_argument("--kafka-brokers", type=int, default=1, choices=[1, 3],
+                   help="1 broker, or a 3-node KRaft cluster (RF=3, min.insync.replicas=2)")
+    p.add_argument("--with", dest="extra", action="append", default=[], choices=["s3"],
+                   help="also run an S3-compatible server (SeaweedFS) for the archive")
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from healthpipe.common.errors import ConfigError
+    from healthpipe.ops import stack
+
+    names = args.services or None
+    if args.action == "up":
+        stack.up(names, brokers=args.kafka_brokers, with_s3="s3" in args.extra)
+    elif args.action == "down":
+        stack.down(names)
+    elif args.action == "status":
+        return 0 if stack.status() else 1
+    else:
+        if len(args.services) != 1 or not args.services[0].isdigit():
+            raise ConfigError(f"stack {args.action} takes one node id, e.g. `healthpipe stack {args.action} 2`")
+        broker = stack.broker_node(int(args.services[0]))
+        if args.action == "kill-broker":
+            stack.kill(broker)
+        else:
+            stack.start(broker)
+    return 0
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _up(args: argparse.Namespace) -> int:
+    from healthpipe.ops import stack
+
+    if stack.docker_engine_runs():
+        return stack.compose_up()
+    stack.pipeline_up()
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from healthpipe.ops import stack
+
+    if stack.docker_engine_runs():
+        return stack.compose_down()
+    stack.pipeline_down()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from healthpipe.ops import stack
+    from healthpipe.ops.status import report
+
+    healthy = stack.status()
+    print()
+    print(report(stack.PORTS.producer_metrics_url, stack.PORTS.consumer_metrics_urls))
+    return 0 if healthy else 1
+
+
+def _demo_app_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _demo_app(args: argparse.Namespace) -> int:
+    from healthpipe.ops.demo_app import serve
+
+    logging.basicConfig(level="INFO")
+    serve(args.host, args.port, args.seed)
+    return 0
+
+
+def _check_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_argument(p)
+    p.add_argument("--create-topics", action="store_true", help="create missing topics")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from healthpipe.ops.check import run
+
+    return run(args.config, create_topics=args.create_topics)
+
+
+COMMANDS: list[Command] = [
+    Command("stack", "the native stack: real Kafka, Prometheus, InfluxDB and the demo app", _stack_arguments,
+            _stack),
+    Command("up", "run everything: docker compose if a Docker engine runs, else the native stack plus producer "
+            "and consumer in the background", _no_arguments, _up),
+    Command("down", "stop what `up` started", _no_arguments, _down),
+    Command("status", "services, per-stage counts, lag, watermark age", _no_arguments, _status),
+    Command("demo-app", "serve the demo app's /metrics (simulated web traffic)", _demo_app_arguments, _demo_app),
+    Command("producer", producer_command.HELP, producer_command.add_arguments, producer_command.run),
+    Command("consumer", consumer_command.HELP, consumer_command.add_arguments, consumer_command.run),
+    Command("backfill", producer_command.BACKFILL_HELP, producer_command.add_backfill_arguments,
+            producer_command.run_backfill),
+    Command("check", "the deploy check: dependencies, config, Prometheus, Kafka topics, InfluxDB",
+            _check_arguments, _check),
+    Command("replay", consumer_command.REPLAY_HELP, consumer_command.add_replay_arguments,
+            consumer_command.run_replay),
+    Command("verify", verify_command.HELP, verify_command.add_arguments, verify_command.run),
+    Command("archive", archive_command.HELP, archive_command.add_arguments, archive_command.run),
+    Command("tiers", tiers_command.HELP, tiers_command.add_arguments, tiers_command.run),
+    Command("export", ml_command.EXPORT_HELP, ml_command.add_export_arguments, ml_command.run_export),
+    Command("features", ml_command.FEATURES_HELP, ml_command.add_features_arguments, ml_command.run_features),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="healthpipe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return execute(args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

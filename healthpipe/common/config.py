@@ -1,0 +1,366 @@
+"""healthpipe's configuration: one YAML file plus `HEALTHPIPE_<SECTION>__<KEY>` environment overrides.
+
+The shape keeps the original plan's sections (`extract`, `transform`, `load.influxdb`, `pipeline`) and
+adds `kafka`, `producer` and `consumer`. Every model forbids unknown keys, so a typo is an error that
+names the key path instead of a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from healthpipe.common.errors import ConfigError
+from healthpipe.common.times import Duration, Span
+
+# libyaml's parser where PyYAML was built with it (the wheels are): the pure-Python one took ~10 ms of every start
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+DEFAULT_CONFIG_PATH = Path("config/healthpipe.yaml")
+CONFIG_PATH_ENV = "HEALTHPIPE_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = "health-metrics"
+    dead_letter_topic: str = "health-metrics-dlq"
+    watermark_topic: str = "health-metrics-watermarks"
+    group_id: str = "healthpipe-consumer"
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    retention: Duration = Span.parse("7d")
+    # Passed to librdkafka as is: security.protocol, sasl.*, ssl.* and the like.
+    client_config: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def retention_ms(self) -> int:
+        return self.retention.ms
+
+    def as_librdkafka_dict(self) -> dict[str, Any]:
+        """The common librdkafka settings; the only place where dotted keys are spelled."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config}
+
+
+class QuerySettings(_Section):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+    promql: str = Field(min_length=1)
+    mode: Literal["raw", "range"] = "range"
+    step: Duration = Span.parse("15s")
+    metric_type: str = "gauge"
+
+    @field_validator("step")
+    @classmethod
+    def _check_step(cls, v: Span) -> Span:
+        if v.ms < 1:
+            raise ValueError("step must be at least 1ms")
+        return v
+
+    @property
+    def step_ms(self) -> int:
+        return self.step.ms
+
+    @property
+    def grid_ms(self) -> int:
+        """The grid this query's windows align to. range: the step grid keeps timestamps deterministic;
+        raw: samples keep their own timestamps, so the millisecond is grid enough (a coarser one only
+        delays the newest samples)."""
+        return self.step_ms if self.mode == "range" else 1
+
+
+def default_queries() -> list[QuerySettings]:
+    """The original plan's four core queries: availability, request rate, p95 latency, error rate."""
+    return [
+        QuerySettings(name="availability", promql='up{job="test-app"}', mode="raw", metric_type="availability"),
+        QuerySettings(name="request_rate", promql="sum by (job, instance, method, path) "
+                      "(rate(http_requests_total[1m]))", metric_type="throughput"),
+        QuerySettings(name="latency_p95", promql="histogram_quantile(0.95, sum by (job, instance, le) "
+                      "(rate(http_request_duration_seconds_bucket[1m])))", metric_type="latency"),
+        QuerySettings(name="error_rate", promql='sum by (job, instance) (rate(http_requests_total{status=~"5.."}[1m]))'
+                      " / sum by (job, instance) (rate(http_requests_total[1m]))", metric_type="error_rate"),
+    ]
+
+
+class ExtractSettings(_Section):
+    prometheus_url: str = "http://localhost:9090"
+    # How often the producer polls; falls back to pipeline.interval_seconds when unset.
+    interval_seconds: float | None = Field(None, gt=0)
+    # Never read newer than now - lag: Prometheus may still be ingesting the last scrape.
+    lag_seconds: float = Field(10, ge=0)
+    # How far back to read on first start, and the oldest gap an outage may leave to backfill.
+    max_backfill: Duration = Span.parse("6h")
+    # A raw-mode window is at most this long per request (range mode chunks by 11,000 points instead).
+    raw_chunk: Duration = Span.parse("30m")
+    request_timeout_seconds: float = Field(10, gt=0)
+    # An answer that carries `warnings` may be partial; by default the window is retried instead of published
+    # (the watermark stays). Set true only for a Prometheus whose warnings are known to be harmless.
+    accept_warnings: bool = False
+    max_retries: int = Field(4, ge=0)
+    queries: list[QuerySettings] = Field(default_factory=default_queries)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ExtractSettings:
+        names = [q.name for q in self.queries]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"query names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+
+class TransformSettings(_Section):
+    # fast: window by window in C (healthpipe/schema/_fastline.c; the python engine where it is not built), batches with
+    # anything unusual through the reference; python: the same in numpy/Python; reference: the plan's pandas
+    # pipeline for every batch. Same output from all three (for debugging: reference).
+    engine: Literal["fast", "python", "reference"] = "fast"
+    # Metric names (`__name__`, or the query name for computed series) that may enter InfluxDB.
+    # Empty list = accept every metric.
+    valid_metrics: list[str] = Field(default_factory=lambda: [
+        "up", "availability", "request_rate", "latency_p95", "error_rate",
+        "http_requests_total", "http_request_duration_seconds_bucket",
+    ])
+    max_future_skew_seconds: float = Field(300, ge=0)
+    # Labels copied to tags besides service/instance/metric_type/metric. None = all.
+    include_labels: list[str] | None = None
+    exclude_labels: list[str] = Field(default_factory=list)
+
+
+class InfluxSettings(_Section):
+    url: str = "http://localhost:8086"
+    token: SecretStr = SecretStr("")
+    token_file: Path | None = None
+    org: str = "healthpipe"
+    bucket: str = "health_metrics"
+    # Lines per write request. BENCHMARKS.md (B10, memory): 10k gets most of 20k's speed at 2/3 of its RSS.
+    batch_size: int = Field(10_000, ge=1)
+    gzip: bool = False
+    timeout_seconds: float = Field(30, gt=0)
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> InfluxSettings:
+        if self.token_file is not None:
+            try:
+                self.token = SecretStr(self.token_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"cannot read token_file {self.token_file}: {exc.strerror}") from None
+        return self
+
+
+class LoadSettings(_Section):
+    influxdb: InfluxSettings = Field(default_factory=InfluxSettings)
+
+
+class PipelineSettings(_Section):
+    interval_seconds: float = Field(15, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ProducerSettings(_Section):
+    transactional_id: str = "healthpipe-producer"
+    # Samples per Kafka message and bytes per message: one message = one series' samples of one window.
+    max_samples_per_message: int = Field(1000, ge=1)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    metrics_port: int = Field(8001, ge=0, le=65535)
+
+
+class ConsumerSettings(_Section):
+    batch_max_age_seconds: float = Field(2.0, gt=0)
+    poll_batch: int = Field(500, ge=1)
+    # InfluxDB writes in flight at once (one thread each); batches still commit in order. Two keep InfluxDB
+    # busy while it answers the other write (bench/run.py: ~1.35x the ingest of one connection).
+    writers: int = Field(2, ge=1, le=8)
+    max_message_bytes: int = Field(1024 * 1024, ge=1024)
+    revoke_deadline_seconds: float = Field(10, gt=0)
+    # How long a batch waits for Kafka to acknowledge its dead letters before the attempt counts as failed
+    # (the batch is then held and retried like a failed write; its offsets are not committed meanwhile).
+    dead_letter_timeout_seconds: float = Field(30, gt=0)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    session_timeout_ms: int = Field(10_000, ge=6_000)
+    metrics_port: int = Field(8002, ge=0, le=65535)
+
+
+class WarmTier(_Section):
+    """A downsampled bucket fed by an InfluxDB task from the hot bucket."""
+
+    name: str = Field("5m", pattern=r"^[A-Za-z0-9_.-]+$")
+    bucket: str = "health_metrics_5m"
+    every: Duration = Span.parse("5m")  # the window of each aggregate
+    retention: Duration = Span.parse("400d")
+    # How long after a window closes its task runs, so samples that arrive late are included.
+    offset: Duration = Span.parse("1m")
+
+
+class HotTier(_Section):
+    """The raw bucket (load.influxdb.bucket): how long it keeps raw samples."""
+
+    retention: Duration = Span.parse("7d")
+
+
+class TiersSettings(_Section):
+    hot: HotTier = Field(default_factory=HotTier)
+    warm: list[WarmTier] = Field(default_factory=lambda: [WarmTier()])
+    # Counters get an `increase` field besides mean/min/max/last/count: series whose metric_type is one of
+    # these, or whose metric name ends in _total (the Prometheus naming convention for counters).
+    counter_metric_types: list[str] = Field(default_factory=lambda: ["counter"])
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TiersSettings:
+        for what in ("name", "bucket"):
+            values = [getattr(w, what) for w in self.warm]
+            if len(values) != len(set(values)):
+                raise ValueError(f"warm tiers must have distinct {what}s, got {values}")
+        for w in self.warm:
+            if w.offset.ms >= w.every.ms:
+                raise ValueError(f"warm tier {w.name}: offset ({w.offset}) must be shorter than every ({w.every})")
+        return self
+
+
+class S3Settings(_Section):
+    """An S3-compatible object store for the archive (credentials: prefer the environment)."""
+
+    endpoint: str = ""  # e.g. http://127.0.0.1:8333; empty: AWS itself
+    bucket: str = "healthpipe-archive"
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+
+
+class ArchiveSettings(_Section):
+    """The cold tier: `healthpipe archive`, a consumer group of its own writing Parquet."""
+
+    group_id: str = "healthpipe-archive"
+    # Where the files go: a local directory, or "s3" for the object store below.
+    target: str = "data/archive"
+    s3: S3Settings = Field(default_factory=S3Settings)
+    # A file closes (and its offsets commit) at this many rows or this age, whichever comes first.
+    max_file_rows: int = Field(500_000, ge=1)
+    max_file_age_seconds: float = Field(300, gt=0)
+    batch_size: int = Field(50_000, ge=1)  # samples the loop gathers per batch
+    metrics_port: int = Field(8007, ge=0, le=65535)
+
+
+class FeaturesSettings(_Section):
+    """`healthpipe features serve`: online features over HTTP."""
+
+    port: int = Field(8010, ge=0, le=65535)
+
+
+class VerifySettings(_Section):
+    # Continuous mode (`healthpipe verify --every`): how often, and how far behind now the verified interval
+    # ends (the producer's lag and interval, and the consumer's batching, must have delivered it by then).
+    every: Duration = Span.parse("5m")
+    delay: Duration = Span.parse("2m")
+    # --repair waits this long for the consumer group to commit what it re-published.
+    repair_timeout_seconds: float = Field(300, gt=0)
+    metrics_port: int = Field(8006, ge=0, le=65535)
+
+
+class HealthpipeConfig(BaseSettings):
+    """The whole configuration. Build it with `load_config()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEALTHPIPE_", env_nested_delimiter="__", extra="forbid", validate_default=True, defer_build=True,
+    )
+
+    extract: ExtractSettings = Field(default_factory=ExtractSettings)
+    transform: TransformSettings = Field(default_factory=TransformSettings)
+    load: LoadSettings = Field(default_factory=LoadSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    producer: ProducerSettings = Field(default_factory=ProducerSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    tiers: TiersSettings = Field(default_factory=TiersSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    features: FeaturesSettings = Field(default_factory=FeaturesSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the YAML file (passed as init kwargs), key by key.
+        return env_settings, init_settings
+
+    def select_queries(self, names: list[str] | None) -> list[QuerySettings]:
+        """The configured queries named in `names` (all when empty); ConfigError naming an unknown one."""
+        known = {q.name: q for q in self.extract.queries}
+        unknown = [n for n in names or [] if n not in known]
+        if unknown:
+            raise ConfigError(f"no query named {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        return [known[n] for n in names] if names else list(known.values())
+
+    @property
+    def poll_interval_seconds(self) -> float:
+        return self.extract.interval_seconds or self.pipeline.interval_seconds
+
+    def secrets(self) -> list[str]:
+        """Secret values to scrub from every log line and error message."""
+        token = self.load.influxdb.token.get_secret_value()
+        extra = [v for k, v in self.kafka.client_config.items() if "password" in k or "secret" in k]
+        s3 = [self.archive.s3.secret_key.get_secret_value(), self.archive.s3.access_key.get_secret_value()]
+        return [s for s in [token, *extra, *s3] if s]
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    # Never echo input values: they may be secrets.
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def config_path(path: str | Path | None = None) -> Path | None:
+    """The config file to read: the argument, else $HEALTHPIPE_CONFIG, else config/healthpipe.yaml if it exists."""
+    if path:
+        return Path(path)
+    if os.environ.get(CONFIG_PATH_ENV):
+        return Path(os.environ[CONFIG_PATH_ENV])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+class _FileOnlyConfig(HealthpipeConfig):
+    """The same model, blind to HEALTHPIPE_* variables (for tests and benchmarks that must be hermetic)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def load_config(path: str | Path | None = None, environment: bool = True, **overrides: Any) -> HealthpipeConfig:
+    """Read the YAML file (if any), apply env overrides (unless `environment` is false), validate.
+
+    Raises ConfigError naming the key."""
+    file = config_path(path)
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = yaml.load(file.read_text(), Loader=_YAML_LOADER) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file}: expected a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    data.update(overrides)
+    try:
+        return HealthpipeConfig(**data) if environment else _FileOnlyConfig(**data)
+    except ValidationError as exc:
+        where = f" in {file}" if file else ""
+        raise ConfigError(f"invalid configuration{where}:\n{_format_validation_error(exc)}") from None

@@ -1,0 +1,122 @@
+"""Reading healthpipe's points back from InfluxDB: Flux literals, which series belong to a query, and a fast
+reader that takes Flux's CSV straight into pandas (influxdb-client's record-by-record parser is ~10x slower).
+
+A query's series in InfluxDB are the points of measurement `health_metrics`, field `value`, with the query's
+`metric_type` and one of its metric names (the selector's metric in raw mode, the query name for computed
+series, and any name Prometheus returned for it).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import requests
+
+from healthpipe.common.config import InfluxSettings, QuerySettings
+from healthpipe.common.errors import Fatal, SinkUnavailable
+from healthpipe.common.times import iso
+from healthpipe.schema import FIELD, MEASUREMENT
+
+NOT_TAGS = {"", "result", "table", "_start", "_stop", "_time", "_value", "_field", "_measurement"}
+_SELECTOR_NAME = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{|\[|$)")
+
+
+def flux_string(text: str) -> str:
+    """A Flux string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
+
+
+def metric_names(query: QuerySettings) -> set[str]:
+    """The metric tags a query's series can carry, known before reading anything."""
+    names = {query.name}
+    match = _SELECTOR_NAME.match(query.promql)
+    if match:
+        names.add(match.group(1))
+    return names
+
+
+def query_predicate(query: QuerySettings, names: set[str] | None = None,
+                    labels: dict[str, str] | None = None, field: str = FIELD) -> str:
+    """A Flux filter body (over `r`) selecting a query's series, optionally only those with these tag values."""
+    metrics = " or ".join(f"r.metric == {flux_string(n)}" for n in sorted(names or metric_names(query)))
+    where = (f'r._measurement == "{MEASUREMENT}" and r._field == "{field}" and '
+             f"r.metric_type == {flux_string(query.metric_type)} and ({metrics})")
+    for key, value in sorted((labels or {}).items()):
+        where += f" and r[{flux_string(key)}] == {flux_string(value)}"
+    return where
+
+
+def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int,
+               last_every_ms: int | None = None, timeout: float = 300,
+               session: requests.Session | None = None) -> pd.DataFrame:
+    """Points matching `predicate` with time in (start_ms, end_ms], as one frame: the tag columns (empty where a
+    series has no such tag), `ts` (ms) and `value`. With `last_every_ms`, only the last point of each series in
+    each window (g - every, g] on the epoch grid, stamped `ts` = g (+ 1 ms, which is taken off): InfluxDB does the
+    reduction, so fewer rows travel. Tag columns are categoricals (a day of 500 series is 720,000 rows)."""
+    window = ""
+    if last_every_ms:
+        # aggregateWindow's `last` is pushed down into InfluxDB's storage (window() |> last() is not: measured
+        # 1.3 s against 27 s for 4.3 M points); it stamps each window's last value with the window's end
+        window = f'|> aggregateWindow(every: {last_every_ms}ms, offset: 1ms, fn: last, createEmpty: false) '
+
+    flux = (f'from(bucket: {flux_string(settings.bucket)}) '
+            f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
+            f'{window}|> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
+    table = _query_table(settings, flux, timeout, session, pa.float64())
+    if table is None:
+        return pd.DataFrame(columns=["ts", "value"])
+    out = table.drop_columns(["_time", "_value"]).unify_dictionaries().to_pandas()  # tags → categoricals
+    ts = pc.divide(table["_time"].cast(pa.int64()), 1_000_000).to_numpy()  # ns → ms
+    out["ts"] = ts - 1 if last_every_ms else ts
+    out["value"] = table["_value"].to_numpy()
+    return out
+
+
+def count_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int,
+                session: requests.Session | None = None, timeout: float = 60) -> pd.DataFrame:
+    """How many points each series matching `predicate` has with time in (start_ms, end_ms]: the tag columns and
+    `count`. InfluxDB counts inside its storage engine, so this costs a fraction of reading the points."""
+    flux = (f'from(bucket: {flux_string(settings.bucket)}) '
+            f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
+            f'|> count() |> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
+    table = _query_table(settings, flux, timeout, session, pa.int64())
+    if table is None:
+        return pd.DataFrame(columns=["count"])
+    out = table.drop_columns(["_value"]).to_pandas()
+    out["count"] = table["_value"].to_numpy()
+    return out
+
+
+def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None,
+                 value_type: pa.DataType) -> pa.Table | None:
+    """Flux's CSV answer (None when empty) as a table of the tag columns (dictionary-encoded: a tag value is
+    stored once, not once per row), `_time` and `_value`; typed errors for what the caller must do."""
+    try:
+        resp = (session or requests).post(
+            f"{settings.url}/api/v2/query", params={"org": settings.org}, timeout=timeout,
+            json={"query": flux, "dialect": {"header": True, "annotations": []}},
+            headers={"Authorization": f"Token {settings.token.get_secret_value()}", "Accept": "application/csv"})
+    except requests.RequestException as exc:
+        raise SinkUnavailable(f"InfluxDB at {settings.url} cannot be read: {exc}") from None
+    if resp.status_code in (401, 403, 404):
+        raise Fatal(f"InfluxDB at {settings.url} refused the query (HTTP {resp.status_code}): check "
+                    f"load.influxdb.token / org / bucket {settings.bucket!r}")
+    if resp.status_code != 200:
+        raise SinkUnavailable(f"InfluxDB at {settings.url}: HTTP {resp.status_code} {resp.text[:200]}")
+    body = resp.content
+    newline = body.find(b"\n")
+    first_line = (body if newline < 0 else body[:newline]).decode().strip()
+    if not first_line:
+        return None
+    header = next(csv.reader([first_line]))
+    keep = [c for c in header if c not in NOT_TAGS or c in ("_time", "_value")]
+    types = {"_time": pa.timestamp("ns", tz="UTC"), "_value": value_type}
+    return pacsv.read_csv(pa.py_buffer(body), convert_options=pacsv.ConvertOptions(
+        include_columns=keep, column_types={k: t for k, t in types.items() if k in keep}, strings_can_be_null=False,
+        auto_dict_encode=True, auto_dict_max_cardinality=2**31 - 1))
+

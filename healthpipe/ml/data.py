@@ -1,0 +1,190 @@
+"""healthpipe's data for notebooks: training frames across the tiers, and the online features of a window.
+
+    from healthpipe.ml.data import load_frame, latest_window
+
+    df = load_frame("2026-11-25T00:00:00Z", "2026-11-26T00:00:00Z", queries=["availability"], step="1m")
+    feats = latest_window({"query": "request_rate", "method": "GET"}, window="5m")
+
+`load_frame` has the semantics of `healthpipe export` (docs/ml.md), without files: long format by default,
+`step` puts every series on a regular grid (last observation within 5 minutes; gaps stay null), `as_of` keeps
+only samples with timestamp ≤ as_of, `wide` pivots to one column per series. `latest_window` computes the
+features of `healthpipe.features` from the hot bucket, exactly as `healthpipe features serve` does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+
+from healthpipe.common.config import HealthpipeConfig, QuerySettings, load_config
+from healthpipe.common.errors import ConfigError
+from healthpipe.common.flux import query_predicate, read_frame
+from healthpipe.common.times import parse_duration, parse_time
+from healthpipe.ml import features as feature_fn
+from healthpipe.ml import shape
+from healthpipe.ml.tiers_read import Part, plan, read
+from healthpipe.ml.window_cache import WindowCache
+
+
+def _ms(t: str | float | pd.Timestamp | None) -> int | None:
+    """An instant as given by a notebook (ISO text, unix seconds, a Timestamp) in epoch ms."""
+    if t is None:
+        return None
+    if isinstance(t, pd.Timestamp):
+        return int(t.timestamp() * 1000)
+    return parse_time(str(t))
+
+
+def _step_ms(step: str | float | None) -> int | None:
+    if step is None:
+        return None
+    try:
+        ms = int(parse_duration(step) * 1000)
+    except ValueError as exc:
+        raise ConfigError(f"--step: {exc}") from None
+    if ms <= 0:
+        raise ConfigError(f"--step must be positive, got {step!r}")
+    return ms
+
+
+def check_range(start_ms: int, end_ms: int, as_of_ms: int | None) -> None:
+    if start_ms >= end_ms:
+        raise ConfigError(f"--from must be before --to ({start_ms} >= {end_ms})")
+    if as_of_ms is not None and not start_ms < as_of_ms <= end_ms:
+        raise ConfigError("--as-of must lie inside (--from, --to]")
+
+
+HOUR_MS = 3_600_000
+CHUNK_ROWS = 300_000  # rows a chunk aims at: memory is bounded by this, whatever the range and the series count
+
+
+def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, step_ms: int | None,
+           as_of_ms: int | None = None, rate_counters: bool = False, feature_window_ms: int | None = None,
+           now_ms: int | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[Part, pd.DataFrame]]:
+    """The export, chunk by chunk per query and tier: memory bounded by about `chunk_rows` rows. Chunks are whole
+    UTC hours, the first one hour long, each next one sized from the rows the last one had (1 hour to 7 days)."""
+    now_ms = now_ms or int(time.time() * 1000)
+    cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms  # nothing newer than as-of is read at all
+    for q in queries:
+        hours = 1
+        for part in plan(cfg, start_ms, end_ms, step_ms, now_ms):
+            a = part.start_ms
+            while a < part.end_ms:
+                b = min((a // HOUR_MS + hours) * HOUR_MS, part.end_ms)
+                frame = _chunk(cfg, q, Part(part.tier, a, b), step_ms, cut_ms, rate_counters, feature_window_ms)
+                yield Part(part.tier, a, b, part.detail), frame
+                if len(frame):
+                    hours = int(min(168, max(1, chunk_rows * (b - a) / len(frame) / HOUR_MS)))
+                a = b
+
+
+def _chunk(cfg: HealthpipeConfig, q: QuerySettings, part: Part, step_ms: int | None, cut_ms: int,
+           rate_counters: bool, feature_window_ms: int | None) -> pd.DataFrame:
+    lookback = feature_window_ms or (shape.STALENESS_MS if step_ms else 0)
+    if step_ms and rate_counters:
+        lookback += step_ms  # the previous grid observation of a counter, for its first rate
+    read_to = min(part.end_ms, cut_ms)
+    if read_to <= part.start_ms - lookback:
+        return shape.finish(pd.DataFrame())
+    pushdown = step_ms if (step_ms and not feature_window_ms and part.tier != "cold") else None
+    raw = read(cfg, q, Part(part.tier, part.start_ms - lookback, read_to), last_every_ms=pushdown)
+    frame = shape.identify(raw, q)
+    if step_ms and not pushdown and not feature_window_ms:
+        frame = shape.reduce_to_step(frame, step_ms)  # raw (cold) samples: the same reduction InfluxDB does
+    if rate_counters:
+        frame = shape.rates(frame, cfg.tiers)
+    if feature_window_ms:
+        return features_on_grid(frame, part.start_ms, part.end_ms, step_ms or feature_window_ms, feature_window_ms)
+    if step_ms:
+        frame = shape.to_grid(frame, part.start_ms, part.end_ms, step_ms)
+    else:
+        frame = frame[frame["ts"] > part.start_ms] if len(frame) else frame
+    return shape.finish(frame)
+
+
+def features_on_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: int, window_ms: int) -> pd.DataFrame:
+    """The shared features (healthpipe.features) of each series at each grid point g, over (g - window, g]."""
+    first = -(-(start_ms + 1) // step_ms) * step_ms
+    grid = np.arange(first, end_ms + 1, step_ms, dtype=np.int64)
+    return _feature_frame(feature_rows(frame, grid, window_ms))
+
+
+def feature_rows(frame: pd.DataFrame, grid: np.ndarray, window_ms: int) -> list[dict]:
+    """Per series (in series_id order) and grid point g: the series' columns but ts and value, `ts` = g, and the
+    features of its samples in (g - window, g]."""
+    if frame.empty or len(grid) == 0:
+        return []
+    codes, _ = pd.factorize(frame["series_id"], sort=True)  # integer codes sort faster than the ids' strings
+    ts_all = frame["ts"].to_numpy(np.int64)
+    order = np.lexsort((ts_all, codes))
+    codes, ts_all = codes[order], ts_all[order]
+    values_all = frame["value"].to_numpy(np.float64)[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    meta_cols = [c for c in frame.columns if c not in ("ts", "value")]
+    metas = frame.iloc[order[starts]][meta_cols].to_dict("records")
+    rows: list[dict] = []
+    for meta, a, b in zip(metas, starts, ends, strict=True):
+        ts, values = ts_all[a:b], values_all[a:b]
+        for g in grid.tolist():
+            window = feature_fn.window_slice(ts, g, window_ms)
+            rows.append({**meta, "ts": g, **feature_fn.compute(ts[window], values[window], g)})
+    return rows
+
+
+def _feature_frame(rows: list[dict]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame(columns=[c for c in shape.FIRST if c != "value"] + list(feature_fn.NAMES))
+    out = pd.DataFrame(rows)
+    out["ts"] = pd.to_datetime(out["ts"], unit="ms", utc=True).dt.as_unit("ms")
+    labels = sorted(c for c in out.columns if c not in shape.FIRST and c not in feature_fn.NAMES)
+    return out[[c for c in shape.FIRST if c != "value"] + list(feature_fn.NAMES) + labels]
+
+
+def load_frame(from_, to, queries: list[str] | None = None, step: str | None = None, as_of=None, wide: bool = False,
+               rate_counters: bool = False, cfg: HealthpipeConfig | None = None) -> pd.DataFrame:
+    """The samples of `queries` (default: all configured) in (from_, to], as one DataFrame (see the module doc)."""
+    cfg = cfg or load_config()
+    start_ms, end_ms, as_of_ms = _ms(from_), _ms(to), _ms(as_of)
+    assert start_ms is not None and end_ms is not None
+    check_range(start_ms, end_ms, as_of_ms)
+    frames = [f for _, f in chunks(cfg, cfg.select_queries(queries), start_ms, end_ms, _step_ms(step), as_of_ms,
+                                   rate_counters) if len(f)]
+    frame = pd.concat(frames, ignore_index=True) if frames else shape.finish(pd.DataFrame())
+    return shape.wide(frame) if wide else frame
+
+
+def latest_window(series_selector: dict[str, str], window: str = "5m", at=None,
+                  cfg: HealthpipeConfig | None = None, cache: WindowCache | None = None) -> pd.DataFrame:
+    """Per matching series, the features of (at - window, at] from the hot bucket (`at` default: now).
+
+    `series_selector`: {"query": NAME} and/or tag values to match, e.g. {"query": "request_rate", "method": "GET"}.
+    `cache` (the feature server's): read only what InfluxDB holds beyond what earlier calls read (window_cache.py).
+    """
+    return _feature_frame(latest_features(series_selector, window, at, cfg, cache))
+
+
+def latest_features(series_selector: dict[str, str], window: str = "5m", at=None,
+                    cfg: HealthpipeConfig | None = None, cache: WindowCache | None = None) -> list[dict]:
+    """latest_window's rows as dicts (the feature server answers from these without building a frame)."""
+    cfg = cfg or load_config()
+    window_ms = _step_ms(window)
+    assert window_ms is not None
+    at_ms = _ms(at) if at is not None else int(time.time() * 1000)
+    assert at_ms is not None
+    labels = {k: v for k, v in series_selector.items() if k != "query"}
+    names = [series_selector["query"]] if "query" in series_selector else None
+    rows: list[dict] = []
+    for q in cfg.select_queries(names):
+        def features(samples: pd.DataFrame) -> list[dict]:
+            return feature_rows(samples, np.array([at_ms]), window_ms)
+
+        if cache is not None:
+            rows += cache.compute(q, labels, at_ms - window_ms, at_ms, features)
+        else:
+            rows += features(shape.identify(read_frame(cfg.load.influxdb, query_predicate(q, labels=labels),
+                                                       at_ms - window_ms, at_ms), q))
+    return rows

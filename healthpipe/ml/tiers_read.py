@@ -1,0 +1,109 @@
+"""Reading a query's samples from whichever tier holds them: hot (raw, InfluxDB), warm (downsampled, InfluxDB),
+cold (the Parquet archive). Every reader returns the same frame: one column per tag as InfluxDB stores it, `ts`
+(ms) and `value`, so a series has the same identity (`series_id`) whichever tier served it.
+
+Which tier serves which part of a range (`plan`):
+- hot, for what it still holds: from now - tiers.hot.retention on;
+- before that, warm when the grid step is a multiple of a warm tier's window (its `last` aggregate, taken as
+  observed at the end of its window), else cold (every raw sample, from the archive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from healthpipe.common.config import HealthpipeConfig, QuerySettings, WarmTier
+from healthpipe.common.errors import SinkUnavailable
+from healthpipe.common.flux import query_predicate, read_frame
+from healthpipe.common.messages import SeriesWindow
+from healthpipe.schema import stored_tags
+from healthpipe.sinks.influx.transformer import DataTransformer
+
+
+@dataclass(frozen=True)
+class Part:
+    tier: str  # hot / warm / cold
+    start_ms: int  # exclusive
+    end_ms: int  # inclusive
+    detail: str = ""
+
+
+def series_id(tags: dict[str, str]) -> str:
+    """A stable 16-hex fingerprint of a series' stored tag set (the same in every tier and every run)."""
+    canonical = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(tags.items()) if v != "")
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
+
+
+def warm_for(cfg: HealthpipeConfig, step_ms: int | None) -> WarmTier | None:
+    if not step_ms:
+        return None
+    fitting = [w for w in cfg.tiers.warm if step_ms % w.every.ms == 0]
+    return max(fitting, key=lambda w: w.every.ms) if fitting else None
+
+
+def plan(cfg: HealthpipeConfig, start_ms: int, end_ms: int, step_ms: int | None, now_ms: int) -> list[Part]:
+    hot_from = now_ms - cfg.tiers.hot.retention.ms
+    parts = []
+    if start_ms < min(hot_from, end_ms):
+        older_end = min(hot_from, end_ms)
+        warm = warm_for(cfg, step_ms)
+        parts.append(Part("warm", start_ms, older_end, f"bucket {warm.bucket}, aggregate last of {warm.every}")
+                     if warm else Part("cold", start_ms, older_end, f"archive {cfg.archive.target}"))
+    if end_ms > hot_from:
+        parts.append(Part("hot", max(start_ms, hot_from), end_ms, f"bucket {cfg.load.influxdb.bucket}"))
+    return parts
+
+
+def read(cfg: HealthpipeConfig, query: QuerySettings, part: Part, last_every_ms: int | None = None) -> pd.DataFrame:
+    """The query's samples in part (start, end] from the part's tier."""
+    if part.tier == "hot":
+        return read_frame(cfg.load.influxdb, query_predicate(query), part.start_ms, part.end_ms, last_every_ms)
+    if part.tier == "warm":
+        warm = warm_for(cfg, last_every_ms)
+        assert warm is not None
+        settings = cfg.load.influxdb.model_copy(update={"bucket": warm.bucket})
+        # a warm point at window start W holds the last sample of [W, W + every): observed by W + every - 1 ms
+        frame = read_frame(settings, query_predicate(query, field="last"), part.start_ms - warm.every.ms,
+                           part.end_ms - warm.every.ms)
+        frame["ts"] = frame["ts"] + warm.every.ms  # observed at the window's end, like a hot step window
+        return frame
+    return read_cold(cfg, query, part.start_ms, part.end_ms)
+
+
+def read_cold(cfg: HealthpipeConfig, query: QuerySettings, start_ms: int, end_ms: int) -> pd.DataFrame:
+    """Raw samples from the archive, with each series' tags computed the way the consumer writes them."""
+    from healthpipe.sinks.archive.store import Store
+
+    store = Store(cfg.archive)
+    try:
+        dataset = ds.dataset(store.root, filesystem=store.fs, format="parquet", partitioning="hive")
+    except (FileNotFoundError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            return pd.DataFrame(columns=["ts", "value"])
+        raise SinkUnavailable(f"the archive {store.describe} cannot be read: {exc}") from None
+    lo = pd.Timestamp(start_ms + 1, unit="ms", tz="UTC")
+    hi = pd.Timestamp(end_ms, unit="ms", tz="UTC")
+    table = dataset.to_table(columns=["ts", "value", "query", "metric_type", "labels"],
+                             filter=(pc.field("query") == query.name) & (pc.field("ts") >= lo) & (pc.field("ts") <= hi))
+    if table.num_rows == 0:
+        return pd.DataFrame(columns=["ts", "value"])
+    transformer = DataTransformer(cfg.transform)
+    frame = pd.DataFrame({"ts": table["ts"].cast("int64").to_numpy(),
+                          "value": table["value"].to_numpy(zero_copy_only=False)})
+    labels = [tuple(sorted(kv)) for kv in table["labels"].to_pylist()]
+    unique = {key: i for i, key in enumerate(dict.fromkeys(labels))}
+    tag_rows = []
+    for key in unique:
+        window = SeriesWindow(query.name, query.metric_type, dict(key), 0, 0, [])
+        tag_rows.append(stored_tags(transformer.tags(window)))
+    tags = pd.DataFrame(tag_rows).fillna("")
+    index = np.array([unique[k] for k in labels])
+    frame = pd.concat([tags.iloc[index].reset_index(drop=True), frame], axis=1)
+    # NaN/Inf are kept in the archive; the hot tier never had them: drop them so every tier agrees
+    return frame[np.isfinite(frame["value"].to_numpy(dtype=np.float64))].reset_index(drop=True)

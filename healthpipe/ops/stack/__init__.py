@@ -1,0 +1,104 @@
+"""The native stack: real Kafka, Prometheus, InfluxDB, the demo app (and on request an S3 server) as local
+processes.
+
+This machine has no Docker engine, so `healthpipe stack up` installs (once, cached under
+~/.cache/healthpipe keyed by version) and starts each service from `scripts/stack/`, keeping its data,
+pid and log under `.stack/`. `down` stops exactly the processes whose pids it recorded.
+
+    healthpipe stack up [--kafka-brokers 1|3] [--with s3]
+    healthpipe stack kill-broker N / start-broker N      (N = the broker's node id: 1, 2, 3)
+
+Ports, org and bucket come from one place: `paths.PORTS` and the config defaults (healthpipe/common/config.py).
+One module per job: `paths` (versions, folders, ports), `supervise` (start/stop/kill a process), one per service
+(`kafka`, `influxdb`, `prometheus`, `s3`), `topology` (which services, `stack_env`), `pipeline` (`make up` without
+Docker), `compose` (with Docker). This module is the stack's entry points: up, down, status.
+"""
+
+from __future__ import annotations
+
+import time
+
+from healthpipe.common.errors import StackError
+from healthpipe.ops.stack.compose import compose_down, compose_up, docker_engine_runs
+from healthpipe.ops.stack.influxdb import influx_token
+from healthpipe.ops.stack.kafka import bootstrap_servers, brokers_file, kafka_brokers, kafka_services, quiet_logger
+from healthpipe.ops.stack.paths import CACHE, INFLUXDB_VERSION, KAFKA_VERSION, MAX_BROKERS, PORTS, ROOT, STACK_DIR
+from healthpipe.ops.stack.pipeline import pipeline_down, pipeline_up
+from healthpipe.ops.stack.prometheus import render_prometheus_config
+from healthpipe.ops.stack.s3 import S3, s3_credentials
+from healthpipe.ops.stack.supervise import Service, kill, start, stop
+from healthpipe.ops.stack.topology import PIPELINE, broker_node, service, services, stack_env, write_env_file
+
+__all__ = ["CACHE", "INFLUXDB_VERSION", "KAFKA_VERSION", "PORTS", "ROOT", "STACK_DIR", "S3", "Service",
+           "bootstrap_servers", "broker_node", "compose_down", "compose_up", "docker_engine_runs", "down",
+           "influx_token", "kafka_brokers", "kill", "pipeline_down", "pipeline_up", "render_prometheus_config",
+           "s3_credentials", "service", "services", "stack_env", "start", "status", "stop",
+           "under_replicated_partitions", "up", "write_env_file"]
+
+
+def _switch_kafka(brokers: int) -> None:
+    """Stop a Kafka of another size than asked for (its data stays, in its own folder)."""
+    running = kafka_brokers()
+    if running != brokers:
+        for svc in reversed(kafka_services(running)):
+            stop(svc)
+    brokers_file().parent.mkdir(parents=True, exist_ok=True)
+    brokers_file().write_text(str(brokers))
+
+
+def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False) -> None:
+    if brokers not in (1, MAX_BROKERS):
+        raise StackError(f"--kafka-brokers must be 1 or {MAX_BROKERS}, not {brokers}")
+    t0 = time.monotonic()
+    if names is None or any(n.startswith("kafka") for n in names):
+        _switch_kafka(brokers)
+    wanted = services(brokers, with_s3=with_s3 or S3.pid() is not None or bool(names and "s3" in names))
+    kafka = [s for s in wanted if s.name.startswith("kafka") and (names is None or s.name in names or "kafka" in names)]
+    # The nodes of a cluster wait for each other's votes: start them all, then wait for each.
+    for svc in kafka:
+        start(svc, wait=False)
+    for svc in kafka:
+        start(svc)
+    for svc in wanted:
+        if not svc.name.startswith("kafka") and (names is None or svc.name in names):
+            start(svc)
+    env = write_env_file()
+    print(f"stack up in {time.monotonic() - t0:.1f}s ({brokers} Kafka broker{'s' if brokers > 1 else ''}"
+          f"{', S3' if S3.pid() else ''}); connection settings in {env}", flush=True)
+
+
+def down(names: list[str] | None = None) -> None:
+    for svc in reversed(services(with_s3=True)):
+        if names is None or svc.name in names:
+            stop(svc)
+
+
+def under_replicated_partitions() -> int | None:
+    """Partitions whose in-sync replicas are fewer than their replicas, across all topics; None if unreachable."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        meta = AdminClient({"bootstrap.servers": bootstrap_servers(), "log_level": 0,
+                            "logger": quiet_logger()}).list_topics(timeout=5)
+    except Exception:
+        return None
+    return sum(1 for t in meta.topics.values() for p in t.partitions.values() if len(p.isrs) < len(p.replicas))
+
+
+def status() -> bool:
+    healthy = True
+    rows = []
+    for svc in services() + [s for s in PIPELINE if s.pid() is not None]:
+        pid = svc.pid()
+        ok = pid is not None and svc.ready()
+        healthy &= ok
+        rows.append((svc.name, "healthy" if ok else ("starting/unhealthy" if pid else "stopped"),
+                     str(pid or "-"), str(svc.log_file)))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print(f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  pid {r[2]:<{width[2]}}  {r[3]}")
+    if kafka_brokers() > 1:
+        urp = under_replicated_partitions()
+        print(f"kafka cluster: {kafka_brokers()} brokers, under-replicated partitions: "
+              f"{'unknown (unreachable)' if urp is None else urp}")
+    return healthy

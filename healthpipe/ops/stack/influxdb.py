@@ -1,0 +1,57 @@
+"""InfluxDB 2.7 on the native stack, built once by scripts/stack/build-influxdb.sh; first start sets up the user,
+org, bucket and the token kept in .stack/influxdb/token."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import requests
+
+from healthpipe.common.errors import StackError
+from healthpipe.ops.stack.paths import CACHE, INFLUX, INFLUX_USER, INFLUXDB_VERSION, PORTS, STACK_DIR
+from healthpipe.ops.stack.supervise import Service, http_ok, run_script, secret_file
+
+
+def influx_dir() -> Path:
+    return STACK_DIR / "influxdb"
+
+
+def influx_token() -> str:
+    return secret_file(influx_dir() / "token", lambda: secrets.token_urlsafe(32))
+
+
+def _influx_prepare() -> None:
+    run_script("build-influxdb.sh", INFLUXDB_VERSION=INFLUXDB_VERSION)
+    influx_dir().mkdir(parents=True, exist_ok=True)
+
+
+def influx_engine_path() -> Path:
+    return Path(os.environ.get("HEALTHPIPE_INFLUX_ENGINE_PATH", influx_dir() / "engine"))
+
+
+def _influx_command() -> list[str]:
+    d = influx_dir()
+    return [str(CACHE / f"influxdb-{INFLUXDB_VERSION}" / "influxd"),
+            "--bolt-path", str(d / "influxd.bolt"), "--engine-path", str(influx_engine_path()),
+            "--sqlite-path", str(d / "influxd.sqlite"), "--http-bind-address", f"127.0.0.1:{PORTS.influxdb}",
+            "--ui-disabled", "--reporting-disabled", "--log-level", "warn",
+            "--storage-cache-snapshot-write-cold-duration", "1m"]
+
+
+def _influx_setup() -> None:
+    """First start only: create the user, org, bucket and the token from .stack/influxdb/token."""
+    base = f"http://127.0.0.1:{PORTS.influxdb}"
+    if not requests.get(f"{base}/api/v2/setup", timeout=5).json().get("allowed"):
+        return
+    resp = requests.post(f"{base}/api/v2/setup", timeout=10, json={
+        "username": INFLUX_USER, "password": secrets.token_urlsafe(16), "org": INFLUX.org,
+        "bucket": INFLUX.bucket, "token": influx_token()})
+    if resp.status_code >= 300:
+        raise StackError(f"influxdb setup failed: HTTP {resp.status_code} {resp.text[:200]}")
+
+
+def influx_service() -> Service:
+    return Service("influxdb", command=_influx_command, ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.influxdb}/health"),
+                   prepare=_influx_prepare, after_ready=_influx_setup)

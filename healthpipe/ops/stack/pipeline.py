@@ -1,0 +1,47 @@
+"""`make up` without a Docker engine: the stack, the storage tiers, then producer, consumer and archive in the
+background; `make down` stops them in reverse."""
+
+from __future__ import annotations
+
+import os
+
+from healthpipe.ops.stack.influxdb import influx_dir
+from healthpipe.ops.stack.paths import PORTS, ROOT, STACK_DIR
+from healthpipe.ops.stack.supervise import start, stop
+from healthpipe.ops.stack.topology import PIPELINE, stack_env
+
+
+def pipeline_up() -> None:
+    """The stack, the storage tiers, then the pipeline in the background (make up without a Docker engine)."""
+    from healthpipe.ops.stack import up  # the stack itself: its package's entry point
+
+    up()
+    _apply_tiers()
+    for svc in PIPELINE:
+        start(svc)
+    print(f"""
+healthpipe is running (native stack, no Docker):
+  Prometheus  http://127.0.0.1:{PORTS.prometheus}      demo app  http://127.0.0.1:{PORTS.demo_app}/metrics
+  InfluxDB    http://127.0.0.1:{PORTS.influxdb}      token in {influx_dir() / 'token'}
+  producer    {PORTS.producer_metrics_url}   consumer {PORTS.consumer_metrics_urls[0]}
+  archive     Parquet files in {ROOT / 'data' / 'archive'}   (healthpipe archive ls)
+Watch data arrive:  make status   (per-stage counts, lag, watermark age)
+Logs:               make logs     ({STACK_DIR / 'logs'})
+Stop everything:    make down""", flush=True)
+
+
+def _apply_tiers() -> None:
+    from healthpipe.common.config import load_config
+    from healthpipe.tiers.apply import plan_and_apply
+
+    os.environ.update(stack_env())
+    steps = plan_and_apply(load_config(ROOT / "config" / "healthpipe.yaml"), dry_run=False)
+    print("tiers: " + ", ".join(f"{s.kind} {s.name} {s.action}" for s in steps), flush=True)
+
+
+def pipeline_down() -> None:
+    from healthpipe.ops.stack import down
+
+    for svc in reversed(PIPELINE):
+        stop(svc)
+    down()

@@ -1,0 +1,91 @@
+"""The stack's topology: which services run, in which order, under which names, and the settings a process
+needs to reach them (`stack_env`, written to .stack/stack.env)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from healthpipe.common.errors import StackError
+from healthpipe.ops.stack.influxdb import influx_service, influx_token
+from healthpipe.ops.stack.kafka import bootstrap_servers, kafka_brokers, kafka_services
+from healthpipe.ops.stack.paths import INFLUX, PORTS, ROOT, S3_BUCKET, STACK_DIR
+from healthpipe.ops.stack.prometheus import prometheus_service
+from healthpipe.ops.stack.s3 import S3, s3_credentials
+from healthpipe.ops.stack.supervise import Service, http_ok
+
+
+def _base_services() -> list[Service]:
+    return [
+        influx_service(),
+        prometheus_service(),
+        Service("demo-app", command=lambda: [sys.executable, "-m", "healthpipe", "demo-app",
+                                             "--host", "127.0.0.1", "--port", str(PORTS.demo_app)],
+                ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.demo_app}/metrics")),
+    ]
+
+
+def services(brokers: int | None = None, with_s3: bool | None = None) -> list[Service]:
+    """The stack's services in start order (Kafka first, the optional S3 server last)."""
+    brokers = brokers or kafka_brokers()
+    with_s3 = S3.pid() is not None if with_s3 is None else with_s3
+    return kafka_services(brokers) + _base_services() + ([S3] if with_s3 else [])
+
+
+def _pipeline_env() -> dict[str, str]:
+    return {**stack_env(), "HEALTHPIPE_CONFIG": str(ROOT / "config" / "healthpipe.yaml")}
+
+
+# The pipeline itself, for `make up` without Docker: started after the stack, stopped before it.
+PIPELINE: list[Service] = [
+    Service("producer", command=lambda: [sys.executable, "-m", "healthpipe", "producer"], env=_pipeline_env,
+            ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.producer_metrics}/readyz")),
+    Service("consumer", command=lambda: [sys.executable, "-m", "healthpipe", "consumer"], env=_pipeline_env,
+            ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.consumer_metrics[0]}/readyz")),
+    # the cold tier into data/archive (a local directory; docker-compose's writes to its S3 service)
+    Service("archive", command=lambda: [sys.executable, "-m", "healthpipe", "archive"],
+            env=lambda: {**_pipeline_env(), "HEALTHPIPE_ARCHIVE__TARGET": str(ROOT / "data" / "archive")},
+            ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.archive_metrics}/readyz")),
+]
+
+
+def service(name: str) -> Service:
+    if name == "kafka" or name.startswith("kafka-") and name[6:].isdigit():
+        return broker_node(1 if name == "kafka" else int(name[6:]))
+    others = _base_services() + [S3] + PIPELINE
+    for s in others:
+        if s.name == name:
+            return s
+    raise StackError(f"unknown service {name!r}; known: kafka, kafka-2, kafka-3, {', '.join(s.name for s in others)}")
+
+
+def stack_env() -> dict[str, str]:
+    env = {
+        "HEALTHPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(),
+        "HEALTHPIPE_EXTRACT__PROMETHEUS_URL": f"http://127.0.0.1:{PORTS.prometheus}",
+        "HEALTHPIPE_LOAD__INFLUXDB__URL": f"http://127.0.0.1:{PORTS.influxdb}",
+        "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": influx_token(),
+        "HEALTHPIPE_LOAD__INFLUXDB__ORG": INFLUX.org,
+        "HEALTHPIPE_LOAD__INFLUXDB__BUCKET": INFLUX.bucket,
+    }
+    if kafka_brokers() >= 3:
+        env["HEALTHPIPE_KAFKA__REPLICATION_FACTOR"] = "3"
+    if S3.pid() is not None:
+        access, secret = s3_credentials()
+        env.update({"HEALTHPIPE_ARCHIVE__S3__ENDPOINT": f"http://127.0.0.1:{PORTS.s3}",
+                    "HEALTHPIPE_ARCHIVE__S3__ACCESS_KEY": access, "HEALTHPIPE_ARCHIVE__S3__SECRET_KEY": secret,
+                    "HEALTHPIPE_ARCHIVE__S3__BUCKET": S3_BUCKET})
+    return env
+
+
+def write_env_file() -> Path:
+    path = STACK_DIR / "stack.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in stack_env().items()))
+    path.chmod(0o600)
+    return path
+
+
+def broker_node(node: int) -> Service:
+    if not 1 <= node <= kafka_brokers():
+        raise StackError(f"no broker with node id {node}: the stack runs {kafka_brokers()} (ids 1-{kafka_brokers()})")
+    return kafka_services(kafka_brokers())[node - 1]

@@ -1,0 +1,220 @@
+"""ProducerService (the plan's SimpleETLPipeline, for process 1): Prometheus → Kafka on a schedule.
+
+Each cycle walks every query from its watermark up to now - lag, one window (chunk) at a time; each
+window is one Kafka transaction holding its samples and its new watermark. A failing query is logged
+and counted and does not stop the others; its watermark stays put, so the next cycle retries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from healthpipe.common import logs
+from healthpipe.common.config import HealthpipeConfig, QuerySettings, load_config
+from healthpipe.common.errors import (
+    ConfigError,
+    HealthpipeError,
+    PrometheusRejected,
+    PrometheusUnavailable,
+    PublishError,
+    Retryable,
+)
+from healthpipe.common.kafka import ensure_topics
+from healthpipe.common.messages import SeriesWindow
+from healthpipe.common.observability import StatusServer
+from healthpipe.common.process import run_service
+from healthpipe.common.retry import retry
+from healthpipe.producer import watermarks
+from healthpipe.producer.extractor import PrometheusExtractor
+from healthpipe.producer.metrics import ProducerMetrics
+from healthpipe.producer.publisher import TransactionalPublisher
+from healthpipe.producer.windows import Window, chunk_ms, first_watermark, pending_windows, read_limit
+
+log = logging.getLogger(__name__)
+
+
+class ProducerService:
+    def __init__(self, cfg: HealthpipeConfig, metrics: ProducerMetrics | None = None,
+                 clock=time.time, max_windows_per_cycle: int = 100, transactional_id: str | None = None):
+        self.cfg = cfg
+        self.metrics = metrics or ProducerMetrics()
+        self.clock = clock
+        self.max_windows_per_cycle = max_windows_per_cycle
+        self.transactional_id = transactional_id or cfg.producer.transactional_id
+        self.extractor = PrometheusExtractor(cfg.extract.prometheus_url, cfg.extract.request_timeout_seconds,
+                                             cfg.extract.max_retries, on_request=self.metrics.on_prometheus_request,
+                                             accept_warnings=cfg.extract.accept_warnings)
+        self.publisher: TransactionalPublisher | None = None
+        self.watermarks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._ready = False
+        self._kafka_ok = True
+        self._cycle_prometheus_now: int | None = None
+        self.metrics.transaction_open.set_function(
+            lambda: 1 if self.publisher is not None and self.publisher.in_transaction else 0)
+        self.status_server: StatusServer | None = None
+
+    # --- lifecycle (the plan's names) ----------------------------------------------------------------
+
+    def initialize(self, give_up_after: float | None = None) -> None:
+        """Check Prometheus and every query, create topics, fence predecessors, load watermarks.
+
+        Waits (unready, retrying with backoff) while Prometheus or Kafka is unreachable, until stop() or
+        `give_up_after` seconds; a query Prometheus rejects is a ConfigError at once."""
+        retry(self._check_queries, "prometheus_check", give_up_after, stop=self._stop)
+        retry(lambda: ensure_topics(self.cfg), "kafka_topics", give_up_after, stop=self._stop)
+        retry(self.start_publisher, "kafka_transactions", give_up_after, stop=self._stop)
+        self.watermarks = retry(lambda: watermarks.load(self.cfg), "watermarks_load", give_up_after, stop=self._stop)
+        now_ms = int(self.clock() * 1000)
+        for q in self.cfg.extract.queries:
+            if q.name in self.watermarks:
+                self._observe_watermark(q.name, now_ms)
+        log.info("producer_initialized queries=%d watermarks=%s", len(self.cfg.extract.queries), self.watermarks)
+        self._ready = True
+
+    def _check_queries(self) -> None:
+        for q in self.cfg.extract.queries:
+            try:
+                self.extractor.check_query(q)
+            except PrometheusRejected as exc:
+                raise ConfigError(f"extract.queries[{q.name}]: Prometheus rejects the PromQL "
+                                  f"(mode={q.mode}): {exc.detail}") from None
+
+    def start_publisher(self) -> None:
+        """Register our transactional id with Kafka: fences a predecessor and aborts its open transaction."""
+        if self.publisher is None:
+            self.publisher = TransactionalPublisher(self.cfg, self.transactional_id)
+        self.publisher.init()
+
+    def run_single_cycle(self) -> dict[str, int]:
+        """One pass over every query; returns samples published per query."""
+        assert self.publisher is not None, "call initialize() first"
+        t0 = time.perf_counter()
+        self._cycle_prometheus_now = None
+        published = {}
+        for q in self.cfg.extract.queries:
+            if self._stop.is_set():
+                break
+            published[q.name] = self._run_query(q)
+        self.metrics.cycle_seconds.observe(time.perf_counter() - t0)
+        return published
+
+    def run_continuous(self, interval: float | None = None) -> None:
+        """Cycles every `interval` seconds until stop(); a cycle that overruns starts the next at once."""
+        interval = interval or self.cfg.poll_interval_seconds
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.run_single_cycle()
+            except HealthpipeError as exc:
+                log.error("cycle_failed error=%s", exc)
+            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current window's transaction has committed or aborted."""
+        self._stop.set()
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.status_server is not None:
+            self.status_server.stop()
+
+    def ready(self) -> bool:
+        """Initialized, not stopping, and the last window reached Kafka (unready while Kafka is away)."""
+        return self._ready and self._kafka_ok and not self._stop.is_set()
+
+    # --- one query -----------------------------------------------------------------------------------
+
+    def _run_query(self, q: QuerySettings) -> int:
+        # "Now" is the earlier of our clock and Prometheus' own: with our clock ahead, a window ending in
+        # Prometheus' future would be published before its last samples exist, and the watermark would move
+        # past them for good.
+        own_ms = int(self.clock() * 1000)
+        now_ms = min(own_ms, self._prometheus_now_ms(own_ms))
+        grid = q.grid_ms
+        oldest = first_watermark(now_ms, self.cfg.extract.max_backfill.ms, grid)
+        watermark = self.watermarks.get(q.name)
+        if watermark is None:
+            watermark = oldest
+        elif watermark < oldest:
+            # Past max_backfill we cannot (or were told not to) reach back: say so loudly, never silently.
+            log.warning("backfill_truncated query=%s gap_from_ms=%d gap_to_ms=%d (extract.max_backfill=%s)",
+                        q.name, watermark, oldest, self.cfg.extract.max_backfill)
+            self.metrics.query_errors.labels(q.name, "backfill_truncated").inc()
+            watermark = oldest
+        limit = read_limit(now_ms, int(self.cfg.extract.lag_seconds * 1000), grid)
+        size = chunk_ms(q.mode, q.step_ms, self.cfg.extract.raw_chunk.ms)
+        windows = pending_windows(watermark, limit, size)
+        if len(windows) > 1:
+            log.info("backfill query=%s windows=%d from_ms=%d to_ms=%d", q.name, len(windows), watermark, limit)
+        total = 0
+        for i, window in enumerate(windows[: self.max_windows_per_cycle]):
+            if self._stop.is_set():
+                break
+            try:
+                total += self.publish_window(q, window, advance_watermark=True)
+                self._kafka_ok = True
+            except (Retryable, PrometheusRejected) as exc:
+                stage = "kafka" if isinstance(exc, PublishError) else "prometheus"
+                if stage == "kafka":
+                    self._kafka_ok = False
+                self.metrics.query_errors.labels(q.name, stage).inc()
+                log.error("window_failed query=%s stage=%s start_ms=%d end_ms=%d error=%s",
+                          q.name, stage, window.start_ms, window.end_ms, exc)
+                break  # keep windows in order: the next cycle resumes at this one
+            if len(windows) > 1:
+                log.info("backfill_progress query=%s window=%d/%d end_ms=%d", q.name, i + 1, len(windows),
+                         window.end_ms)
+        self._observe_watermark(q.name, now_ms)
+        return total
+
+    def _prometheus_now_ms(self, fallback_ms: int) -> int:
+        """Prometheus' clock, asked once per cycle; our own when it cannot answer (the window read will fail
+        the same way and be retried)."""
+        if self._cycle_prometheus_now is None:
+            try:
+                self._cycle_prometheus_now = self.extractor.now_ms()
+            except (PrometheusUnavailable, PrometheusRejected) as exc:
+                log.warning("prometheus_clock_unknown error=%s", exc)
+                self._cycle_prometheus_now = fallback_ms
+        return self._cycle_prometheus_now
+
+    def publish_window(self, q: QuerySettings, window: Window, advance_watermark: bool) -> int:
+        """Read one window from Prometheus and publish it in one transaction; return samples published."""
+        assert self.publisher is not None
+        series = self.extractor.read_window(q, window)
+        samples = sum(len(s.samples) for s in series)
+        self.metrics.samples_extracted.labels(q.name).inc(samples)
+        messages = [SeriesWindow(q.name, q.metric_type, s.labels, window.start_ms, window.end_ms, s.samples)
+                    for s in series]
+        sent = self.publisher.publish(q.name, messages, window.end_ms if advance_watermark else None)
+        self.metrics.transactions.labels("committed").inc()
+        self.metrics.samples_published.labels(q.name).inc(samples)
+        self.metrics.messages_published.labels(q.name).inc(sent)
+        if advance_watermark:
+            self.watermarks[q.name] = window.end_ms
+        log.debug("window_published query=%s start_ms=%d end_ms=%d series=%d samples=%d messages=%d",
+                  q.name, window.start_ms, window.end_ms, len(series), samples, sent)
+        return samples
+
+    def _observe_watermark(self, name: str, now_ms: int) -> None:
+        if name in self.watermarks:
+            self.metrics.watermark.labels(name).set(self.watermarks[name] / 1000)
+            self.metrics.watermark_age.labels(name).set((now_ms - self.watermarks[name]) / 1000)
+
+
+def main(config_path: str | None = None, once: bool = False) -> int:
+    cfg = load_config(config_path)
+    logs.configure(cfg.pipeline.log_level, cfg.secrets())
+    service = ProducerService(cfg)
+
+    def loop() -> None:
+        if once:
+            log.info("cycle_done published=%s", service.run_single_cycle())
+        else:
+            service.run_continuous()
+
+    return run_service("producer", service, cfg.producer.metrics_port, loop)

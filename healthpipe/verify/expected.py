@@ -1,0 +1,183 @@
+"""What InfluxDB must hold for a query and a time range: Prometheus' data put through the consumer's own rules.
+
+The truth is what the producer would have published for the range (raw mode: the selector's stored samples,
+`(start, end]` on the millisecond grid; range mode: `query_range` on the query's step grid), cleaned and
+formatted by the consumer's `DataTransformer` itself (whitelist, NaN/Inf drops, tag mapping, the
+line-protocol rule for values InfluxDB cannot represent). So "expected in InfluxDB" is exact by construction,
+and a NaN is never reported missing.
+
+A series is named by its line-protocol prefix (measurement + escaped tag set): the transformer writes it, and
+the same prefix is rebuilt from the tags InfluxDB returns (`consumer.line_protocol.series_prefix`).
+
+Screening is cheap: per series and window, a count and a sum, computed by Prometheus (`count_over_time`,
+`sum_over_time` on raw selectors) or from the few range-mode points; only windows whose figures differ from
+InfluxDB's are fetched sample by sample.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from healthpipe.common.config import QuerySettings, TransformSettings
+from healthpipe.common.messages import SeriesWindow
+from healthpipe.producer.extractor import PrometheusExtractor, Series
+from healthpipe.producer.windows import Window, chunk_ms, pending_windows
+from healthpipe.schema import stored_tags
+from healthpipe.sinks.influx.transformer import DataTransformer
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A screening summary of one series in one window."""
+
+    count: int
+    total: float  # NaN when any value is NaN (then the window is always compared sample by sample)
+
+    def matches(self, other: Figures) -> bool:
+        if self.count != other.count:
+            return False
+        if math.isnan(self.total) or math.isnan(other.total):
+            return False
+        return math.isclose(self.total, other.total, rel_tol=1e-12, abs_tol=1e-9)
+
+
+@dataclass
+class Points:
+    """Exact samples of some series in one window: {prefix: {timestamp ms: value}}, plus each prefix's tags."""
+
+    values: dict[str, dict[int, float]] = field(default_factory=dict)
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Timings:
+    """Where a verification's time goes (reported in --json, and by bench/verify.py)."""
+
+    prometheus_s: float = 0.0
+    influxdb_s: float = 0.0
+    kafka_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def compare_s(self) -> float:
+        return max(0.0, self.total_s - self.prometheus_s - self.influxdb_s - self.kafka_s)
+
+    def as_json(self) -> dict:
+        return {"prometheus_s": round(self.prometheus_s, 3), "influxdb_s": round(self.influxdb_s, 3),
+                "kafka_s": round(self.kafka_s, 3), "compare_s": round(self.compare_s, 3),
+                "total_s": round(self.total_s, 3)}
+
+
+class Expected:
+    """Prometheus' side of a verification, for one query."""
+
+    def __init__(self, extractor: PrometheusExtractor, query: QuerySettings, transform: TransformSettings,
+                 timings: Timings | None = None):
+        self.timings = timings or Timings()
+        self.extractor = extractor
+        self.query = query
+        self.transformer = DataTransformer(transform, clock=lambda: float("inf"))  # history is never "future"
+        self.metrics_seen: set[str] = set()  # metric tags of every series met so far (InfluxDB is asked for these)
+        # range mode: the points of the current chunk, fetched once for screening and reused for comparison
+        self._range_cache: tuple[Window, Points] | None = None
+
+    # --- which series, under which name -------------------------------------------------------------------
+
+    def identify(self, labels: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        """The prefix a series is written under and its tags as InfluxDB stores them (after the representable
+        rule, empty values left out), or None if its metric is not allowed in."""
+        window = SeriesWindow(self.query.name, self.query.metric_type, labels, 0, 0, [])
+        prefix, allowed = self.transformer.prefix_of(window)
+        if not allowed:
+            return None
+        stored = stored_tags(self.transformer.tags(window))
+        if "metric" in stored:
+            self.metrics_seen.add(stored["metric"])
+        return prefix, stored
+
+    # --- screening ----------------------------------------------------------------------------------------
+
+    def figures(self, windows: list[Window]) -> dict[Window, dict[str, Figures] | None]:
+        """Count and sum per series for each window; None for a window that cannot be screened (then every
+        series of it is compared sample by sample)."""
+        if self.query.mode == "range":
+            return {w: self._figures_of(self.points(w)) for w in windows}
+        out: dict[Window, dict[str, Figures] | None] = {}
+        for w in windows:
+            span = w.end_ms - w.start_ms - 1  # Prometheus 2.x ranges include both ends: (start, end] on the ms grid
+            selector = f"{self.query.promql}[{span}ms]"
+            # count_over_time and sum_over_time drop __name__; last_over_time keeps it: map the name back
+            names: dict[tuple, str] = {}
+            for key, _value in self._instant_labels(f"last_over_time({selector})", w.end_ms):
+                labels = dict(key)
+                rest = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+                if rest in names and names[rest] != labels.get("__name__", ""):
+                    names = {}
+                    break  # two metric names with one label set: counts would collide, compare exactly
+                names[rest] = labels.get("__name__", "")
+            if not names:
+                out[w] = None
+                continue
+            counts = self._instant(f"count_over_time({selector})", w.end_ms)
+            sums = self._instant(f"sum_over_time({selector})", w.end_ms)
+            figures: dict[str, Figures] = {}
+            for key, n in counts.items():
+                labels = dict(key)
+                if names.get(key):
+                    labels["__name__"] = names[key]
+                named = self.identify(labels)
+                if named is not None:
+                    figures[named[0]] = Figures(int(float(n)), float(sums.get(key, "NaN")))
+            out[w] = figures
+        return out
+
+    def _instant_labels(self, promql: str, at_ms: int) -> list[tuple[tuple, str]]:
+        t0 = time.perf_counter()
+        series = self.extractor.instant(promql, at_ms, self.query.name)
+        self.timings.prometheus_s += time.perf_counter() - t0
+        return [(tuple(sorted(s.labels.items())), s.samples[0][1]) for s in series]
+
+    def _instant(self, promql: str, at_ms: int) -> dict[tuple, str]:
+        return dict(self._instant_labels(promql, at_ms))
+
+    @staticmethod
+    def _figures_of(points: Points) -> dict[str, Figures]:
+        return {p: Figures(len(v), math.fsum(v.values())) for p, v in points.values.items()}
+
+    # --- exact samples ------------------------------------------------------------------------------------
+
+    def points(self, window: Window, prefixes: set[str] | None = None) -> Points:
+        """The exact points InfluxDB must hold for `window`, after the consumer's rules (optionally some series)."""
+        if self.query.mode == "range" and self._range_cache and self._range_cache[0] == window:
+            points = self._range_cache[1]
+        else:
+            points = Points()
+            for part in pending_windows(window.start_ms, window.end_ms,
+                                        chunk_ms(self.query.mode, self.query.step_ms, window.end_ms - window.start_ms)):
+                t0 = time.perf_counter()
+                series = self.extractor.read_window(self.query, part)
+                self.timings.prometheus_s += time.perf_counter() - t0
+                self._add(points, series)
+            if self.query.mode == "range":
+                self._range_cache = (window, points)
+        if prefixes is None:
+            return points
+        return Points({p: v for p, v in points.values.items() if p in prefixes},
+                      {p: t for p, t in points.tags.items() if p in prefixes})
+
+    def _add(self, points: Points, series: Iterable[Series]) -> None:
+        for s in series:
+            named = self.identify(s.labels)
+            if named is None:
+                continue
+            prefix, tags = named
+            result = self.transformer.transform([SeriesWindow(self.query.name, self.query.metric_type, s.labels,
+                                                              0, 0, s.samples)])
+            values = points.values.setdefault(prefix, {})
+            points.tags[prefix] = tags
+            for line in result.lines:
+                _, field_part, ts = line.rsplit(" ", 2)
+                values[int(ts)] = float(field_part.split("=", 1)[1])
