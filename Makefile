@@ -45,7 +45,8 @@ test-cluster: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy common producer consumer verify ops tiers archive healthpipe
+	$(VENV)/bin/mypy healthpipe
+	$(VENV)/bin/lint-imports --no-cache
 
 # Without a Docker engine: the native stack plus producer and consumer in the background.
 up: install

@@ -40,9 +40,14 @@ class DeadLetterHeaders:
     source_offset: int | None
 
 
-def headers_of(headers: list[tuple[str, bytes | None]] | None) -> DeadLetterHeaders:
+# a record's headers, as confluent-kafka gives them
+RecordHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
+
+
+def headers_of(headers: RecordHeaders) -> DeadLetterHeaders:
     """A dead letter's `healthpipe-dlq-*` headers; the status is read under its old name too."""
-    h = {k: v.decode(errors="replace") for k, v in headers or [] if v is not None}
+    pairs = headers.items() if isinstance(headers, dict) else headers or []
+    h = {k: v.decode(errors="replace") if isinstance(v, bytes) else v for k, v in pairs if v is not None}
     status = h.get(STATUS, h.get(OLD_STATUS))
     partition, offset = h.get(SOURCE_PARTITION), h.get(SOURCE_OFFSET)
     return DeadLetterHeaders(h.get(REASON, "?"), h.get(DETAIL, ""),

@@ -1,1 +1,1 @@
-"""Sinks."""
+"""Where a batch of series windows goes: `base.Sink` (the interface, with defaults), `influx/`, `archive/`."""

@@ -55,8 +55,11 @@ class WriteOutcome:
 class Prepared(Protocol):
     """A batch in the sink's own form. `dropped` counts samples left out on purpose, by reason."""
 
-    samples_in: int
-    dropped: Mapping[str, int]
+    @property
+    def samples_in(self) -> int: ...
+
+    @property
+    def dropped(self) -> Mapping[str, int]: ...
 
 
 P = TypeVar("P", bound=Prepared)

@@ -1,0 +1,1 @@
+"""Storage tiers: hot and warm buckets and the downsampling task between them (`healthpipe tiers`)."""

@@ -1,0 +1,1 @@
+"""`healthpipe verify`: is everything Prometheus has for a range in InfluxDB? (and `--repair`)."""

@@ -14,7 +14,7 @@ from healthpipe.sinks.archive.service import archiver
 from healthpipe.sinks.archive.store import Store
 from tests.chaos.ledger import generate
 from tests.support import kafka
-from tests.support.pipeline import ConsumerThread, committed_all, wait_until
+from tests.support.pipeline import ConsumerProcess, ConsumerThread, committed_all, holds_uncommitted_work, wait_until
 
 
 def archive_config(services, target: str, tmp_path, **archive):
@@ -81,3 +81,26 @@ def test_nan_and_infinities_are_kept_and_bad_timestamps_counted(services, tmp_pa
     values = read(Store(cfg.archive)).sort_by("ts")["value"].to_pylist()
     assert str(values[:3]) == "[nan, inf, -inf]" and values[3] == 0.5 and len(values) == 4
     assert replica.metric("healthpipe_consumer_samples_dropped_total", {"reason": "bad_timestamp"}) == 1
+
+
+def test_sigterm_seals_and_commits_the_open_ranges(services, tmp_path):
+    """An archive stopped with SIGTERM before its files reach max_file_age_seconds seals its open ranges, writes
+    them and commits them within the grace period. Before the fix close() flushed only an open or in-flight batch,
+    never the sink's open ranges: no file, nothing committed, and every restart re-read the whole topic.
+
+    The stop must hit work in flight: before SIGTERM, every sample was consumed (written into open ranges) and
+    nothing is committed nor on disk. Checked against the old close() (`if (self.batch or self.checkpoint)`): no
+    file, nothing committed, this test fails."""
+    cfg = archive_config(services, "local", tmp_path, max_file_rows=1_000_000, max_file_age_seconds=3600)
+    ensure_topics(cfg)
+    ledger = generate(41, 20, 1000, per_message=100)
+    kafka.produce(cfg, cfg.kafka.topic, ledger.messages)
+    replica = ConsumerProcess(cfg, tmp_path, tmp_path / "archive.log", kind="archive")
+    at_stop = replica.wait_for("every sample read into open ranges", lambda m: m.get(
+        "healthpipe_consumer_samples_consumed_total", 0) >= len(ledger.truth))
+    assert holds_uncommitted_work(at_stop), at_stop
+    assert all(o < 0 for o in kafka.committed_offsets(cfg, cfg.archive.group_id, cfg.kafka.topic).values())
+    assert not [p for p, _ in Store(cfg.archive).list() if p.endswith(".parquet")]  # nothing written yet
+    assert replica.terminate(timeout=60) == 0  # within the process's 20 s grace, plus its start and exit
+    assert committed_all(cfg, cfg.archive.group_id)
+    assert archived(cfg, ledger) == truth(ledger)

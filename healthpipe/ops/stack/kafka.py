@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from healthpipe.ops.stack.paths import CACHE, KAFKA_VERSION, PORTS, STACK_DIR
 from healthpipe.ops.stack.supervise import Service, run_script
@@ -120,7 +121,7 @@ def _kafka_ready(node: int, brokers: int) -> bool:
         return False
 
 
-def quiet_logger() -> logging.Logger:  # librdkafka logs connection refusals while the broker starts
+def quiet_logger() -> Any:  # a Logger: librdkafka logs connection refusals while the broker starts
     log = logging.getLogger("stack.kafka.probe")
     log.setLevel(logging.CRITICAL)
     return log

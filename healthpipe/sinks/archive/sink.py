@@ -15,16 +15,14 @@ are deleted after the commit (`committed()`).
 A sealed range's files are built by a builder thread while the loop reads on (pyarrow encodes without the GIL);
 ranges are still published strictly in order, each only once its files are built.
 
-Rows (zstd; strings dictionary-encoded; ts delta-encoded): ts (timestamp[ms, UTC]), value (float64; NaN and
-±Inf kept as Prometheus gave them; null only for a value that is not a number at all), metric, query,
-metric_type, series (the message key), labels (map).
+This module is the bookkeeping: open ranges per partition, sealing, intents, recovery and the offsets that are
+durable. What a range's rows and files are is files.py's job.
 A sample whose timestamp is not a positive integer cannot be placed in an hour: it is dropped and counted
 (`samples_dropped{reason="bad_timestamp"}`), as the consumer does.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections import Counter
@@ -34,8 +32,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as MetricCounter
 
@@ -43,7 +39,8 @@ from healthpipe.common.config import ArchiveSettings
 from healthpipe.common.messages import RawSamples, SeriesWindow
 from healthpipe.common.records import Source, TopicPartitionKey, earliest
 from healthpipe.schema import fastline
-from healthpipe.sinks.archive import arrays, layout
+from healthpipe.sinks.archive import layout
+from healthpipe.sinks.archive.files import OpenRange, Parsed, build_files, timestamps_of, values_of
 from healthpipe.sinks.archive.store import Store
 from healthpipe.sinks.base import Sink, WriteOutcome
 
@@ -60,17 +57,6 @@ class ArchiveMetrics:
                                    registry=registry)
         self.ranges = MetricCounter("healthpipe_archive_ranges_total", "Offset ranges sealed, by why", ["why"],
                                     registry=registry)
-
-
-@dataclass
-class Parsed:
-    """One message's samples as arrays, ready to append."""
-
-    source: Source
-    series: tuple[str, str, str, str, str]  # (series key, query, metric_type, metric, labels as JSON)
-    ts: np.ndarray
-    values: np.ndarray
-    nulls: np.ndarray | None  # True where the value is not a number at all
 
 
 @dataclass
@@ -119,29 +105,6 @@ class _Sealed:
         return self.build.result()
 
 
-def _values(raw: list) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
-        return np.array(raw, dtype=np.float64), None
-    except (ValueError, TypeError):  # a value that is not a number at all: null, the rest as given
-        out = np.empty(len(raw), dtype=np.float64)
-        nulls = np.zeros(len(raw), dtype=bool)
-        for i, v in enumerate(raw):
-            try:
-                out[i] = float(v)
-            except (ValueError, TypeError):
-                out[i], nulls[i] = np.nan, True
-        return out, nulls
-
-
-def _timestamps(raw: list) -> np.ndarray | None:
-    """The timestamps as int64, or None if any is not a positive integer (then the caller filters)."""
-    if all(type(t) is int for t in raw):
-        ts = np.array(raw, dtype=np.int64)
-        if len(ts) == 0 or ts.min() > 0:
-            return ts
-    return None
-
-
 # One builder: with two, a 2 M-sample backlog took 4.1-4.3 s instead of 4.4 s but peaked at 294 MB instead of
 # 250 (bench/archive.py); what counts is that building overlaps the loop's reading
 BUILD_THREADS = 1
@@ -157,7 +120,7 @@ class ParquetSink(Sink[ArchiveBatch]):
         self.batch_size = settings.batch_size
         self.metrics = ArchiveMetrics(registry)
         self.clock = clock
-        self._open: dict[TopicPartitionKey, _Range] = {}
+        self._open: dict[TopicPartitionKey, OpenRange] = {}
         self._sealed: list[_Sealed] = []  # sealed, not yet fully written (a retry writes them again)
         self._durable: TopicPartitionOffsets = {}
         self._cuts: dict[TopicPartitionKey, list[tuple[int, int, list[str]]]] = {}  # recovery: ranges to re-cut
@@ -187,8 +150,8 @@ class ParquetSink(Sink[ArchiveBatch]):
                                      np.frombuffer(arrays[1], np.float64), None))
                 continue
             raw_ts = [s[0] for s in w.samples]
-            values, nulls = _values([s[1] for s in w.samples])
-            ts = _timestamps(raw_ts)
+            values, nulls = values_of([s[1] for s in w.samples])
+            ts = timestamps_of(raw_ts)
             if ts is None:  # slow path: keep the samples whose timestamp is a positive integer
                 keep = np.array([type(t) is int and t > 0 for t in raw_ts], dtype=bool)
                 dropped["bad_timestamp"] += int((~keep).sum())
@@ -313,7 +276,7 @@ class ParquetSink(Sink[ArchiveBatch]):
                 self._seal(key, "recovery")
         r = self._open.get(key)
         if r is None:
-            r = self._open[key] = _Range(key[0], key[1], p.source.offset, now)
+            r = self._open[key] = OpenRange(key[0], key[1], p.source.offset, now)
         r.append(p)
         if cuts:
             if r.last == cuts[0][1]:
@@ -329,7 +292,7 @@ class ParquetSink(Sink[ArchiveBatch]):
 
     def _seal(self, key: TopicPartitionKey, why: str) -> None:
         r = self._open.pop(key)
-        build = self._builder.submit(self._files, r)
+        build = self._builder.submit(build_files, r)
         self._sealed.append(_Sealed(r.topic, r.partition, r.first, r.last, build, r.rows))
         self.metrics.ranges.labels(why).inc()
 
@@ -359,44 +322,3 @@ class ParquetSink(Sink[ArchiveBatch]):
                      s.first, s.last, s.rows, len(s.files))
 
     # --- Parquet ------------------------------------------------------------------------------------------
-
-    def _files(self, r: _Range) -> dict[str, bytes]:
-        ts = np.concatenate([c[0] for c in r.chunks])
-        values = np.concatenate([c[1] for c in r.chunks])
-        nulls = np.concatenate([c[2] if c[2] is not None else np.zeros(len(c[0]), dtype=bool) for c in r.chunks])
-        index = np.concatenate([np.full(len(c[0]), c[3], dtype=np.int32) for c in r.chunks])
-        series = sorted(r.series, key=r.series.__getitem__)  # first-seen order: deterministic
-        columns = list(zip(*series, strict=True)) if series else [(), (), (), (), ()]
-        dictionaries = [arrays.strings(col) for col in columns[:4]]
-        label_maps = [orjson.loads(j) for j in columns[4]]
-        offsets = np.cumsum([0] + [len(m) for m in label_maps]).astype(np.int32)
-        labels = pa.MapArray.from_arrays(arrays.numeric(offsets, pa.int32()),
-                                         arrays.strings([k for m in label_maps for k in m]),
-                                         arrays.strings([v for m in label_maps for v in m.values()]))
-        hours = ts // layout.HOUR_MS * layout.HOUR_MS
-        files = {}
-        for hour in np.unique(hours):
-            rows = np.nonzero(hours == hour)[0]
-            idx = arrays.numeric(index[rows], pa.int32())
-            table = pa.table({
-                "ts": arrays.numeric(ts[rows], pa.timestamp("ms", tz="UTC")),
-                "value": arrays.numeric(values[rows], pa.float64(), nulls[rows]),
-                "metric": pa.DictionaryArray.from_arrays(idx, dictionaries[3]),
-                "query": pa.DictionaryArray.from_arrays(idx, dictionaries[1]),
-                "metric_type": pa.DictionaryArray.from_arrays(idx, dictionaries[2]),
-                "series": pa.DictionaryArray.from_arrays(idx, dictionaries[0]),
-                "labels": labels.take(idx),
-            })
-            buf = io.BytesIO()
-            # bench/archive.py measured: PLAIN values under zstd level 6 take about half the bytes of
-            # BYTE_STREAM_SPLIT for Prometheus-like values (few significant digits), at ~9 M samples/s
-            pq.write_table(table, buf, compression="zstd", compression_level=6,
-                           use_dictionary=["metric", "query", "metric_type", "series", "labels.key_value.key",
-                                           "labels.key_value.value"],
-                           column_encoding={"ts": "DELTA_BINARY_PACKED", "value": "PLAIN"},
-                           # min/max where readers prune (time, query, series); not for every label key and value
-                           # of every row, which was 28% of writing a file (bench/archive.py's data)
-                           write_statistics=["ts", "value", "metric", "query", "metric_type", "series"])
-            key = layout.FileKey(int(hour), r.topic, r.partition, r.first, r.last)
-            files[key.path] = buf.getvalue()
-        return files

@@ -1,1 +1,1 @@
-"""Sinks."""
+"""The InfluxDB sink: clean and format (transformer), write (loader), the consumer and replay commands."""
