@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 
 from bench.run import b2_consumer, prefill
-from bench.support import RESULTS, clean_env, compile_bytecode, cpu_seconds, peak_rss_mb, run_until_committed
+from bench.support import (
+    RESULTS,
+    clean_env,
+    compile_bytecode,
+    cpu_seconds,
+    peak_rss_mb,
+    process_command,
+    run_until_committed,
+)
 from healthpipe.common.kafka import ensure_topics
 from healthpipe.common.messages import SeriesWindow, headers
 from healthpipe.ops.stack import STACK_DIR, kafka_brokers
@@ -49,7 +57,7 @@ def run_archive(cfg, tmp: Path, transactional: bool = False) -> dict:
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "healthpipe", "archive", "--config", str(config_file)], env=env,
+    proc = subprocess.Popen(process_command("archive", config_file), env=env,
                             stdout=subprocess.DEVNULL, stderr=open(RESULTS / "archive-bench.log", "ab"))  # noqa: SIM115
     try:
         run_until_committed(proc, cfg, cfg.archive.group_id, "archive (see bench/results/archive-bench.log)",

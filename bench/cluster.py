@@ -25,7 +25,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
-from bench.support import RESULTS, clean_env, influx_count
+from bench.support import RESULTS, clean_env, influx_count, process_command
 from healthpipe.common.kafka import ensure_topics
 from healthpipe.ops import stack
 from tests.support import kafka
@@ -50,7 +50,7 @@ def run(services, prom: BenchPrometheus, start_s: int, tmp: Path, brokers: int, 
         config_file = write_config(cfg, tmp / f"cluster-{brokers}.yaml")
         env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
                         HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
-        procs = [subprocess.Popen([sys.executable, "-m", name, "--config", str(config_file)], env=env,
+        procs = [subprocess.Popen(process_command(name, config_file), env=env,
                                   stdout=subprocess.DEVNULL, stderr=open(RESULTS / f"cluster-{name}.log", "ab"))  # noqa: SIM115
                  for name in ("consumer", "producer")]
         t0 = time.perf_counter()

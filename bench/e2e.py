@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
-from bench.support import RESULTS, clean_env, config_for, cpu_seconds, influx_count, peak_rss_mb
+from bench.support import RESULTS, clean_env, config_for, cpu_seconds, influx_count, peak_rss_mb, process_command
 from tests.support.influx import temporary_bucket
 from tests.support.services import native_or_exit
 
@@ -45,8 +45,8 @@ def one_run(services, prom: BenchPrometheus, start_s: int, tmp: Path, code: Path
         t0 = time.perf_counter()
         for name in ("consumer", "producer"):
             log = open(RESULTS / f"e2e-{name}.log", "ab")  # noqa: SIM115
-            procs[name] = subprocess.Popen([sys.executable, "-m", name, "--config", str(config_file)], env=env,
-                                           cwd=code, stdout=subprocess.DEVNULL, stderr=log)
+            procs[name] = subprocess.Popen(process_command(name, config_file, code),
+                                           env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=log)
         try:
             loaded = 0
             while loaded < prom.samples:

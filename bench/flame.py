@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.run import prefill, run_count
-from bench.support import RESULTS, clean_env, config_for, cpu_seconds
+from bench.support import RESULTS, clean_env, config_for, cpu_seconds, process_command
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import committed_all
 from tests.support.services import native_or_exit
@@ -48,7 +48,7 @@ def main() -> int:
         if args.code is not None:
             env["PYTHONPATH"] = str(args.code)
         log = open(RESULTS / f"flame-{args.label}.log", "ab")  # noqa: SIM115
-        consumer = subprocess.Popen([sys.executable, "-m", "healthpipe", "consumer", "--config", str(config_file)],
+        consumer = subprocess.Popen(process_command("consumer", config_file, args.code),
                                     env=env,
                                     cwd=args.code, stdout=subprocess.DEVNULL, stderr=log)
         py_spy = Path(sys.executable).parent / "py-spy"

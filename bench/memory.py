@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from bench.support import RESULTS, clean_env, cpu_seconds, influx_count, peak_rss_mb, status_mb
+from bench.support import RESULTS, clean_env, cpu_seconds, influx_count, peak_rss_mb, process_command, status_mb
 from healthpipe.common.kafka import ensure_topics
 from tests.chaos.ledger import generate
 from tests.support import kafka
@@ -41,7 +41,7 @@ def run_consumer(cfg, bucket, samples_total: int) -> dict:
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "healthpipe", "consumer", "--config", str(config_file)], env=env,
+    proc = subprocess.Popen(process_command("consumer", config_file), env=env,
                             stdout=subprocess.DEVNULL, stderr=open(RESULTS / "memory-consumer.log", "ab"))  # noqa: SIM115
     samples: list[tuple[float, float, float]] = []  # (seconds, progress, rss MB)
     try:

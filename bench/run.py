@@ -39,6 +39,7 @@ from bench.support import (
     influxd_cpu_seconds,
     influxd_settled,
     peak_rss_mb,
+    process_command,
     run_until_committed,
 )
 from healthpipe.common.kafka import ensure_topics
@@ -156,7 +157,7 @@ def b2_consumer(cfg, ledger, tmp: Path, writers: int | None = None, code: Path |
     if code is not None:
         env["PYTHONPATH"] = str(code)  # ahead of the editable install of this checkout
     return _until_committed(f"consumer-w{cfg.consumer.writers}",
-                            [sys.executable, "-m", "healthpipe", "consumer", "--config", str(config_file)], env, cfg,
+                            process_command("consumer", config_file, code), env, cfg,
                             cfg.kafka.group_id, ledger, tmp, cwd=code)
 
 

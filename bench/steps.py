@@ -48,7 +48,7 @@ def checkout(commit: str) -> Path | None:
     if not tree.exists():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(tree), commit], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if (tree / "consumer" / "_fastline.c").exists():
+    if (tree / "healthpipe" / "schema" / "_fastline.c").exists() or (tree / "consumer" / "_fastline.c").exists():
         subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return tree

@@ -11,6 +11,7 @@ import itertools
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from tests.support.pipeline import committed_all, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-PACKAGES = ("common", "producer", "consumer", "verify", "archive", "tiers", "healthpipe")
+# every package of a checkout, this one (healthpipe/) or one from before the one-package layout (the rest)
+PACKAGES = ("healthpipe", "common", "producer", "consumer", "verify", "archive", "tiers")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -63,6 +65,13 @@ def compile_bytecode(root: Path = ROOT) -> None:
     for package in PACKAGES:
         if (root / package).is_dir():
             compileall.compile_dir(root / package, quiet=1)
+
+
+def process_command(kind: str, config_file: Path, code: Path | None = None) -> list[str]:
+    """The command line of `healthpipe <kind>` as a process, run from this checkout or from `code`; a checkout
+    from before the one-package layout (no healthpipe/cli.py) runs its package's own `python -m <kind>`."""
+    old_layout = code is not None and not (code / "healthpipe" / "cli.py").exists()
+    return [sys.executable, "-m", *([kind] if old_layout else ["healthpipe", kind]), "--config", str(config_file)]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

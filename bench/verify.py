@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 
 from bench.producer import QUERY, BenchPrometheus, add_data_set_args, data_set_span
-from bench.support import RESULTS, clean_env, influx_count
+from bench.support import RESULTS, clean_env, influx_count, process_command
 from healthpipe.common.times import iso
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import write_config
@@ -39,7 +39,7 @@ def load(cfg, config_file: Path, samples: int) -> float:
     """The real pipeline, producer + consumer processes, until every sample is countable in InfluxDB."""
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
-    procs = [subprocess.Popen([sys.executable, "-m", name, "--config", str(config_file)], env=env,
+    procs = [subprocess.Popen(process_command(name, config_file), env=env,
                               stdout=subprocess.DEVNULL, stderr=open(RESULTS / f"verify-load-{name}.log", "ab"))  # noqa: SIM115
              for name in ("consumer", "producer")]
     t0 = time.perf_counter()

@@ -10,6 +10,8 @@ import pytest
 
 from tests.support.services import Services, discover
 
+pytest_plugins = ["tests.support.ci_skips", "pytester"]
+
 _BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "chaos": pytest.mark.chaos,
               "cluster": pytest.mark.cluster}
 

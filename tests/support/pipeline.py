@@ -77,7 +77,7 @@ def process_env(cfg: HealthpipeConfig) -> dict[str, str]:
 
 def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: str, log: Path | None = None):
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the process)
-    return subprocess.Popen([sys.executable, "-m", kind, "--config", str(config_file), *args],
+    return subprocess.Popen([sys.executable, "-m", "healthpipe", kind, "--config", str(config_file), *args],
                             env=process_env(cfg), stdout=out, stderr=subprocess.STDOUT)
 
 
