@@ -190,7 +190,11 @@ class ProducerService:
         self.metrics.samples_extracted.labels(q.name).inc(samples)
         messages = [SeriesWindow(q.name, q.metric_type, s.labels, window.start_ms, window.end_ms, s.samples)
                     for s in series]
-        sent = self.publisher.publish(q.name, messages, window.end_ms if advance_watermark else None)
+        try:
+            sent = self.publisher.publish(q.name, messages, window.end_ms if advance_watermark else None)
+        except PublishError:
+            self.metrics.transactions.labels("aborted").inc()  # publish() aborted it: nothing of it is visible
+            raise
         self.metrics.transactions.labels("committed").inc()
         self.metrics.samples_published.labels(q.name).inc(samples)
         self.metrics.messages_published.labels(q.name).inc(sent)

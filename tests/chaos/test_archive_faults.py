@@ -30,7 +30,8 @@ def assert_clean(store: Store) -> None:
 
 
 def test_22_archiver_killed_9_at_10_moments_mid_range_and_mid_upload(native, tmp_path):
-    """S3 behind the fault proxy with 0.4 s per request, small files: most kills land during an upload."""
+    """S3 behind the fault proxy with 0.4 s per request, small files: most kills land during an upload. Each kill
+    must hit uncommitted work, and at least 3 of the 10 must land while a PUT (an upload) is unanswered."""
     proxy = FaultProxy(native.s3["endpoint"], keep_host=True)
     proxy.delay = 0.4
     try:
@@ -47,7 +48,9 @@ def test_22_archiver_killed_9_at_10_moments_mid_range_and_mid_upload(native, tmp
             replica = ConsumerProcess(cfg, tmp_path, log, kind="archive")
             replica.wait_for("uncommitted work", holds_uncommitted_work)
             time.sleep(rng.uniform(0.5, 3.0))
-            at_kill, in_upload = replica.metrics(), proxy.in_flight
+            # an upload started and not completed: a PUT the archive sent that S3 has not answered (LIST, HEAD
+            # and DELETE requests are not uploads)
+            at_kill, in_upload = replica.metrics(), proxy.in_flight_by_method.get("PUT", 0)
             replica.kill_9()
             assert holds_uncommitted_work(at_kill), at_kill
             assert not committed_all(cfg, cfg.archive.group_id)

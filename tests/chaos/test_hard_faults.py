@@ -39,21 +39,28 @@ def slow_influx(native):
 
 def test_15_influxdb_killed_9_with_a_write_outstanding(native, slow_influx):
     """kill -9 InfluxDB while a write is inside it: what it acknowledged survives (its WAL is fsynced before
-    the 204), what it did not is retried; the ledger is exact."""
-    slow_influx.delay = 0.5
+    the 204), what it did not is retried; the ledger is exact. The proof that the kill hit a write: the proxy
+    had a request open at InfluxDB and saw that request's connection break (upstream_errors). A kill in an
+    idle moment breaks nothing and the test fails there."""
+    # The proxy trickles each write's body to InfluxDB over 1 s, so a write is open *inside InfluxDB* (not only
+    # held at the proxy) most of the time; the kill waits for one and the proxy then sees it broken.
+    slow_influx.trickle = 1.0
     cfg, ledger = setup(native, 15, 60, 1000, influxdb={"batch_size": 1000, "url": slow_influx.url})
     replica = ConsumerThread(cfg)
     influxdb = stack.service("influxdb")
     try:
-        wait_until(lambda: slow_influx.in_flight >= 1 and replica.metric(
-            "healthpipe_consumer_samples_written_total") > 0, 60, interval=0.05, what="a write outstanding")
+        wait_until(lambda: slow_influx.upstream_open >= 1 and replica.metric(
+            "healthpipe_consumer_samples_written_total") > 0, 60, interval=0.02, what="a write open at InfluxDB")
         in_flight_now(replica, cfg)
+        broken_before = slow_influx.upstream_errors
         stack.kill(influxdb)
+        wait_until(lambda: slow_influx.upstream_errors > broken_before, 10, interval=0.05,
+                   what="the kill to break the write InfluxDB was receiving")
         time.sleep(10)
         assert replica.metric("healthpipe_consumer_paused") == 1
     finally:
         stack.start(influxdb)
-    slow_influx.delay = 0.0
+    slow_influx.trickle = 0.0
     wait_until(lambda: committed_all(cfg), 300, what="drain after InfluxDB is back")
     replica.stop()
     assert_done(cfg, ledger)

@@ -13,6 +13,9 @@ from tests.support.pipeline import wait_until
 
 
 def test_24_producer_waits_for_kafka_at_start_and_survives_it_going_away(native):
+    """Kafka away at start (the producer waits, unready) and killed -9 while a transaction is open: that
+    transaction is aborted (transactions_total{outcome="aborted"} moves), the watermark stands still, and
+    once Kafka is back the topic holds exactly Prometheus' samples, no gap and no duplicate."""
     wait_for_scrapes(native)
     # max_backfill far above the outage (noticing it takes up to a transaction timeout, the broker's restart
     # more on a slow machine): a shorter one truncates the gap by design and the comparison fails.
@@ -34,11 +37,21 @@ def test_24_producer_waits_for_kafka_at_start_and_survives_it_going_away(native)
     try:
         wait_until(lambda: "availability" in service.watermarks, 60, what="a first window published")
         # 2. Kafka away mid-run, while windows are being published
-        wait_until(lambda: service.metrics.registry.get_sample_value("healthpipe_producer_transaction_open") == 1,
-                   30, interval=0.002, what="a transaction open")
+        sample = service.metrics.registry.get_sample_value
+
+        def outcomes() -> tuple[float, float]:
+            return (sample("healthpipe_producer_transactions_total", {"outcome": "committed"}) or 0,
+                    sample("healthpipe_producer_transactions_total", {"outcome": "aborted"}) or 0)
+
+        wait_until(lambda: sample("healthpipe_producer_transaction_open") == 1, 30, interval=0.002,
+                   what="a transaction open")
+        committed_at_kill, aborted_at_kill = outcomes()
         stack.kill(broker)
         at_kill = service.watermarks["availability"]
         wait_until(lambda: not service.ready(), 120, what="the producer to notice and turn unready")
+        # The kill hit that open transaction: it was aborted, and it (or any later one) never committed
+        wait_until(lambda: outcomes()[1] > aborted_at_kill, 120, what="the open transaction to be aborted")
+        assert outcomes()[0] == committed_at_kill, "a transaction committed with Kafka down"
         time.sleep(5)
         assert service.watermarks["availability"] <= at_kill + 5_000  # at most the window that committed
         stuck = service.watermarks["availability"]

@@ -81,17 +81,28 @@ def test_c2_kill_9_the_transaction_coordinator_during_a_commit(pipeline):
     node = coordinator_of(p, p.cfg.producer.transactional_id)  # type: ignore[attr-defined]
     # the moment the producer's /metrics say a transaction is open (records sent, commit pending), kill the
     # broker coordinating it
-    wait_until(lambda: p.producer_metrics().get("healthpipe_producer_transaction_open") == 1, 60, interval=0.002,
-               what="a transaction open")
+    at_open = {}
+
+    def transaction_open() -> bool:
+        at_open.update(p.producer_metrics())
+        return at_open.get("healthpipe_producer_transaction_open") == 1
+
+    wait_until(transaction_open, 60, interval=0.002, what="a transaction open")
     stack.kill(stack.broker_node(node))
-    committed_before = p.producer_metrics().get("healthpipe_producer_transactions_total", 0)
+    after_kill = p.producer_metrics()
+    # Proof that the kill hit the open transaction: it is still open after the kill and no commit completed
+    # between the two reads (the coordinator is dead, so none can complete until another broker takes over)
+    committed = 'healthpipe_producer_transactions_total{outcome="committed"}'
+    committed_before = at_open.get(committed, 0)
+    assert after_kill.get("healthpipe_producer_transaction_open") == 1, after_kill
+    assert after_kill.get(committed, 0) == committed_before, "a transaction committed around the kill: it hit none"
     # The controller fences a dead broker after broker.session.timeout.ms (9 s), then elects: wait for it.
     wait_until(lambda: coordinator_of(p, p.cfg.producer.transactional_id) not in (node, -1), 60,  # type: ignore[attr-defined]
                what="another broker to coordinate the transaction")
     stack.start(stack.broker_node(node))
     wait_isr_recovered()
     finish_and_check(p)
-    assert p.producer_metrics().get("healthpipe_producer_transactions_total", 0) > committed_before
+    assert p.producer_metrics().get(committed, 0) > committed_before
 
 
 def test_c3_rolling_restart_of_all_three_brokers_under_load(pipeline):

@@ -1,9 +1,12 @@
 """A small fault-injecting HTTP proxy in front of a real service (Prometheus, InfluxDB).
 
 For requests under `fail_path_prefix` it can: answer a scripted status (500/429/503 with headers); delay the
-forwarded request (a slow sink, so work stays in flight); hang (read the request, never answer, keep the socket
-open: a network partition, not a refused connection); or rewrite the JSON answer (Prometheus `warnings`).
-Everything else is forwarded as is. `in_flight` counts requests the proxy holds right now.
+forwarded request (a slow sink, so work stays in flight); trickle the body to the service (a request open *at the
+service*, not only at the proxy: what a kill of the service must hit); hang (read the request, never answer, keep
+the socket open: a network partition, not a refused connection); or rewrite the JSON answer (Prometheus `warnings`).
+Everything else is forwarded as is. `in_flight` counts requests the proxy holds right now (by method in
+`in_flight_by_method`), `upstream_open` those the service has started to receive and not answered, and
+`upstream_errors` those the service never answered (its connection broke: a kill hit them).
 """
 
 from __future__ import annotations
@@ -16,6 +19,14 @@ import orjson
 import requests
 
 
+def _trickled(body: bytes, seconds: float, pieces: int = 20):
+    """The body in `pieces` parts spread over `seconds` (sent chunked): the service holds an open request."""
+    step = max(1, -(-len(body) // pieces))
+    for i in range(0, len(body), step):
+        yield body[i:i + step]
+        threading.Event().wait(seconds / pieces)
+
+
 class FaultProxy:
     def __init__(self, upstream: str, keep_host: bool = False):
         self.upstream = upstream.rstrip("/")
@@ -25,11 +36,15 @@ class FaultProxy:
         self.fail_headers: dict[str, str] = {}
         self.fail_path_prefix = ""  # only requests under this path are touched (e.g. "/api/v2/write")
         self.delay = 0.0
+        self.trickle = 0.0  # seconds over which a matching request's body is sent on to the service
         self.rewrite: Callable[[dict], dict] | None = None  # applied to JSON answers
         self.requests = 0
         self.failed = 0
         self.hung = 0
         self.in_flight = 0
+        self.in_flight_by_method: dict[str, int] = {}
+        self.upstream_open = 0
+        self.upstream_errors = 0
         self._hang = threading.Event()  # set: hold matching requests
         self._release = threading.Event()
         self._lock = threading.Lock()
@@ -58,6 +73,7 @@ class FaultProxy:
                 with proxy._lock:
                     proxy.requests += 1
                     proxy.in_flight += 1
+                    proxy.in_flight_by_method[self.command] = proxy.in_flight_by_method.get(self.command, 0) + 1
                 try:
                     if touched and proxy._hang.is_set():
                         proxy.hung += 1
@@ -74,12 +90,20 @@ class FaultProxy:
                         threading.Event().wait(proxy.delay)
                     dropped = ("content-length", "transfer-encoding", "expect") + (() if proxy.keep_host else ("host",))
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                    data = _trickled(body, proxy.trickle) if touched and proxy.trickle and body else body
+                    with proxy._lock:
+                        proxy.upstream_open += 1
                     try:
-                        resp = session.request(self.command, proxy.upstream + self.path, data=body, headers=headers,
+                        resp = session.request(self.command, proxy.upstream + self.path, data=data, headers=headers,
                                                timeout=120)
                     except requests.RequestException:
+                        with proxy._lock:
+                            proxy.upstream_errors += 1
                         self.close_connection = True  # upstream gone: drop the connection like it did
                         return
+                    finally:
+                        with proxy._lock:
+                            proxy.upstream_open -= 1
                     content = resp.content
                     if touched and proxy.rewrite is not None and "json" in resp.headers.get("Content-Type", ""):
                         content = orjson.dumps(proxy.rewrite(orjson.loads(content)))
@@ -95,6 +119,7 @@ class FaultProxy:
                 finally:
                     with proxy._lock:
                         proxy.in_flight -= 1
+                        proxy.in_flight_by_method[self.command] -= 1
 
             def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)

@@ -88,7 +88,8 @@ def free_port() -> int:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """A process's /metrics, summed over labels per sample name ({} while it does not answer)."""
+    """A process's /metrics, summed over labels per sample name, and each labelled sample under its name with
+    its labels ({} while it does not answer)."""
     try:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
     except requests.RequestException:
@@ -97,6 +98,9 @@ def scrape(port: int) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             out[sample.name] = out.get(sample.name, 0.0) + sample.value
+            if sample.labels:  # and each labelled sample as written: 'name{outcome="committed"}'
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}"] = sample.value
     return out
 
 
