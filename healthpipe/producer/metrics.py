@@ -27,6 +27,9 @@ class ProducerMetrics:
                                     "Kafka transactions by outcome", ["outcome"], registry=r)
         self.transaction_open = Gauge("healthpipe_producer_transaction_open",
                                       "1 while a Kafka transaction is open (data sent, not yet committed)", registry=r)
+        self.transactions_begun = Gauge("healthpipe_producer_transactions_begun",
+                                        "Kafka transactions begun since the process started (the open one's number)",
+                                        registry=r)
         self.cycle_seconds = Histogram("healthpipe_producer_cycle_seconds", "Duration of one cycle", registry=r)
 
     def on_prometheus_request(self, endpoint: str, seconds: float, ok: bool) -> None:

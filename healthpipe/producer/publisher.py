@@ -35,6 +35,7 @@ class TransactionalPublisher:
         self._failed_deliveries = 0
         self._in_transaction = False
         self._needs_init = False
+        self.transactions_begun = 0  # a transaction's number: which one a fault hit (tests, /metrics)
 
     def init(self) -> None:
         """Register the transactional id; this fences and aborts a crashed predecessor's open transaction.
@@ -58,6 +59,7 @@ class TransactionalPublisher:
         try:
             self.producer.begin_transaction()
             self._in_transaction = True
+            self.transactions_begun += 1
             for window in windows:
                 for part in window.split(self.cfg.producer.max_samples_per_message,
                                          self.cfg.producer.max_message_bytes):

@@ -54,6 +54,8 @@ class ProducerService:
         self._cycle_prometheus_now: int | None = None
         self.metrics.transaction_open.set_function(
             lambda: 1 if self.publisher is not None and self.publisher.in_transaction else 0)
+        self.metrics.transactions_begun.set_function(
+            lambda: self.publisher.transactions_begun if self.publisher is not None else 0)
         self.status_server: StatusServer | None = None
 
     # --- lifecycle (the plan's names) ----------------------------------------------------------------

@@ -43,13 +43,25 @@ def test_24_producer_waits_for_kafka_at_start_and_survives_it_going_away(native)
             return (sample("healthpipe_producer_transactions_total", {"outcome": "committed"}) or 0,
                     sample("healthpipe_producer_transactions_total", {"outcome": "aborted"}) or 0)
 
+        # Each transaction is held open 0.3 s before its commit, so the kill below lands inside one rather than in
+        # the microseconds between the check and the kill
+        real_commit = service.publisher._commit
+
+        def slow_commit() -> None:
+            time.sleep(0.3)
+            real_commit()
+
+        service.publisher._commit = slow_commit  # type: ignore[method-assign]
         wait_until(lambda: sample("healthpipe_producer_transaction_open") == 1, 30, interval=0.002,
                    what="a transaction open")
         committed_at_kill, aborted_at_kill = outcomes()
+        begun_at_kill = service.publisher.transactions_begun
         stack.kill(broker)
         at_kill = service.watermarks["availability"]
+        # the transaction open before the kill is still the open one after it: the kill hit it
+        assert service.publisher.in_transaction and service.publisher.transactions_begun == begun_at_kill
         wait_until(lambda: not service.ready(), 120, what="the producer to notice and turn unready")
-        # The kill hit that open transaction: it was aborted, and it (or any later one) never committed
+        # ...and that transaction was aborted: the first outcome after the kill is an abort, and nothing commits
         wait_until(lambda: outcomes()[1] > aborted_at_kill, 120, what="the open transaction to be aborted")
         assert outcomes()[0] == committed_at_kill, "a transaction committed with Kafka down"
         time.sleep(5)

@@ -95,6 +95,8 @@ def test_c2_kill_9_the_transaction_coordinator_during_a_commit(pipeline):
     committed = 'healthpipe_producer_transactions_total{outcome="committed"}'
     committed_before = at_open.get(committed, 0)
     assert after_kill.get("healthpipe_producer_transaction_open") == 1, after_kill
+    assert after_kill.get("healthpipe_producer_transactions_begun") == at_open.get(
+        "healthpipe_producer_transactions_begun"), "another transaction began around the kill: it hit none"
     assert after_kill.get(committed, 0) == committed_before, "a transaction committed around the kill: it hit none"
     # The controller fences a dead broker after broker.session.timeout.ms (9 s), then elects: wait for it.
     wait_until(lambda: coordinator_of(p, p.cfg.producer.transactional_id) not in (node, -1), 60,  # type: ignore[attr-defined]
