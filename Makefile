@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 HP     := $(VENV)/bin/healthpipe
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster lint \
+.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster lint mutations \
         up down logs status bench bench-full clean
 
 install: $(VENV)/.installed
@@ -47,6 +47,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy healthpipe
 	$(VENV)/bin/lint-imports --no-cache
+
+# Deliberate breakages that the tests must catch (tests/mutations/README.md); the cluster one needs
+# `make test-cluster`'s 3-broker stack, the others the default stack
+mutations: stack-up
+	$(PY) -m tests.mutations --stage unit --stage integration --stage chaos
 
 # Without a Docker engine: the native stack plus producer and consumer in the background.
 up: install

@@ -1,0 +1,84 @@
+"""The mutants: deliberate breakages, each with the tests that must fail while it is in place.
+
+A mutant is a list of exact text replacements (each `old` must occur once in its file) or a folder put on
+PYTHONPATH (a sitecustomize.py that patches a library). `stage` is the stack its tests need: unit (none),
+integration (the native stack), chaos (the native stack, whose services the tests stop and kill), cluster (the
+3-broker stack). The fault tests' mutants either break the code the fault is meant to catch or move the fault
+to an idle moment; either way the test must fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    why: str
+    tests: list[str]
+    stage: str
+    edits: list[tuple[str, str, str]] = field(default_factory=list)  # (path, old text, new text)
+    pythonpath: str | None = None  # a folder of the checkout put on PYTHONPATH
+
+
+SERVICE = "healthpipe/consumer/service.py"
+
+MUTANTS = [
+    Mutant("commit_before_write", "every Consumer commits what poll()/consume() returned at once (at-most-once)",
+           ["tests/chaos/test_scenarios.py::test_02_kill_9_consumer_at_10_random_moments"], "chaos",
+           pythonpath="tests/mutations/commit_before_write"),
+    Mutant("archive_stop_leaves_open_ranges",
+           "shutdown and revoke flush only an open or in-flight batch, not the sink's open files (the archive bug)",
+           ["tests/integration/test_archive.py::test_sigterm_seals_and_commits_the_open_ranges"], "integration",
+           [(SERVICE, "            if self._fatal is None:\n                # always,",
+             "            if (self.batch or self.checkpoint) and self._fatal is None:\n                # always,"),
+            (SERVICE, "        # Flushed even when no batch is open or in flight",
+             "        if not self.batch and not self.checkpoint:\n            return\n"
+             "        # Flushed even when no batch is open or in flight")]),
+    Mutant("schema_drops_the_instance_tag", "the stored schema leaves out the `instance` tag",
+           ["tests/unit/test_transformer.py"], "unit",
+           [("healthpipe/schema/__init__.py", '''    if labels.get("instance"):
+        tags["instance"] = labels["instance"]
+''', "")]),
+    Mutant("consumer_imports_a_sink", "the generic loop imports the InfluxDB sink (an import contract broken)",
+           ["tests/unit/test_layering.py::test_the_import_contracts_hold"], "unit",
+           [(SERVICE, "from healthpipe.sinks.base import Sink\n",
+             "from healthpipe.sinks.base import Sink\nfrom healthpipe.sinks.influx.sink import InfluxSink  # noqa: F401\n")]),
+    Mutant("old_dead_letter_header_unread", "the status header is read only under its new name",
+           ["tests/unit/test_dead_letters.py"], "unit",
+           [("healthpipe/common/dead_letters.py", "status = h.get(STATUS, h.get(OLD_STATUS))", "status = h.get(STATUS)")]),
+    Mutant("skips_pass_under_ci", "a skipped test passes as green under CI=true",
+           ["tests/unit/test_ci_skips.py"], "unit",
+           [("tests/support/ci_skips.py", 'if os.environ.get("CI") == "true" and report.skipped',
+             'if False and report.skipped')]),
+    # --- one for each fault test whose proof of work in flight was added (issue 24) ---------------------------
+    Mutant("fault11_commit_failure_crashes_the_consumer",
+           "a commit Kafka refuses (the broker is down) kills the consumer instead of being owed",
+           ["tests/chaos/test_scenarios.py::test_11_kafka_broker_down_mid_stream[kill_9]"], "chaos",
+           [("healthpipe/consumer/checkpoint.py", "        except KafkaException as exc:\n            # The data",
+             "        except KafkaException as exc:\n            raise RuntimeError(exc) from None\n            # The data")]),
+    Mutant("fault15_a_broken_write_is_not_retried", "a write that fails (InfluxDB killed under it) is skipped",
+           ["tests/chaos/test_hard_faults.py::test_15_influxdb_killed_9_with_a_write_outstanding"], "chaos",
+           [("healthpipe/sinks/influx/sink.py",
+             "            result = self.loader.write_body(request.body, request.lines)  # Retryable / Fatal: retried whole",
+             "            try:\n                result = self.loader.write_body(request.body, request.lines)\n"
+             "            except Exception:\n                prepared.written_upto += 1\n                continue")]),
+    Mutant("fault22_archive_recovery_skipped",
+           "after a kill the archive re-reads without re-cutting its recorded ranges (duplicate rows)",
+           ["tests/chaos/test_archive_faults.py::test_22_archiver_killed_9_at_10_moments_mid_range_and_mid_upload"],
+           "chaos",
+           [("healthpipe/sinks/archive/sink.py", "        if key in self._unrecovered:",
+             "        if False and key in self._unrecovered:")]),
+    Mutant("fault24_kill_between_transactions", "the broker is killed when no transaction is open",
+           ["tests/chaos/test_producer_kafka_down.py"], "chaos",
+           [("tests/chaos/test_producer_kafka_down.py",
+             'wait_until(lambda: sample("healthpipe_producer_transaction_open") == 1',
+             'wait_until(lambda: sample("healthpipe_producer_transaction_open") == 0')]),
+    Mutant("faultc2_kill_between_transactions", "the coordinator is killed when no transaction is open",
+           ["tests/cluster/test_cluster_faults.py::test_c2_kill_9_the_transaction_coordinator_during_a_commit"],
+           "cluster",
+           [("tests/cluster/test_cluster_faults.py",
+             'return at_open.get("healthpipe_producer_transaction_open") == 1',
+             'return at_open.get("healthpipe_producer_transaction_open") == 0')]),
+]
