@@ -8,7 +8,7 @@
 `load_frame` has the semantics of `healthpipe export` (docs/ml.md), without files: long format by default,
 `step` puts every series on a regular grid (last observation within 5 minutes; gaps stay null), `as_of` keeps
 only samples with timestamp ≤ as_of, `wide` pivots to one column per series. `latest_window` computes the
-features of `healthpipe.features` from the hot bucket, exactly as `healthpipe features serve` does.
+features of `healthpipe.ml.features` from the hot bucket, exactly as `healthpipe features serve` does.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def _chunk(cfg: HealthpipeConfig, q: QuerySettings, part: Part, step_ms: int | N
 
 
 def features_on_grid(frame: pd.DataFrame, start_ms: int, end_ms: int, step_ms: int, window_ms: int) -> pd.DataFrame:
-    """The shared features (healthpipe.features) of each series at each grid point g, over (g - window, g]."""
+    """The shared features (healthpipe.ml.features) of each series at each grid point g, over (g - window, g]."""
     first = -(-(start_ms + 1) // step_ms) * step_ms
     grid = np.arange(first, end_ms + 1, step_ms, dtype=np.int64)
     return _feature_frame(feature_rows(frame, grid, window_ms))

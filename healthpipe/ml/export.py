@@ -8,7 +8,7 @@
 
 Everything is written under a temporary directory next to DIR and renamed into place at the end: an export
 that fails or is interrupted leaves no DIR that looks complete. Memory is bounded by two chunks (one written while
-the next is read; ~300,000 rows each, healthpipe.data.CHUNK_ROWS), whatever the range.
+the next is read; ~300,000 rows each, healthpipe.ml.data.CHUNK_ROWS), whatever the range.
 """
 
 from __future__ import annotations

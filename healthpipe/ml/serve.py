@@ -7,8 +7,8 @@
     GET /metrics   request latency (healthpipe_features_request_seconds) and counts
     GET /healthz, /readyz
 
-The features are `healthpipe.data.latest_window`'s (as rows: `latest_features`), computed by the one function
-the training export uses (`healthpipe.features.compute`): served and trained values agree exactly
+The features are `healthpipe.ml.data.latest_window`'s (as rows: `latest_features`), computed by the one function
+the training export uses (`healthpipe.ml.features.compute`): served and trained values agree exactly
 (tests/integration/test_ml.py). A WindowCache keeps each selector's recent samples, so a request reads only
 what InfluxDB holds beyond them (healthpipe/ml/window_cache.py).
 """
