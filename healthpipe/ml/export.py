@@ -36,6 +36,7 @@ from healthpipe.ml import data, shape
 
 T = TypeVar("T")
 BINS = 120  # columns of the completeness picture
+DPI = 110
 LABELS = 60  # at most this many series named on its side
 
 
@@ -93,7 +94,9 @@ class Coverage:
                          "present": int(self.present[sid].sum()), "longest_gap_s": gap / 1000})
         return pd.DataFrame(rows, columns=["series_id", "name", "expected", "present", "longest_gap_s"])
 
-    def picture(self, path: Path, title: str) -> None:
+    def picture(self, path: Path, title: str) -> tuple[int, int, int, int]:
+        """Draw the series × time heatmap (green: every grid point present, red: none) into `path`; returns the
+        heatmap's box in the image's pixels (left, top, right, bottom), so a test can read its cells back."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -106,7 +109,7 @@ class Coverage:
             matrix = np.array([np.divide(self.present[s], np.maximum(self.expected[s], 1)) if self.step_ms
                                else (self.present[s] > 0).astype(float) for s in sids])
         height = min(12.0, 1.5 + 0.18 * len(sids))
-        fig, ax = plt.subplots(figsize=(11, height))
+        fig, ax = plt.subplots(figsize=(11, height), dpi=DPI)
         image = ax.imshow(matrix, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest",
                           extent=(0, BINS, len(sids), 0))
         # name at most LABELS rows: thousands of tick labels are unreadable, and drawing them was 40% of an export
@@ -123,8 +126,11 @@ class Coverage:
         ax.set_title(title, fontsize=10)
         fig.colorbar(image, ax=ax, label="share of grid points present" if self.step_ms else "any sample")
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=DPI)
+        box = ax.get_window_extent()  # display pixels from the bottom left; the PNG's rows run from the top
+        height_px = fig.get_figheight() * DPI
         plt.close(fig)
+        return (round(box.x0), round(height_px - box.y1), round(box.x1), round(height_px - box.y0))
 
 
 def export(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, out: Path,

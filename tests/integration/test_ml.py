@@ -22,6 +22,8 @@ from tests.integration.test_producer import RAW_UP, wait_for_scrapes
 from tests.support import influx
 from tests.support.pipeline import ConsumerThread, committed_all, free_port, wait_until
 
+REQUESTS = {"name": "requests", "promql": 'http_requests_total{job="test-app"}', "mode": "raw",
+            "metric_type": "counter"}
 RATE = {"name": "request_rate", "promql": "sum by (method, path) (rate(http_requests_total[1m]))", "mode": "range",
         "step": "5s", "metric_type": "throughput"}
 
@@ -32,7 +34,7 @@ def loaded(services, tmp_path_factory):
     wait_for_scrapes(services, seconds=170)  # the tests read the last 150 s before the watermark (now - 5 s)
     archive_dir = tmp_path_factory.mktemp("ml-archive")
     with influx.temporary_bucket(services.config().load.influxdb, "ml") as bucket:
-        cfg = services.config(extract={"queries": [RAW_UP, RATE], "max_backfill": "3m", "lag_seconds": 5},
+        cfg = services.config(extract={"queries": [RAW_UP, RATE, REQUESTS], "max_backfill": "3m", "lag_seconds": 5},
                               influxdb={"bucket": bucket.bucket}, archive={"target": str(archive_dir),
                                                                            "max_file_age_seconds": 1})
         producer = ProducerService(cfg)
@@ -97,20 +99,121 @@ def test_the_grid_takes_the_last_observation_within_the_lookback(loaded):
 
 
 def test_as_of_never_lets_a_later_sample_in(loaded):
+    """On request_rate, whose values change from step to step: after `as_of` every series carries the value it had
+    at `as_of` (within the lookback), never a newer one. The data is checked to change after `as_of`, so a
+    frame that let later samples in would differ."""
     cfg, start, end = loaded
     as_of = start + 60_000
-    frame = data.load_frame(start / 1000, end / 1000, queries=["availability"], step="5s", as_of=as_of / 1000, cfg=cfg)
-    truth = raw_points(cfg, start - 300_000, as_of, "up")
-    last_known = truth.sort_values("ts").value.iloc[-1]
-    after = frame[frame["ts"] > pd.Timestamp(as_of, unit="ms", tz="UTC")]
-    assert len(after) and (after["value"].dropna() == last_known).all()  # carried within the lookback, no newer
+    frame = data.load_frame(start / 1000, end / 1000, queries=["request_rate"], step="5s", as_of=as_of / 1000,
+                            cfg=cfg)
+    truth = raw_points(cfg, start - 300_000, end, "request_rate")
+    changed = 0
+    for (method, path), series in truth.groupby(["method", "path"]):
+        series = series.sort_values("ts")
+        known, later = series[series.ts <= as_of], series[series.ts > as_of]
+        changed += bool((later.value != known.value.iloc[-1]).any())
+        got = frame[(frame["method"] == method) & (frame["path"] == path)]
+        after = got[got["ts"] > pd.Timestamp(as_of, unit="ms", tz="UTC")]["value"].dropna()
+        assert len(after) and (after == known.value.iloc[-1]).all(), (method, path)
+    assert changed, "no series changed after as_of: the test could not tell a leak from none"
 
 
 def test_wide_pivots_one_column_per_series(loaded):
+    """One column per series, one row per instant, each cell the long frame's value at that series and instant."""
     cfg, start, end = loaded
     wide = data.load_frame(start / 1000, end / 1000, queries=["request_rate"], step="10s", wide=True, cfg=cfg)
     long = data.load_frame(start / 1000, end / 1000, queries=["request_rate"], step="10s", cfg=cfg)
     assert set(wide.columns) == set(long["series_id"]) and len(wide) == long["ts"].nunique()
+    assert long["value"].notna().sum() > 10
+    for sid, series in long.groupby("series_id"):
+        column = wide[sid]
+        want = series.set_index("ts")["value"]
+        np.testing.assert_array_equal(column.loc[want.index].to_numpy(), want.to_numpy())
+
+
+def prometheus_samples(cfg, selector: str, start_ms: int, end_ms: int) -> dict[tuple, pd.DataFrame]:
+    """Per series (its labels but __name__ and job), Prometheus' own raw samples in (start, end], from its API."""
+    span_s = (end_ms - start_ms) // 1000 + 2
+    body = requests.get(f"{cfg.extract.prometheus_url}/api/v1/query", timeout=30,
+                        params={"query": f"{selector}[{span_s}s]", "time": end_ms / 1000}).json()
+    out = {}
+    for r in body["data"]["result"]:
+        frame = pd.DataFrame({"ts": [round(float(ts) * 1000) for ts, _ in r["values"]],
+                              "value": [float(v) for _, v in r["values"]]})
+        key = tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("__name__", "job")))
+        out[key] = frame[(frame.ts > start_ms) & (frame.ts <= end_ms)].reset_index(drop=True)
+    return out
+
+
+def row_of(frame: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    match = np.ones(len(frame), dtype=bool)
+    for name, value in key:
+        match &= (frame[name] == value).to_numpy()
+    return frame[match]
+
+
+def test_the_features_equal_an_independent_computation_from_prometheus(loaded):
+    """The oracle: at 5 instants, every series' features from `latest_window` (InfluxDB through healthpipe) equal
+    the same features computed here with pandas and numpy from Prometheus' raw samples. Exact for count, last,
+    min, max and staleness; 1e-12 relative for mean and stddev; 1e-9 for the slope (numpy's polyfit, another
+    algorithm than the feature function's)."""
+    cfg, start, end = loaded
+    rng = random.Random(24)
+    checked = 0
+    for _ in range(5):
+        at = (rng.randrange(start + 90_000, end) // 1000) * 1000
+        got = data.latest_window({"query": "requests"}, "1m", at / 1000, cfg)
+        truth = prometheus_samples(cfg, REQUESTS["promql"], at - 60_000, at)
+        assert len(got) == len(truth) > 1
+        for key, s in truth.items():
+            row = row_of(got, key)
+            assert len(row) == 1, key
+            f = row.iloc[0]
+            t_s = (s.ts - s.ts.iloc[0]) / 1000
+            assert f["count"] == len(s) and f["last"] == s.value.iloc[-1]
+            assert f["min"] == s.value.min() and f["max"] == s.value.max()
+            assert f["staleness_s"] == (at - s.ts.iloc[-1]) / 1000
+            assert f["mean"] == pytest.approx(s.value.mean(), rel=1e-12)
+            assert f["stddev"] == pytest.approx(s.value.std(ddof=0), rel=1e-12, abs=1e-12)
+            assert f["slope"] == pytest.approx(np.polyfit(t_s, s.value, 1)[0], rel=1e-9, abs=1e-12)
+            checked += 1
+    assert checked >= 10
+
+
+def test_rate_counters_equal_an_independent_computation_from_prometheus(loaded, tmp_path):
+    """`export --rate-counters`, value for value, against rates computed here from Prometheus' raw counter samples:
+    (v - previous) / seconds between them, a decrease counted as a reset (the new value in full), each series'
+    first sample in the range dropped. 1e-12 relative."""
+    cfg, start, end = loaded
+    out = tmp_path / "rates"
+    export(cfg, cfg.select_queries(["requests"]), start, end, out, rate_counters=True, progress=False)
+    got = pd.read_parquet(out / "data")
+    truth = prometheus_samples(cfg, REQUESTS["promql"], start, end)
+    compared = 0
+    for key, s in truth.items():
+        delta = s.value.diff()
+        delta = delta.where(delta >= 0, s.value)
+        want = (delta / (s.ts.diff() / 1000)).iloc[1:].reset_index(drop=True)
+        mine = row_of(got, key).sort_values("ts")
+        assert (mine["ts"].dt.as_unit("ms").astype("int64").to_numpy() == s.ts.iloc[1:].to_numpy()).all(), key
+        np.testing.assert_allclose(mine["value"].to_numpy(), want.to_numpy(), rtol=1e-12)
+        compared += len(want)
+    assert compared > 100 and (got["value"] > 0).any()
+
+
+def test_csv_holds_the_same_rows_as_parquet(loaded, tmp_path):
+    """`--format csv` writes what `--format parquet` writes, row for row."""
+    cfg, start, end = loaded
+    queries = cfg.select_queries(["request_rate"])
+    export(cfg, queries, start, end, tmp_path / "p", step_ms=10_000, progress=False)
+    manifest = export(cfg, queries, start, end, tmp_path / "c", step_ms=10_000, fmt="csv", progress=False)
+    parquet = pd.read_parquet(tmp_path / "p" / "data").sort_values(["series_id", "ts"]).reset_index(drop=True)
+    files = sorted((tmp_path / "c" / "data").rglob("*.csv"))
+    assert files and manifest["format"] == "csv" and manifest["rows"] == len(parquet) > 0
+    csv = pd.concat([pd.read_csv(f) for f in files]).sort_values(["series_id", "ts"]).reset_index(drop=True)
+    assert list(csv.columns[:3]) == ["series_id", "ts", "value"]
+    assert (pd.to_datetime(csv["ts"], utc=True).dt.as_unit("ms") == parquet["ts"].dt.as_unit("ms")).all()
+    np.testing.assert_array_equal(csv["value"].to_numpy(), parquet["value"].to_numpy())
 
 
 def test_the_cold_tier_serves_what_hot_no_longer_holds_and_agrees_with_hot(loaded, tmp_path):

@@ -2,12 +2,11 @@
 
     python -m tests.mutations [--stage unit|integration|chaos|cluster ...] [NAME ...]
 
-Each mutant is applied to a copy of the checkout (git's files plus the built C extension, with .stack/ linked so
-the copy's tests reach the same native stack), and its tests run there with the copy first on PYTHONPATH (so
-processes the tests start run the mutated code too). Killed: pytest exits 1 (tests failed). Survived: they
-passed. Broken: any other exit (collection error, nothing ran), which is a defect of the mutant. Exit 0 only when
-every selected mutant was killed. CI runs each stage once its stack is up (.ci/run).
-"""
+Each mutant is applied to a copy of the checkout (git's files, untracked ones too, plus the built C extension,
+with .stack/ linked so the copy's tests reach the same native stack), and its tests run there with the copy first
+on PYTHONPATH (so processes the tests start run the mutated code too). Killed: pytest exits 1 (tests failed).
+Survived: they passed. Broken: any other exit (collection error, nothing ran), which is a defect of the mutant.
+Exit 0 only when every selected mutant was killed. CI runs each stage once its stack is up (.ci/run). """
 
 from __future__ import annotations
 
@@ -26,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def copy_checkout(into: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout
     for name in filter(None, files.decode().split("\0")):
         source = ROOT / name
         if source.is_file():
