@@ -104,3 +104,31 @@ def test_sigterm_seals_and_commits_the_open_ranges(services, tmp_path):
     assert replica.terminate(timeout=60) == 0  # within the process's 20 s grace, plus its start and exit
     assert committed_all(cfg, cfg.archive.group_id)
     assert archived(cfg, ledger) == truth(ledger)
+
+
+def test_two_replicas_and_a_rebalance_in_the_middle_archive_every_row_once(services, tmp_path):
+    """Replica A holds open ranges (consumed, uncommitted, younger than max_file_age_seconds) when replica B joins:
+    the cooperative rebalance revokes some of A's partitions, and A must seal and commit what it holds of them
+    before B reads them from the group's commit. Both then stop, and the archive is exactly the ledger, no row
+    twice. Checked against the old revoke, which returned early when no batch was open: A kept the revoked
+    partitions' open ranges, sealed them at shutdown over offsets B had archived too, and rows came out twice."""
+    cfg = archive_config(services, "local", tmp_path, max_file_rows=1_000_000, max_file_age_seconds=3600)
+    ensure_topics(cfg)
+    ledger = generate(42, 30, 1000, per_message=100)
+    half = len(ledger.messages) // 2
+    kafka.produce(cfg, cfg.kafka.topic, ledger.messages[:half])
+    a = ConsumerThread(cfg, service=archiver(cfg))
+    wait_until(lambda: a.metric("healthpipe_consumer_messages_consumed_total") >= half, 60, what="A to read half")
+    assert a.metric("healthpipe_consumer_uncommitted_messages") > 0  # open ranges: work in flight at the rebalance
+    b = ConsumerThread(cfg, service=archiver(cfg))
+    wait_until(lambda: a.metric("healthpipe_consumer_rebalances_total", {"kind": "revoke"}) >= 1
+               and b.metric("healthpipe_consumer_rebalances_total", {"kind": "assign"}) >= 1, 60,
+               what="B to join and A to hand partitions over")
+    kafka.produce(cfg, cfg.kafka.topic, ledger.messages[half:])
+    wait_until(lambda: a.metric("healthpipe_consumer_messages_consumed_total")
+               + b.metric("healthpipe_consumer_messages_consumed_total") >= len(ledger.messages), 120,
+               what="every message read by one of them")
+    a.stop()
+    b.stop()
+    assert committed_all(cfg, cfg.archive.group_id)
+    assert archived(cfg, ledger) == truth(ledger)  # archived() fails on any duplicate row
