@@ -123,3 +123,39 @@ def test_the_task_aggregates_exactly_at_edges_and_across_counter_resets(tiered):
     warm_row = rows[f"warm {warm.name}"]
     assert warm_row["exists"] and warm_row["task_status"] == "active" and warm_row["last_result"] == "success"
     assert rows["hot"]["retention_s"] == 30 * 86400
+
+
+def test_an_export_older_than_hot_reads_the_warm_tier_and_agrees_with_hot(tiered, tmp_path):
+    """`export --step 1m` over a range hot's retention no longer reaches reads the warm bucket's `last` of each
+    minute, observed at the minute's end. Its values are those computed here from the points written (the last
+    sample of each minute), and those of the same export read from hot."""
+    from healthpipe.common.config import QuerySettings
+    from healthpipe.ml.export import export
+
+    plan_and_apply(tiered, dry_run=False)
+    s, warm = tiered.load.influxdb, tiered.tiers.warm[0]
+    b = (int(time.time() * 1000) // MIN - 30) * MIN  # five minutes, half an hour ago
+    points = [(b + 5_000 + i * 10_000, round(1.5 * i % 7 + 0.25 * i, 2)) for i in range(30)]  # never on an edge
+    lines = [f"health_metrics,instance=w,metric=wcpu,metric_type=gauge value={v!r} {t}" for t, v in points]
+    with influx.client(s) as c:
+        c.write_api(write_options=SYNCHRONOUS).write(s.bucket, s.org, "\n".join(lines), write_precision="ms")
+    with client(tiered) as c:
+        (task,) = c.tasks_api().find_tasks(name=task_name(warm))
+        for k in range(1, 6):
+            _run(c, task.id, b + k * MIN + 1)
+    query = {"name": "wcpu", "promql": "wcpu", "mode": "raw", "metric_type": "gauge"}
+    hot_cfg = tiered.model_copy(deep=True)
+    hot_cfg.extract.queries = [QuerySettings.model_validate(query)]
+    warm_cfg = hot_cfg.model_copy(deep=True)
+    warm_cfg.tiers.hot.retention = warm_cfg.tiers.hot.retention.parse("10m")  # the range is 30 min old
+    frames = {}
+    for name, cfg in (("warm", warm_cfg), ("hot", hot_cfg)):
+        manifest = export(cfg, cfg.select_queries(["wcpu"]), b, b + 5 * MIN, tmp_path / name, step_ms=MIN,
+                          progress=False)
+        assert [t["tier"] for t in manifest["tiers"]] == [name], manifest["tiers"]
+        frames[name] = pd.read_parquet(tmp_path / name / "data").sort_values("ts")
+    want = [max(p for p in points if p[0] < b + k * MIN)[1] for k in range(1, 6)]  # each minute's last sample
+    got_ts = frames["warm"]["ts"].dt.as_unit("ms").astype("int64").tolist()
+    assert got_ts == [b + k * MIN for k in range(1, 6)]
+    assert frames["warm"]["value"].tolist() == want
+    assert frames["hot"]["value"].tolist() == want
