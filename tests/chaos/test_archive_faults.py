@@ -29,6 +29,19 @@ def assert_clean(store: Store) -> None:
             pq.read_metadata(store.fs.open_input_file(f"{store.root}/{p}"))  # a truncated file fails here
 
 
+def behind(proxy: FaultProxy, direct):
+    """(the config as is, the same config with the archive reaching S3 through `proxy`)."""
+    return direct, direct.model_copy(update={"archive": direct.archive.model_copy(update={
+        "s3": direct.archive.s3.model_copy(update={"endpoint": proxy.url})})})
+
+
+def finish(cfg, tmp_path, log) -> None:
+    """One more archive process, until its group has committed everything; SIGTERM must then exit 0."""
+    last = ConsumerProcess(cfg, tmp_path, log, kind="archive")
+    wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 300, what="the archive to finish")
+    assert last.terminate() == 0
+
+
 def test_22_archiver_killed_9_at_10_moments_mid_range_and_mid_upload(native, tmp_path):
     """S3 behind the fault proxy with 0.4 s per request, small files. Five kills at random moments (mid-range),
     five the moment an upload is in flight. Each kill must hit uncommitted work, and at least 5 of the 10 must land
@@ -36,9 +49,7 @@ def test_22_archiver_killed_9_at_10_moments_mid_range_and_mid_upload(native, tmp
     proxy = FaultProxy(native.s3["endpoint"], keep_host=True)
     proxy.delay = 0.4
     try:
-        direct = archive_config(native, "s3", tmp_path, max_file_rows=3000, max_file_age_seconds=1)
-        cfg = direct.model_copy(update={"archive": direct.archive.model_copy(update={
-            "s3": direct.archive.s3.model_copy(update={"endpoint": proxy.url})})})
+        direct, cfg = behind(proxy, archive_config(native, "s3", tmp_path, max_file_rows=3000, max_file_age_seconds=1))
         ensure_topics(cfg)
         ledger = generate(22, 60, 1000, per_message=100)
         kafka.produce(cfg, cfg.kafka.topic, ledger.messages)
@@ -60,9 +71,7 @@ def test_22_archiver_killed_9_at_10_moments_mid_range_and_mid_upload(native, tmp
         # (LIST, HEAD and DELETE requests are not uploads: only PUTs count)
         assert sum(1 for n in uploads_at_kill if n > 0) >= 5, f"too few kills mid-upload: {uploads_at_kill}"
         proxy.delay = 0.0
-        last = ConsumerProcess(cfg, tmp_path, log, kind="archive")
-        wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 300, what="the archive to finish")
-        assert last.terminate() == 0
+        finish(cfg, tmp_path, log)
     finally:
         proxy.close()
     assert archived(direct, ledger) == truth(ledger)  # exactly: archived() also fails on any duplicate row
@@ -105,9 +114,7 @@ def test_25_an_intent_left_by_a_kill_is_cut_again_committed_and_removed(native, 
     proxy = FaultProxy(native.s3["endpoint"], keep_host=True)
     proxy.delay = 0.4  # each PUT takes 0.4 s: an intent is written well before its range's files and commit
     try:
-        direct = archive_config(native, "s3", tmp_path, max_file_rows=5000, max_file_age_seconds=1)
-        cfg = direct.model_copy(update={"archive": direct.archive.model_copy(update={
-            "s3": direct.archive.s3.model_copy(update={"endpoint": proxy.url})})})
+        direct, cfg = behind(proxy, archive_config(native, "s3", tmp_path, max_file_rows=5000, max_file_age_seconds=1))
         ensure_topics(cfg)
         ledger = generate(25, 30, 1000, per_message=100)
         kafka.produce(cfg, cfg.kafka.topic, ledger.messages)
@@ -123,9 +130,7 @@ def test_25_an_intent_left_by_a_kill_is_cut_again_committed_and_removed(native, 
         uncommitted = [(first, last, part) for first, last, part in left if committed.get(part, -1) <= last]
         assert uncommitted, f"the kill hit no intent of an uncommitted range: {left}, committed {committed}"
         proxy.delay = 0.0
-        last = ConsumerProcess(cfg, tmp_path, log, kind="archive")
-        wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 300, what="the archive to finish")
-        assert last.terminate() == 0
+        finish(cfg, tmp_path, log)
     finally:
         proxy.close()
     assert "archive_recovery" in log.read_text()  # the restart re-cut the range it found

@@ -16,7 +16,7 @@ import requests
 from confluent_kafka.admin import AdminClient
 
 from healthpipe.ops import stack
-from tests.chaos.test_scenarios import assert_done, in_flight_now, setup
+from tests.chaos.test_scenarios import assert_done, drain_exactly, in_flight_now, setup
 from tests.support import kafka
 from tests.support.faults import FaultProxy
 from tests.support.pipeline import (
@@ -61,9 +61,7 @@ def test_15_influxdb_killed_9_with_a_write_outstanding(native, slow_influx):
     finally:
         stack.start(influxdb)
     slow_influx.trickle = 0.0
-    wait_until(lambda: committed_all(cfg), 300, what="drain after InfluxDB is back")
-    replica.stop()
-    assert_done(cfg, ledger)
+    drain_exactly(replica, cfg, ledger, "drain after InfluxDB is back")
 
 
 def test_16_network_partition_hangs_writes_without_closing_the_socket(native, slow_influx):
@@ -84,9 +82,7 @@ def test_16_network_partition_hangs_writes_without_closing_the_socket(native, sl
     assert replica.metric("healthpipe_consumer_rebalances_total", {"kind": "revoke"}) == 0
     slow_influx.heal()
     slow_influx.delay = 0.0
-    wait_until(lambda: committed_all(cfg), 300, what="drain after the partition heals")
-    replica.stop()
-    assert_done(cfg, ledger)
+    drain_exactly(replica, cfg, ledger, "drain after the partition heals")
 
 
 class PrivateInflux:
@@ -168,9 +164,7 @@ def test_17_influxdb_disk_full_holds_until_space_and_a_restart(native, tmp_path)
         assert "opening shard previously failed" in (tmp_path / "influx" / "influxd.log").read_text() or \
             replica.metric("healthpipe_consumer_paused") == 1
         influx.restart()
-        wait_until(lambda: committed_all(cfg), 300, what="drain after space and a restart")
-        replica.stop()
-        assert_done(cfg, ledger)
+        drain_exactly(replica, cfg, ledger, "drain after space and a restart")
     finally:
         influx.close()
 

@@ -58,6 +58,13 @@ def slow_influx(native):
     proxy.close()
 
 
+def drain_exactly(replica: ConsumerThread, cfg, ledger, what: str) -> None:
+    """After a fault: the replica drains the topic, stops, and InfluxDB holds exactly the ledger."""
+    wait_until(lambda: committed_all(cfg), 300, what=what)
+    replica.stop()
+    assert_done(cfg, ledger)
+
+
 def in_flight_now(replica: ConsumerThread, cfg) -> None:
     """Evidence, at the moment of a fault: the replica holds uncommitted messages and Kafka has offsets left."""
     uncommitted = replica.metric("healthpipe_consumer_uncommitted_messages")
@@ -104,9 +111,7 @@ def test_05_influxdb_stopped_60s(native, slow_influx):
     finally:
         stack.start(influxdb)
     slow_influx.delay = 0.0
-    wait_until(lambda: committed_all(cfg), 300, what="drain after InfluxDB is back")
-    replica.stop()
-    assert_done(cfg, ledger)
+    drain_exactly(replica, cfg, ledger, "drain after InfluxDB is back")
 
 
 def test_06_influxdb_answering_429_and_503_with_retry_after(native, slow_influx):
@@ -228,9 +233,7 @@ def test_11_kafka_broker_down_mid_stream(native, slow_influx, how):
     slow_influx.delay = 0.0
     second = generate(111, 20, 500)
     kafka.produce(cfg, cfg.kafka.topic, second.messages)
-    wait_until(lambda: committed_all(cfg), 300, what="drain after the broker restart")
-    replica.stop()
-    assert_done(cfg, first)
+    drain_exactly(replica, cfg, first, "drain after the broker restart")
     second.assert_exact(cfg)
 
 

@@ -68,26 +68,6 @@ class ArchiveBatch:
 
 
 @dataclass
-class _Range:
-    """An open range of one partition: the rows of offsets first..last, in offset order."""
-
-    topic: str
-    partition: int
-    first: int
-    started: float
-    last: int = -1
-    rows: int = 0
-    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
-    series: dict[tuple, int] = field(default_factory=dict)  # series → index, in first-seen order
-
-    def append(self, p: Parsed) -> None:
-        index = self.series.setdefault(p.series, len(self.series))
-        self.chunks.append((p.ts, p.values, p.nulls, index))
-        self.last = p.source.offset
-        self.rows += len(p.ts)
-
-
-@dataclass
 class _Sealed:
     """A range whose files are built and may be (re)written: the same bytes every time."""
 
