@@ -43,8 +43,11 @@ def test_24_producer_waits_for_kafka_at_start_and_survives_it_going_away(native)
             return (sample("healthpipe_producer_transactions_total", {"outcome": "committed"}) or 0,
                     sample("healthpipe_producer_transactions_total", {"outcome": "aborted"}) or 0)
 
-        # Each transaction is held open 0.3 s before its commit, so the kill below lands inside one rather than in
-        # the microseconds between the check and the kill
+        # Caught up first (the first cycle backfills max_backfill): an outage that starts mid-backfill pushes the
+        # watermark past max_backfill, which truncates by design. Then each transaction is held open 0.3 s before
+        # its commit, so the kill below lands inside one rather than in the microseconds between check and kill.
+        wait_until(lambda: service.watermarks["availability"] >= time.time() * 1000 - 10_000, 120,
+                   what="the producer to catch up before the fault")
         real_commit = service.publisher._commit
 
         def slow_commit() -> None:
