@@ -4,10 +4,12 @@ imports another's private module, and the architecture document names every pack
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,11 +53,18 @@ def test_no_package_imports_another_packages_private_names():
     assert offenders == []
 
 
-def test_one_top_level_package_is_installed():
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^include = \["healthpipe\*"\]$', pyproject, flags=re.M)
-    assert not [p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name not in
-                ("healthpipe", "tests", "bench")]
+def test_the_wheel_holds_one_top_level_package_and_the_fast_path(tmp_path):
+    """What `pip install .` installs: the healthpipe package (C fast path included where a compiler is, as in CI)
+    and its metadata, nothing else at the top level: no `consumer`, `common`, ... for other code to collide with."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("healthpipe-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert {x for x in top if not x.endswith(".dist-info")} == {"healthpipe"}, top
+    assert len(top) == 2, top  # and its .dist-info
+    if shutil.which("cc") or os.environ.get("CI") == "true":
+        assert any(n.startswith("healthpipe/schema/_fastline") and n.endswith(".so") for n in names), names
 
 
 def test_the_architecture_document_names_every_package():
