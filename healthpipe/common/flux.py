@@ -115,8 +115,11 @@ def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: r
         return None
     header = next(csv.reader([first_line]))
     keep = [c for c in header if c not in NOT_TAGS or c in ("_time", "_value")]
-    types = {"_time": pa.timestamp("ns", tz="UTC"), "_value": value_type}
+    # Tag values are text, whatever they look like: without a type, pyarrow would infer `status="200"` as the
+    # integer 200 (and `code="007"` as 7), so a frame's tags would differ from the labels Prometheus and the
+    # archive have. Dictionary-encoded: a tag value is stored once, not once per row.
+    tag = pa.dictionary(pa.int32(), pa.string())
+    types = {c: tag for c in keep} | {"_time": pa.timestamp("ns", tz="UTC"), "_value": value_type}
     return pacsv.read_csv(pa.py_buffer(body), convert_options=pacsv.ConvertOptions(
-        include_columns=keep, column_types={k: t for k, t in types.items() if k in keep}, strings_can_be_null=False,
-        auto_dict_encode=True, auto_dict_max_cardinality=2**31 - 1))
+        include_columns=keep, column_types=types, strings_can_be_null=False))
 

@@ -194,32 +194,34 @@ def test_continuous_mode_exports_what_it_found(loaded):
 
 
 def test_points_influxdb_refused_are_dead_lettered_not_missing(services):
-    """verify's dead-letter accounting: a string `value` in the shard makes InfluxDB refuse every float point
-    there (a field-type conflict). Each refused point is on the dead-letter topic as its line of line protocol,
-    and verify moves it from `missing` to `dead_lettered`, per query and in total, and is not exact. Checked by
-    breaking count_dead_letters (no move): every point then counts as missing and this test fails."""
-    import time
+    """verify's dead-letter accounting: InfluxDB (behind the fault proxy) answers 400 to every write, so the
+    consumer bisects each batch down to single lines and dead-letters every point with its line of line protocol.
+    verify, reading InfluxDB directly, finds every sample absent and moves each from `missing` to
+    `dead_lettered`, per query and in total, and is not exact. Checked by breaking count_dead_letters (no move:
+    mutant verify_counts_dead_letters_as_missing): every point then counts as missing and this test fails."""
+    from tests.support.faults import FaultProxy
 
     wait_for_scrapes(services, seconds=40)
-    with influx.temporary_bucket(services.config().load.influxdb, "dlq") as bucket:
-        cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "40s", "lag_seconds": 5},
-                              influxdb={"bucket": bucket.bucket})
-        now = int(time.time() * 1000)
-        # string values every 5 s across the range, in a series of their own (no `metric` tag: verify never
-        # reads it), so every shard the samples fall in already holds `value` as a string
-        conflict = "\n".join(f'health_metrics,x=conflict value="text" {now - 70_000 + i * 5_000}' for i in range(16))
-        with influx.client(bucket) as c:
-            c.write_api(write_options=SYNCHRONOUS).write(bucket.bucket, bucket.org, conflict, write_precision="ms")
-        producer = ProducerService(cfg)
-        producer.initialize()
-        producer.run_single_cycle()
-        producer.close()
-        replica = ConsumerThread(cfg, until_idle=3)
-        replica.join()
-        end = min(producer.watermarks.values())
-        report = run(cfg, end - 30_000, end)
+    proxy = FaultProxy(services.influx_url)
+    proxy.fail_path_prefix, proxy.fail_status = "/api/v2/write", 400
+    try:
+        with influx.temporary_bucket(services.config().load.influxdb, "dlq") as bucket:
+            cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "40s", "lag_seconds": 5},
+                                  influxdb={"bucket": bucket.bucket})
+            producer = ProducerService(cfg)
+            producer.initialize()
+            producer.run_single_cycle()
+            producer.close()
+            refused = cfg.model_copy(update={"load": cfg.load.model_copy(update={
+                "influxdb": cfg.load.influxdb.model_copy(update={"url": proxy.url})})})
+            replica = ConsumerThread(refused, until_idle=3)
+            replica.join()
+            end = min(producer.watermarks.values())
+            report = run(cfg, end - 30_000, end)
+    finally:
+        proxy.close()
     q = {q.name: q for q in report.queries}["availability"]
-    assert q.expected >= 20 and q.present == 0, report.as_json()
+    assert proxy.failed > 0 and q.expected >= 20 and q.present == 0, report.as_json()
     assert q.missing == 0 and q.dead_lettered == q.expected, report.as_json()
     assert report.dead_letters.explained == q.expected and not report.exact
     assert report.dead_letters.by_reason["influx_rejected"] >= q.expected
