@@ -216,20 +216,22 @@ def test_11_kafka_broker_down_mid_stream(native, slow_influx, how):
     in_flight_now(replica, cfg)
     broker = stack.service("kafka")
     stack.stop(broker) if how == "sigterm" else stack.kill(broker)
-    # While the broker is down: the replica stays up and holds its uncommitted work, and no commit lands (the
-    # committed-offset gauge moves only when Kafka acknowledges a commit). Sampled every 0.25 s for 5 s.
-    committed_at_fault = replica.metric("healthpipe_consumer_committed_offset")
-    outage = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        outage.append((replica.thread.is_alive(), replica.error,
-                       replica.metric("healthpipe_consumer_uncommitted_messages"),
-                       replica.metric("healthpipe_consumer_committed_offset")))
-        time.sleep(0.25)
-    assert all(alive and error is None for alive, error, _, _ in outage), outage
-    assert all(uncommitted > 0 for _, _, uncommitted, _ in outage), "the replica let go of its work during the outage"
-    assert {committed for *_, committed in outage} == {committed_at_fault}, "a commit landed with the broker down"
-    stack.start(broker)
+    try:
+        # While the broker is down: the replica stays up and holds its uncommitted work, and no commit lands (the
+        # committed-offset gauge moves only when Kafka acknowledges a commit). Sampled every 0.25 s for 5 s.
+        committed_at_fault = replica.metric("healthpipe_consumer_committed_offset")
+        outage = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            outage.append((replica.thread.is_alive(), replica.error,
+                           replica.metric("healthpipe_consumer_uncommitted_messages"),
+                           replica.metric("healthpipe_consumer_committed_offset")))
+            time.sleep(0.25)
+        assert all(alive and error is None for alive, error, _, _ in outage), outage
+        assert all(uncommitted > 0 for _, _, uncommitted, _ in outage), "the replica let go of its work"
+        assert {committed for *_, committed in outage} == {committed_at_fault}, "a commit landed with the broker down"
+    finally:  # a failed assertion must not leave the next tests without a broker
+        stack.start(broker)
     slow_influx.delay = 0.0
     second = generate(111, 20, 500)
     kafka.produce(cfg, cfg.kafka.topic, second.messages)

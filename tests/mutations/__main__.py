@@ -64,8 +64,8 @@ def run(mutant: Mutant) -> tuple[str, float, str]:
         failed = [line[:160] for line in lines if line.startswith("FAILED ")]
         last = " | ".join([lines[-1], *failed[:1]])  # the count, and what failed first (the reason it was killed)
         outcome = {0: "SURVIVED", 1: "killed"}.get(done.returncode, f"BROKEN (pytest exit {done.returncode})")
-        if outcome == "killed" and "skipped" in last and " failed" not in last:
-            outcome = "BROKEN (skipped, not failed)"
+        if "skipped" in lines[-1] and " failed" not in lines[-1] and " passed" not in lines[-1]:
+            outcome = "BROKEN (skipped: is the stack up?)"
         return outcome, seconds, last
 
 
