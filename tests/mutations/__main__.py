@@ -53,7 +53,10 @@ def run(mutant: Mutant) -> tuple[str, float, str]:
         copy_checkout(tree)
         apply(mutant, tree)
         paths = [str(tree)] + ([str(tree / mutant.pythonpath)] if mutant.pythonpath else [])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths),
+               # a service a test restarts must keep its data under the real .stack/, not under the copy's link
+               # to it: the copy is deleted after the run (a broker's log.dirs through it died with it)
+               "HEALTHPIPE_STACK_DIR": str((ROOT / ".stack").resolve())}
         env.pop("CI", None)  # a skip must not count as a kill: under CI=true it would be a failure
         t0 = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider",
