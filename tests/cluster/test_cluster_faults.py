@@ -112,6 +112,11 @@ def test_c3_rolling_restart_of_all_three_brokers_under_load(pipeline):
     wait_for_stream(p)
     hits = 0
     for node in (1, 2, 3):
+        # each restart waits for work in flight (an open transaction or a consumer holding uncommitted offsets):
+        # a restart in an idle moment proves nothing, and between transactions the pipeline is often idle
+        wait_until(lambda: p.producer_metrics().get("healthpipe_producer_transaction_open") == 1
+                   or any(holds_uncommitted_work(c.metrics()) for c in p.consumers), 60, interval=0.01,
+                   what="work in flight before the restart")
         at_fault = work_in_flight(p)
         hits += bool(at_fault["group_behind"] and (at_fault["transaction_open"] or at_fault["consumers_holding"]))
         svc = stack.broker_node(node)
