@@ -4,15 +4,31 @@ PY     := $(VENV)/bin/python
 HP     := $(VENV)/bin/healthpipe
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster lint mutations \
+.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster lint lock image mutations \
         up down logs status bench bench-full clean
 
+# Installs at the versions of the lock file (constraints.txt); `make lock` updates it from pyproject.toml.
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip && .lock-venv/bin/pip install -q '.[dev]'
+	{ sed -n '1,2p' constraints.txt; .lock-venv/bin/pip freeze --exclude healthpipe; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
+	@echo "constraints.txt updated: review the diff, then make install"
+
+# The image, built on Docker Hub's python:3.11-slim, or on a base of this machine's own where Docker Hub is
+# unreachable (PYTHON_IMAGE=local: scripts/docker/base-image.sh). Needs a running Docker engine.
+IMAGE ?= healthpipe:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PYTHON_IMAGE ?= python:3.11-slim
+image:
+	base=$(PYTHON_IMAGE); [ "$$base" != local ] || base=$$(scripts/docker/base-image.sh); \
+	docker build --network host --build-arg PYTHON_IMAGE=$$base --target runtime -t $(IMAGE) .
 
 KAFKA_BROKERS ?= 1
 # The S3 server (SeaweedFS) is part of the stack: the archive's tests run against it.

@@ -71,19 +71,30 @@ def _no_arguments(p: argparse.ArgumentParser) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     from healthpipe.ops import stack
+    from healthpipe.ops.stack import started
 
     if stack.docker_engine_runs():
+        started.record(started.Started("compose"))
         return stack.compose_up()
     stack.pipeline_up()
+    started.record(started.Started("native", pids={s.name: pid for s in stack.PIPELINE if (pid := s.pid())}))
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
+    """Stop what `up` started, as it recorded it: not whatever the machine runs now."""
     from healthpipe.ops import stack
+    from healthpipe.ops.stack import started
 
-    if stack.docker_engine_runs():
-        return stack.compose_down()
+    what = started.recorded()
+    if what is not None and what.mode == "compose":
+        code = stack.compose_down()
+        if code == 0:
+            started.forget()
+        return code
+    # native, or nothing recorded (a checkout older than the record): the native pipeline's pid files say what runs
     stack.pipeline_down()
+    started.forget()
     return 0
 
 
@@ -111,6 +122,28 @@ def _demo_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    """Exit 0 if the process beside this one answers /healthz on the port it recorded, else 1."""
+    import os
+    import urllib.request
+
+    from healthpipe.common.observability import PROBE_FILE_ENV
+
+    probe_file = os.environ.get(PROBE_FILE_ENV)
+    if not probe_file or not os.path.exists(probe_file):
+        print(f"probe: no status port recorded (${PROBE_FILE_ENV}={probe_file or ''}): the process has not "
+              "started its status server", file=sys.stderr)
+        return 1
+    with open(probe_file) as f:
+        port = int(f.read().strip())
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as answer:
+            return 0 if answer.status == 200 else 1
+    except OSError as e:
+        print(f"probe: http://127.0.0.1:{port}/healthz: {e}", file=sys.stderr)
+        return 1
+
+
 def _check_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     p.add_argument("--create-topics", action="store_true", help="create missing topics")
@@ -129,6 +162,8 @@ COMMANDS: list[Command] = [
             "and consumer in the background", _no_arguments, _up),
     Command("down", "stop what `up` started", _no_arguments, _down),
     Command("status", "services, per-stage counts, lag, watermark age", _no_arguments, _status),
+    Command("probe", "health check for a container: does the process beside this one answer /healthz?",
+            _no_arguments, _probe),
     Command("demo-app", "serve the demo app's /metrics (simulated web traffic)", _demo_app_arguments, _demo_app),
     Command("producer", producer_command.HELP, producer_command.add_arguments, producer_command.run),
     Command("consumer", consumer_command.HELP, consumer_command.add_arguments, consumer_command.run),
@@ -147,7 +182,10 @@ COMMANDS: list[Command] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from healthpipe import __version__
+
     parser = argparse.ArgumentParser(prog="healthpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"healthpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)

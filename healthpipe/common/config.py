@@ -100,6 +100,9 @@ class ExtractSettings(_Section):
     # A raw-mode window is at most this long per request (range mode chunks by 11,000 points instead).
     raw_chunk: Duration = Span.parse("30m")
     request_timeout_seconds: float = Field(10, gt=0)
+    # How long a one-shot run (`producer --once`) waits for Prometheus and Kafka before it exits 3 (unreachable);
+    # the long-running producer waits, unready, for as long as it takes.
+    timeout: Duration = Span.parse("30s")
     # An answer that carries `warnings` may be partial; by default the window is retried instead of published
     # (the watermark stays). Set true only for a Prometheus whose warnings are known to be harmless.
     accept_warnings: bool = False

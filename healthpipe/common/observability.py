@@ -7,6 +7,7 @@ Metrics live in an injected `CollectorRegistry`, so tests read values in isolati
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 log = logging.getLogger(__name__)
+
+# Where a process records the port of its /healthz, for `healthpipe probe` (the image's HEALTHCHECK): the
+# probe runs beside the process and cannot know which command, and so which configured port, it runs.
+PROBE_FILE_ENV = "HEALTHPIPE_PROBE_FILE"
 
 
 class StatusServer:
@@ -33,6 +38,9 @@ class StatusServer:
     def start(self) -> StatusServer:
         self._thread.start()
         log.info("status_server_started port=%d", self.port)
+        if probe_file := os.environ.get(PROBE_FILE_ENV):
+            with open(probe_file, "w") as f:
+                f.write(f"{self.port}\n")
         return self
 
     def stop(self) -> None:

@@ -57,6 +57,7 @@ class ProducerService:
         self.metrics.transactions_begun.set_function(
             lambda: self.publisher.transactions_begun if self.publisher is not None else 0)
         self.status_server: StatusServer | None = None
+        self.give_up_after: float | None = None  # `--once` sets extract.timeout: a one-shot run must end
 
     # --- lifecycle (the plan's names) ----------------------------------------------------------------
 
@@ -64,7 +65,9 @@ class ProducerService:
         """Check Prometheus and every query, create topics, fence predecessors, load watermarks.
 
         Waits (unready, retrying with backoff) while Prometheus or Kafka is unreachable, until stop() or
-        `give_up_after` seconds; a query Prometheus rejects is a ConfigError at once."""
+        `give_up_after` seconds (default: self.give_up_after, None = forever); a query Prometheus rejects is a
+        ConfigError at once."""
+        give_up_after = self.give_up_after if give_up_after is None else give_up_after
         retry(self._check_queries, "prometheus_check", give_up_after, stop=self._stop)
         retry(lambda: ensure_topics(self.cfg), "kafka_topics", give_up_after, stop=self._stop)
         retry(self.start_publisher, "kafka_transactions", give_up_after, stop=self._stop)
@@ -216,6 +219,8 @@ def main(config_path: str | None = None, once: bool = False) -> int:
     cfg = load_config(config_path)
     logs.configure(cfg.pipeline.log_level, cfg.secrets())
     service = ProducerService(cfg)
+    if once:
+        service.give_up_after = cfg.extract.timeout.seconds
 
     def loop() -> None:
         if once:

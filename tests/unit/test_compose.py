@@ -150,7 +150,11 @@ def test_the_runtime_image_installs_the_wheel_and_copies_no_sources():
     dockerfile = (ROOT / "Dockerfile").read_text()
     build, runtime = dockerfile.split(" AS runtime")[0], dockerfile.split(" AS runtime")[1].split(" AS demo")[0]
     assert "COPY healthpipe " in build and "pip wheel" in build and "_fastline" in build
-    assert re.search(r"^COPY --from=build /wheels", runtime, flags=re.M)
+    # the runtime receives the build stage's venv, where the wheel was installed, and nothing of the checkout
+    assert re.search(r"^COPY --from=build /opt/healthpipe /opt/healthpipe$", runtime, flags=re.M)
+    assert re.search(r"^USER \d+", runtime, flags=re.M), "the image runs as root"
+    assert re.search(r'^ENTRYPOINT \["tini", "--", "healthpipe"\]', runtime, flags=re.M)
+    assert re.search(r'^HEALTHCHECK .*CMD \["healthpipe", "probe"\]', runtime, flags=re.M)
     copied = re.findall(r"^COPY (\S+) ", runtime, flags=re.M)
     assert not any((ROOT / c / "__init__.py").exists() for c in copied), copied
     assert SERVICES["producer"]["build"]["target"] == "runtime"  # (through the x-healthpipe anchor)

@@ -29,7 +29,7 @@ from healthpipe.ops.stack.s3 import S3, s3_credentials
 from healthpipe.ops.stack.supervise import Service, kill, start, stop
 from healthpipe.ops.stack.topology import PIPELINE, broker_node, service, services, stack_env, write_env_file
 
-__all__ = ["CACHE", "INFLUXDB_VERSION", "KAFKA_VERSION", "PORTS", "ROOT", "STACK_DIR", "S3", "Service",
+__all__ = ["CACHE", "PIPELINE", "INFLUXDB_VERSION", "KAFKA_VERSION", "PORTS", "ROOT", "STACK_DIR", "S3", "Service",
            "bootstrap_servers", "broker_node", "compose_down", "compose_up", "docker_engine_runs", "down",
            "influx_token", "kafka_brokers", "kill", "pipeline_down", "pipeline_up", "render_prometheus_config",
            "s3_credentials", "service", "services", "stack_env", "start", "status", "stop",
