@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 HP     := $(VENV)/bin/healthpipe
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster lint lock image mutations \
+.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-docker lint lock image mutations \
         up down logs status bench bench-full clean
 
 # Installs at the versions of the lock file (constraints.txt); `make lock` updates it from pyproject.toml.
@@ -58,6 +58,10 @@ test-chaos: stack-up
 test-cluster: install
 	$(HP) stack up --with s3 --kafka-brokers 3
 	$(PYTEST) -m cluster
+
+# The image on a real Docker engine against the native stack (scripts/docker/engine.sh start, as root, first)
+test-docker: stack-up
+	$(PYTEST) -m docker
 
 lint: install
 	$(VENV)/bin/ruff check .

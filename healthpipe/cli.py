@@ -98,10 +98,23 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from healthpipe.ops import stack
-    from healthpipe.ops.status import report
+def _json_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout (docs/cli.md has its shape)")
 
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from healthpipe.ops import stack
+    from healthpipe.ops.status import figures, report
+
+    if args.json:
+        rows = stack.service_states()
+        doc = {"healthy": all(r["state"] == "healthy" for r in rows), "services": rows,
+               "kafka_brokers": stack.kafka_brokers(),
+               **figures(stack.PORTS.producer_metrics_url, stack.PORTS.consumer_metrics_urls)}
+        print(json.dumps(doc, indent=2))
+        return 0 if doc["healthy"] else 1
     healthy = stack.status()
     print()
     print(report(stack.PORTS.producer_metrics_url, stack.PORTS.consumer_metrics_urls))
@@ -147,12 +160,13 @@ def _probe(args: argparse.Namespace) -> int:
 def _check_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     p.add_argument("--create-topics", action="store_true", help="create missing topics")
+    _json_argument(p)
 
 
 def _check(args: argparse.Namespace) -> int:
     from healthpipe.ops.check import run
 
-    return run(args.config, create_topics=args.create_topics)
+    return run(args.config, create_topics=args.create_topics, as_json=args.json)
 
 
 COMMANDS: list[Command] = [
@@ -161,7 +175,7 @@ COMMANDS: list[Command] = [
     Command("up", "run everything: docker compose if a Docker engine runs, else the native stack plus producer "
             "and consumer in the background", _no_arguments, _up),
     Command("down", "stop what `up` started", _no_arguments, _down),
-    Command("status", "services, per-stage counts, lag, watermark age", _no_arguments, _status),
+    Command("status", "services, per-stage counts, lag, watermark age", _json_argument, _status),
     Command("probe", "health check for a container: does the process beside this one answer /healthz?",
             _no_arguments, _probe),
     Command("demo-app", "serve the demo app's /metrics (simulated web traffic)", _demo_app_arguments, _demo_app),

@@ -1,4 +1,4 @@
-"""Markers by folder (tests/unit → unit, tests/integration → integration, tests/chaos → chaos) and the
+"""Markers by folder (tests/unit → unit, tests/integration → integration, tests/chaos → chaos, ...) and the
 `services` fixture: the real Kafka, Prometheus and InfluxDB every non-unit test runs against."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tests.support.services import Services, discover
 pytest_plugins = ["tests.support.ci_skips", "pytester"]
 
 _BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "chaos": pytest.mark.chaos,
-              "cluster": pytest.mark.cluster}
+              "cluster": pytest.mark.cluster, "docker": pytest.mark.docker}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

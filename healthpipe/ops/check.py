@@ -6,9 +6,10 @@ Prints one OK/FAIL row per check with a remedy for each failure; exits non-zero 
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import requests
@@ -110,7 +111,8 @@ def _influxdb(cfg: HealthpipeConfig) -> Result:
     return Result("influxdb", True, f"{s.url}: write permission on bucket {s.bucket!r}")
 
 
-def run(config_path: str | None, create_topics: bool = False) -> int:
+def run(config_path: str | None, create_topics: bool = False, as_json: bool = False) -> int:
+    """Print each check (a table, or with `as_json` the document in docs/cli.md); 0 if all passed, else 1."""
     results = [_python_deps(), _directories()]
     try:
         cfg = load_config(config_path)
@@ -120,8 +122,12 @@ def run(config_path: str | None, create_topics: bool = False) -> int:
         results.extend(check() for check in checks)
     except ConfigError as exc:
         results.append(Result("config", False, str(exc).replace("\n", " "), "fix the key named above"))
+    ok = all(r.ok for r in results)
+    if as_json:
+        print(json.dumps({"ok": ok, "checks": [asdict(r) for r in results]}, indent=2))
+        return 0 if ok else 1
     width = max(len(r.name) for r in results)
     for r in results:
         line = f"{'OK  ' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.detail}"
         print(line + (f"\n      {'':<{width}}  remedy: {r.remedy}" if not r.ok and r.remedy else ""))
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if ok else 1

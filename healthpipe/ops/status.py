@@ -20,32 +20,50 @@ def _sum(samples: dict, name: str, **match: str) -> float:
                if n == name and all(dict(labels).get(k) == val for k, val in match.items()))
 
 
-def report(producer_url: str, consumer_urls: list[str]) -> str:
-    lines = []
+def figures(producer_url: str, consumer_urls: list[str]) -> dict:
+    """Per-stage counts read from each process's /metrics: the `producer` and `consumers` of `status --json`
+    (docs/cli.md). A process that does not answer is null (producer) or absent (consumers)."""
     p = _scrape(producer_url)
-    if p is None:
-        lines.append(f"producer   not reachable at {producer_url}")
-    else:
-        lines.append(f"producer   extracted={_sum(p, 'healthpipe_producer_samples_extracted_total'):.0f} "
-                     f"published={_sum(p, 'healthpipe_producer_samples_published_total'):.0f} "
-                     f"transactions={_sum(p, 'healthpipe_producer_transactions_total'):.0f} "
-                     f"query_errors={_sum(p, 'healthpipe_producer_query_errors_total'):.0f}")
-        for (name, labels), value in sorted(p.items()):
-            if name == "healthpipe_producer_watermark_age_seconds":
-                lines.append(f"           watermark age {dict(labels)['query']}: {value:.0f}s")
+    producer = None if p is None else {
+        "url": producer_url,
+        "extracted": _sum(p, "healthpipe_producer_samples_extracted_total"),
+        "published": _sum(p, "healthpipe_producer_samples_published_total"),
+        "transactions": _sum(p, "healthpipe_producer_transactions_total"),
+        "query_errors": _sum(p, "healthpipe_producer_query_errors_total"),
+        "watermark_age_seconds": {dict(labels)["query"]: value for (name, labels), value in sorted(p.items())
+                                  if name == "healthpipe_producer_watermark_age_seconds"}}
+    consumers = []
     for url in consumer_urls:
         c = _scrape(url)
         if c is None:
             continue
-        dropped = {dict(lb)["reason"]: v for (n, lb), v in c.items()
-                   if n == "healthpipe_consumer_samples_dropped_total"}
-        lines.append(f"consumer   {url.split('//')[1].split('/')[0]} "
-                     f"consumed={_sum(c, 'healthpipe_consumer_samples_consumed_total'):.0f} "
-                     f"written={_sum(c, 'healthpipe_consumer_samples_written_total'):.0f} "
-                     f"dead_letters={_sum(c, 'healthpipe_consumer_dead_letters_total'):.0f} "
-                     f"lag={_sum(c, 'healthpipe_consumer_lag'):.0f} "
-                     f"paused={_sum(c, 'healthpipe_consumer_paused'):.0f} "
-                     f"dropped={ {k: int(v) for k, v in dropped.items()} }")
-    if not any(line.startswith("consumer") for line in lines):
+        consumers.append({
+            "url": url,
+            "consumed": _sum(c, "healthpipe_consumer_samples_consumed_total"),
+            "written": _sum(c, "healthpipe_consumer_samples_written_total"),
+            "dead_letters": _sum(c, "healthpipe_consumer_dead_letters_total"),
+            "lag": _sum(c, "healthpipe_consumer_lag"),
+            "paused": _sum(c, "healthpipe_consumer_paused"),
+            "dropped": {dict(lb)["reason"]: v for (n, lb), v in c.items()
+                        if n == "healthpipe_consumer_samples_dropped_total"}})
+    return {"producer": producer, "consumers": consumers}
+
+
+def report(producer_url: str, consumer_urls: list[str]) -> str:
+    seen = figures(producer_url, consumer_urls)
+    lines = []
+    p = seen["producer"]
+    if p is None:
+        lines.append(f"producer   not reachable at {producer_url}")
+    else:
+        lines.append(f"producer   extracted={p['extracted']:.0f} published={p['published']:.0f} "
+                     f"transactions={p['transactions']:.0f} query_errors={p['query_errors']:.0f}")
+        for query, age in p["watermark_age_seconds"].items():
+            lines.append(f"           watermark age {query}: {age:.0f}s")
+    for c in seen["consumers"]:
+        lines.append(f"consumer   {c['url'].split('//')[1].split('/')[0]} consumed={c['consumed']:.0f} "
+                     f"written={c['written']:.0f} dead_letters={c['dead_letters']:.0f} lag={c['lag']:.0f} "
+                     f"paused={c['paused']:.0f} dropped={ {k: int(v) for k, v in c['dropped'].items()} }")
+    if not seen["consumers"]:
         lines.append("consumer   none reachable at " + ", ".join(consumer_urls))
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -44,6 +45,15 @@ def test_check_passes_on_the_stack_and_names_a_broken_bucket(services, tmp_path,
     assert check(str(bad)) == 1
     out = capsys.readouterr().out
     assert "FAIL  influxdb" in out and "remedy:" in out and services.influx_token not in out
+    # --json: the same verdicts as one document (docs/cli.md)
+    assert check(str(bad), as_json=True) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and set(doc) == {"ok", "checks"}
+    by_name = {c["name"]: c for c in doc["checks"]}
+    assert by_name["influxdb"]["ok"] is False and "no-such-bucket" in by_name["influxdb"]["detail"]
+    assert by_name["kafka topics"]["ok"] and by_name["influxdb"]["remedy"]
+    assert all(set(c) == {"name", "ok", "detail", "remedy"} for c in doc["checks"])
+    assert check(str(good), as_json=True) == 0 and json.loads(capsys.readouterr().out)["ok"] is True
 
 
 def test_replay_a_deleted_window_brings_it_back_identical(services):

@@ -17,6 +17,7 @@ from healthpipe.common.errors import ConfigError
 from healthpipe.producer.service import ProducerService
 from tests.support.faults import FaultProxy
 from tests.support.kafka import read_topic
+from tests.support.pipeline import free_port, start_process, write_config
 
 RAW_UP = {"name": "availability", "promql": 'up{job="test-app"}', "mode": "raw", "metric_type": "availability"}
 
@@ -267,3 +268,19 @@ def test_a_producer_clock_ahead_of_prometheus_skips_nothing(services):
     samples, begin = published(cfg)
     assert set(samples) == prometheus_raw(services.prometheus_url, 'up{job="test-app"}', begin, end)
     assert sum(1 for _, ts, _ in samples if first < ts <= end) >= 3  # the second cycle read what came after
+
+
+def test_once_exits_3_within_extract_timeout_when_prometheus_is_unreachable(services, tmp_path):
+    """A one-shot run must end: with nothing listening at extract.prometheus_url, `producer --once` exits 3
+    (a service could not be reached) after extract.timeout, not never."""
+    cfg = services.config(extract={"prometheus_url": f"http://127.0.0.1:{free_port()}", "timeout": "4s"})
+    t0 = time.monotonic()
+    proc = start_process("producer", write_config(cfg, tmp_path / "c.yaml"), cfg, "--once", log=tmp_path / "p.log")
+    try:
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    took = time.monotonic() - t0
+    assert code == 3, (tmp_path / "p.log").read_text()[-2000:]
+    assert took < 4 + 15, took  # extract.timeout, plus the process's start-up and one request
+    assert "prometheus" in (tmp_path / "p.log").read_text().lower()

@@ -32,7 +32,7 @@ from healthpipe.ops.stack.topology import PIPELINE, broker_node, service, servic
 __all__ = ["CACHE", "PIPELINE", "INFLUXDB_VERSION", "KAFKA_VERSION", "PORTS", "ROOT", "STACK_DIR", "S3", "Service",
            "bootstrap_servers", "broker_node", "compose_down", "compose_up", "docker_engine_runs", "down",
            "influx_token", "kafka_brokers", "kill", "pipeline_down", "pipeline_up", "render_prometheus_config",
-           "s3_credentials", "service", "services", "stack_env", "start", "status", "stop",
+           "s3_credentials", "service", "service_states", "services", "stack_env", "start", "status", "stop",
            "under_replicated_partitions", "up", "write_env_file"]
 
 
@@ -85,20 +85,23 @@ def under_replicated_partitions() -> int | None:
     return sum(1 for t in meta.topics.values() for p in t.partitions.values() if len(p.isrs) < len(p.replicas))
 
 
-def status() -> bool:
-    healthy = True
+def service_states() -> list[dict]:
+    """Each service of the stack (and each pipeline process running): name, state, pid, log."""
     rows = []
     for svc in services() + [s for s in PIPELINE if s.pid() is not None]:
         pid = svc.pid()
-        ok = pid is not None and svc.ready()
-        healthy &= ok
-        rows.append((svc.name, "healthy" if ok else ("starting/unhealthy" if pid else "stopped"),
-                     str(pid or "-"), str(svc.log_file)))
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
+        state = "healthy" if pid is not None and svc.ready() else ("starting/unhealthy" if pid else "stopped")
+        rows.append({"name": svc.name, "state": state, "pid": pid, "log": str(svc.log_file)})
+    return rows
+
+
+def status() -> bool:
+    rows = service_states()
+    width = [max(len(str(r[k] or "-")) for r in rows) for k in ("name", "state", "pid")]
     for r in rows:
-        print(f"{r[0]:<{width[0]}}  {r[1]:<{width[1]}}  pid {r[2]:<{width[2]}}  {r[3]}")
+        print(f"{r['name']:<{width[0]}}  {r['state']:<{width[1]}}  pid {r['pid'] or '-':<{width[2]}}  {r['log']}")
     if kafka_brokers() > 1:
         urp = under_replicated_partitions()
         print(f"kafka cluster: {kafka_brokers()} brokers, under-replicated partitions: "
               f"{'unknown (unreachable)' if urp is None else urp}")
-    return healthy
+    return all(r["state"] == "healthy" for r in rows)
