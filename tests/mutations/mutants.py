@@ -121,4 +121,13 @@ MUTANTS = [
            [("tests/cluster/test_cluster_faults.py",
              'return at_open.get("healthpipe_producer_transaction_open") == 1',
              'return at_open.get("healthpipe_producer_transaction_open") == 0')]),
+    Mutant("down_decides_by_the_machine", "`down` looks for a Docker engine instead of reading what `up` recorded",
+           ["tests/docker/test_up_down.py"], "docker",
+           [("healthpipe/cli.py", 'if what is not None and what.mode == "compose":',
+             "if stack.docker_engine_runs():")]),
+    Mutant("once_waits_forever", "`producer --once` retries an unreachable Prometheus without end",
+           ["tests/integration/test_producer.py::test_once_exits_3_within_extract_timeout_when_prometheus_is_unreachable"],
+           "integration",
+           [("healthpipe/producer/service.py", "        service.give_up_after = cfg.extract.timeout.seconds\n",
+             "        pass\n")]),
 ]
