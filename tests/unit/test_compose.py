@@ -17,6 +17,7 @@ from healthpipe.cli import build_parser
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.kafka import topic_specs
 from healthpipe.ops import stack
+from healthpipe.ops.stack.compose import env_from_example
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -191,3 +192,38 @@ def test_alert_rules_are_valid_for_promtool():
     result = subprocess.run(["promtool", "check", "rules", str(ROOT / "config" / "prometheus" / "alerts.yml")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _seconds(text: str) -> float:
+    return float(text[:-1]) * {"s": 1, "m": 60}[text[-1]]
+
+
+def test_a_stop_waits_for_the_longest_drain():
+    """docker stop gives SIGTERM, then SIGKILL after stop_grace_period: every healthpipe service must get longer
+    than one InfluxDB write plus one Kafka commit (the drain), or a stop becomes a kill."""
+    cfg = HealthpipeConfig()
+    drain = cfg.load.influxdb.timeout_seconds + cfg.consumer.dead_letter_timeout_seconds
+    for name, svc in SERVICES.items():
+        if svc.get("image", "").startswith("healthpipe") and svc.get("restart") != "no":
+            assert _seconds(svc.get("stop_grace_period", "10s")) > drain, name
+
+
+def test_every_stateful_service_keeps_its_data_in_a_named_volume():
+    """Recreating a container must not lose data: each data directory is a named volume, and Kafka is told
+    to write there (apache/kafka's default is /tmp/kraft-combined-logs, outside any volume)."""
+    data_dirs = {"kafka": SERVICES["kafka"]["environment"]["KAFKA_LOG_DIRS"], "influxdb": "/var/lib/influxdb2",
+                 "prometheus": "/prometheus", "s3": "/data"}
+    for name, path in data_dirs.items():
+        mounts = {m.split(":")[1]: m.split(":")[0] for m in SERVICES[name]["volumes"]}
+        assert mounts.get(path) in COMPOSE["volumes"], f"{name}: {path} is not a named volume ({mounts})"
+
+
+def test_env_example_names_every_required_variable_and_make_up_fills_it():
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    example = (ROOT / ".env.example").read_text()
+    assert required == set(re.findall(r"^([A-Z0-9_]+)=", example, flags=re.M))
+    env = dict(line.split("=", 1) for line in env_from_example(example).splitlines()
+               if line and not line.startswith("#"))
+    assert set(env) == required and all(v != "generate" and len(v) >= 16 for v in env.values()), env
+    assert env != dict(line.split("=", 1) for line in env_from_example(example).splitlines()
+                       if line and not line.startswith("#")), "the secrets must be fresh each time"
