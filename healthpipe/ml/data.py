@@ -74,7 +74,8 @@ def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
             a = part.start_ms
             while a < part.end_ms:
                 b = min((a // HOUR_MS + hours) * HOUR_MS, part.end_ms)
-                frame = _chunk(cfg, q, Part(part.tier, a, b), step_ms, cut_ms, rate_counters, feature_window_ms)
+                frame = _chunk(cfg, q, Part(part.tier, a, b), step_ms, cut_ms, rate_counters, feature_window_ms,
+                               continued=a > start_ms)
                 yield Part(part.tier, a, b, part.detail), frame
                 if len(frame):
                     hours = int(min(168, max(1, chunk_rows * (b - a) / len(frame) / HOUR_MS)))
@@ -82,10 +83,14 @@ def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
 
 
 def _chunk(cfg: HealthpipeConfig, q: QuerySettings, part: Part, step_ms: int | None, cut_ms: int,
-           rate_counters: bool, feature_window_ms: int | None) -> pd.DataFrame:
+           rate_counters: bool, feature_window_ms: int | None, continued: bool = False) -> pd.DataFrame:
     lookback = feature_window_ms or (shape.STALENESS_MS if step_ms else 0)
     if step_ms and rate_counters:
         lookback += step_ms  # the previous grid observation of a counter, for its first rate
+    elif rate_counters and continued:
+        # a chunk that continues the range: its first raw sample's rate needs the previous chunk's last sample
+        # (without it each chunk boundary lost one rate per series); the range's own first sample has none
+        lookback = max(lookback, shape.STALENESS_MS)
     read_to = min(part.end_ms, cut_ms)
     if read_to <= part.start_ms - lookback:
         return shape.finish(pd.DataFrame())
