@@ -121,6 +121,17 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _influxdb_setup(args: argparse.Namespace) -> int:
+    from healthpipe.common.config import load_config
+    from healthpipe.ops.influxdb_setup import password_from_environment, setup_influxdb
+
+    influx = load_config(args.config).load.influxdb
+    done = setup_influxdb(influx, password=password_from_environment())
+    print(f"influxdb-setup: {'set up' if done else 'already set up, left as it is'}: org {influx.org}, "
+          f"bucket {influx.bucket} at {influx.url}")
+    return 0
+
+
 def _demo_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8000)
@@ -178,6 +189,9 @@ COMMANDS: list[Command] = [
     Command("status", "services, per-stage counts, lag, watermark age", _json_argument, _status),
     Command("probe", "health check for a container: does the process beside this one answer /healthz?",
             _no_arguments, _probe),
+    Command("influxdb-setup", "first start of an empty InfluxDB: user, org, bucket and the configured token as its "
+            "operator token (does nothing once set up; password from INFLUXDB_PASSWORD[_FILE])",
+            add_config_argument, _influxdb_setup),
     Command("demo-app", "serve the demo app's /metrics (simulated web traffic)", _demo_app_arguments, _demo_app),
     Command("producer", producer_command.HELP, producer_command.add_arguments, producer_command.run),
     Command("consumer", consumer_command.HELP, consumer_command.add_arguments, consumer_command.run),

@@ -165,6 +165,11 @@ class PipelineSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class LogSettings(_Section):
+    # logfmt: key=value, quoted where needed (greppable, and what Loki/Grafana parse); json: one object per line
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
 class ProducerSettings(_Section):
     transactional_id: str = "healthpipe-producer"
     # Samples per Kafka message and bytes per message: one message = one series' samples of one window.
@@ -277,6 +282,7 @@ class HealthpipeConfig(BaseSettings):
     transform: TransformSettings = Field(default_factory=TransformSettings)
     load: LoadSettings = Field(default_factory=LoadSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)

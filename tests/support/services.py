@@ -1,4 +1,4 @@
-"""Where the real services are: the running native stack, or testcontainers where Docker runs.
+"""Where the real services are: the running native stack, or the ones HEALTHPIPE_* variables name.
 
 Integration tests never mock a service. When no service is reachable they skip locally, and fail
 loudly under CI=true: a green CI that tested nothing is worse than a red one.
@@ -7,7 +7,6 @@ loudly under CI=true: a green CI that tested nothing is worse than a red one.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,37 +115,12 @@ def native_or_exit() -> Services:
     return services
 
 
-def docker_available() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        import docker
-
-        docker.from_env().ping()
-        return True
-    except Exception:
-        return False
-
-
-def from_testcontainers() -> Services:
-    """Kafka, InfluxDB and Prometheus in containers (tests/support/containers.py): docker-compose's images."""
-    from tests.support.containers import start_all
-    from tests.support.pipeline import free_port
-
-    settings, closers = start_all(free_port)
-    return Services(settings["kafka"], settings["prometheus"], settings["influx"], settings["token"],
-                    "healthpipe", "health_metrics", native=False, _closers=closers)
-
-
 def discover() -> tuple[Services | None, str]:
     """The services to test against, or None and why not."""
     services = from_environment()
-    if services is not None:
-        problem = _reachable(services)
-        if problem is None:
-            return services, ""
-        if not docker_available():
-            return None, f"native stack not reachable ({problem}); run `make stack-up`"
-    if docker_available():
-        return from_testcontainers(), ""
-    return None, "no native stack (.stack/stack.env) and no Docker engine; run `make stack-up`"
+    if services is None:
+        return None, "no native stack (.stack/stack.env) and no HEALTHPIPE_* settings; run `make stack-up`"
+    problem = _reachable(services)
+    if problem is not None:
+        return None, f"the services are not reachable ({problem}); run `make stack-up`"
+    return services, ""

@@ -1,9 +1,8 @@
-"""docker-compose.yml: valid for Compose, and in agreement with the config defaults and the native stack.
+"""docker-compose.yml and compose.local.yml: valid for Compose v2, and in agreement with the config defaults, the
+native stack and each other. `docker compose config` needs no engine (scripts/docker/compose.sh builds Compose v2);
+tests/compose runs the files for real."""
 
-No Docker engine runs here, so `docker-compose config` (Debian's docker-compose 1.29, installed by
-.ci/run) validates the file offline against the Compose schema.
-"""
-
+import json
 import os
 import re
 import shutil
@@ -22,6 +21,22 @@ from healthpipe.ops.stack.compose import env_from_example
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+LOCAL = yaml.safe_load((ROOT / "compose.local.yml").read_text().replace("!reset", ""))["services"]
+SECRETS = {"INFLUXDB_TOKEN": "t" * 20, "S3_ACCESS_KEY": "a" * 16, "S3_SECRET_KEY": "b" * 20}
+HEALTHPIPE_SERVICES = ("demo-app", "producer", "consumer", "verify", "archive", "tiers-init", "influxdb-init")
+
+
+def compose_config(*args: str) -> dict:
+    """`docker compose ... config` rendered as a dict (Compose v2: no engine needed)."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Compose v2 is missing: scripts/docker/compose.sh builds it (.ci/run does)")
+        pytest.skip("Compose v2 missing (scripts/docker/compose.sh)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "COMPOSE_"))}
+    command = ["docker", "compose", "--project-directory", str(ROOT), *args, "config", "--format", "json"]
+    result = subprocess.run(command, env={**env, **SECRETS}, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def test_the_cold_and_warm_tiers_run_in_compose():
@@ -33,15 +48,75 @@ def test_the_cold_and_warm_tiers_run_in_compose():
     assert SERVICES["tiers-init"]["command"] == ["tiers", "apply"]
 
 
-def test_compose_file_is_valid():
-    if not shutil.which("docker-compose"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("docker-compose (Debian package) is missing: .ci/run installs it")
-        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
-    result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                            env={**os.environ, "INFLUXDB_TOKEN": "test", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "b"},
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+# Every command line the README documents, and the local variant CI runs.
+README_COMMANDS = {
+    "default": [],
+    "cluster": ["--env-file", "config/compose-cluster.env", "--profile", "cluster"],
+    "local": ["-f", "docker-compose.yml", "-f", "compose.local.yml"],
+    "local cluster": ["-f", "docker-compose.yml", "-f", "compose.local.yml", "--env-file",
+                      "config/compose-cluster.env", "--profile", "cluster"],
+}
+
+
+@pytest.mark.parametrize("name", README_COMMANDS)
+def test_compose_config_renders_every_documented_command_line(name):
+    """(`up --scale consumer=3` changes no configuration: it is the default's.)"""
+    rendered = compose_config(*README_COMMANDS[name])
+    assert {"kafka", "kafka-init", "influxdb", "influxdb-init", "producer", "consumer"} <= set(rendered["services"])
+    if "cluster" in name:
+        assert {"kafka-2", "kafka-3"} <= set(rendered["services"])
+
+
+def test_the_local_file_puts_every_container_on_the_host_network_and_nothing_on_a_bridge():
+    """A bridge network would put containers on private-range addresses, which this machine must not reach."""
+    rendered = compose_config(*README_COMMANDS["local cluster"])
+    for name, svc in rendered["services"].items():
+        assert svc.get("network_mode") == "host", name
+        assert not svc.get("ports"), name
+        assert not svc.get("networks"), name
+        for key, value in (svc.get("environment") or {}).items():
+            hosts = re.findall(r"(?:://|^|,)([a-z][a-z0-9.-]*):\d+", str(value))
+            assert set(hosts) <= {"127.0.0.1", "localhost"}, (name, key, value)
+    assert not rendered.get("networks"), rendered.get("networks")
+
+
+def test_the_local_file_changes_only_images_networking_and_addresses():
+    allowed = {"image", "network_mode", "ports", "environment", "command", "volumes", "healthcheck", "profiles"}
+    assert set(LOCAL) == set(SERVICES), "every service must be on the host network"
+    for name, svc in LOCAL.items():
+        assert set(svc) <= allowed, (name, set(svc) - allowed)
+
+
+def _version(image: str) -> str:
+    return image.rsplit(":", 1)[1].removeprefix("v")
+
+
+def test_each_stand_in_is_the_official_images_version():
+    standins = {name: svc["image"] for name, svc in LOCAL.items() if "image" in svc}
+    assert set(standins) == {"kafka", "kafka-2", "kafka-3", "kafka-init", "influxdb", "prometheus", "s3"}
+    script = (ROOT / "scripts" / "docker" / "standins.sh").read_text()
+    for name, image in standins.items():
+        official = SERVICES[name]["image"]
+        folder = image.removeprefix("healthpipe-standin/").split(":")[0]
+        assert image.startswith("healthpipe-standin/") and folder in official, (image, official)
+        assert _version(image) == _version(official), (name, image, official)
+        assert (ROOT / "deploy" / "standins" / folder / "Dockerfile").exists(), folder
+        assert f"build {folder} " in script, folder
+
+
+def test_the_local_prometheus_config_is_the_same_jobs_on_loopback():
+    """prometheus.local.yml = prometheus.yml with 127.0.0.1 for the service names, less the consumers' DNS job
+    (their replicas have no status port on the host network)."""
+    main = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.yml").read_text())
+    local = yaml.safe_load((ROOT / "config" / "prometheus" / "prometheus.local.yml").read_text())
+    assert local["global"] == main["global"] and local["rule_files"] == main["rule_files"]
+    def on_loopback(static: dict) -> dict:
+        return {**static, "targets": [re.sub(r"^[a-z-]+:", "127.0.0.1:", t) for t in static["targets"]]}
+
+    expected = [{**job, "static_configs": [on_loopback(c) for c in job["static_configs"]]}
+                for job in main["scrape_configs"] if "static_configs" in job]
+    assert local["scrape_configs"] == expected
+    assert LOCAL["consumer"]["environment"]["HEALTHPIPE_CONSUMER__METRICS_PORT"] == "0"
 
 
 def test_images_match_the_native_stack_versions():
@@ -74,25 +149,44 @@ def test_the_cluster_profile_is_three_voters_with_rf_3_and_min_isr_2():
     assert env["KAFKA_REPLICATION_FACTOR"] == "3"
     assert env["KAFKA_MIN_INSYNC_REPLICAS"] == str(min_insync_replicas(3))
     assert env["KAFKA_BOOTSTRAP"] == "kafka:9092,kafka-2:9092,kafka-3:9092"
+    assert env["KAFKA_LOCAL_BOOTSTRAP"] == ",".join(f"127.0.0.1:{p}" for p in stack.PORTS.kafka)
+    assert env["KAFKA_LOCAL_QUORUM_VOTERS"] == ",".join(
+        f"{n}@127.0.0.1:{p}" for n, p in enumerate(stack.PORTS.kafka_controller, 1))
     for node, name in ((2, "kafka-2"), (3, "kafka-3")):
         svc = SERVICES[name]
-        assert svc["profiles"] == ["cluster"] and svc["environment"]["KAFKA_NODE_ID"] == node
+        assert svc["profiles"] == ["cluster"] and svc["environment"]["NODE_ID"] == node
         assert svc["environment"]["CLUSTER_ID"] == SERVICES["kafka"]["environment"]["CLUSTER_ID"]
-    if shutil.which("docker-compose"):
-        result = subprocess.run(["docker-compose", "--env-file", str(ROOT / "config" / "compose-cluster.env"), "-f",
-                                 str(ROOT / "docker-compose.yml"), "--profile", "cluster", "config"],
-                                env={**os.environ, "INFLUXDB_TOKEN": "t", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "b"},
-                                capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        rendered = yaml.safe_load(result.stdout)["services"]
-        assert {"kafka", "kafka-2", "kafka-3"} <= set(rendered)
-        assert rendered["consumer"]["environment"]["HEALTHPIPE_KAFKA__REPLICATION_FACTOR"] == "3"
+        port = stack.PORTS.kafka[node - 1]
+        assert LOCAL[name]["environment"]["ADVERTISED_LISTENERS"] == f"PLAINTEXT://127.0.0.1:{port}"
+    rendered = compose_config(*README_COMMANDS["cluster"])["services"]
+    assert rendered["consumer"]["environment"]["HEALTHPIPE_KAFKA__REPLICATION_FACTOR"] == "3"
+    assert rendered["kafka-3"]["environment"]["REPLICATION_FACTOR"] == "3"
 
 
-def test_influxdb_init_matches_config_defaults():
-    env = SERVICES["influxdb"]["environment"]
-    defaults = HealthpipeConfig().load.influxdb
-    assert (env["DOCKER_INFLUXDB_INIT_ORG"], env["DOCKER_INFLUXDB_INIT_BUCKET"]) == (defaults.org, defaults.bucket)
+def test_kafka_starts_the_same_way_in_the_official_image_and_the_stand_in():
+    """An explicit start (config/kafka/start.sh), not apache/kafka's KAFKA_*-to-properties entrypoint: every
+    variable the script reads is set on every node, and the stand-in ships the scripts it calls."""
+    script = (ROOT / "config" / "kafka" / "start.sh").read_text()
+    needed = set(re.findall(r"\$([A-Z_]+)", script))
+    for name in ("kafka", "kafka-2", "kafka-3"):
+        svc = SERVICES[name]
+        assert svc["command"] == ["/bin/bash", "/etc/healthpipe/kafka/start.sh"], name
+        assert "./config/kafka:/etc/healthpipe/kafka:ro" in svc["volumes"], name
+        env = {**SERVICES["kafka"]["environment"], **svc["environment"]}
+        assert needed <= set(env), needed - set(env)
+        assert not [k for k in env if k.startswith("KAFKA_") and k != "KAFKA_HEAP_OPTS"], name
+    for called in set(re.findall(r"/opt/kafka/bin/([\w-]+\.sh)", script + json.dumps(SERVICES))):
+        assert (ROOT / "deploy" / "standins" / "kafka" / "bin" / called).exists(), called
+
+
+def test_influxdb_is_set_up_through_its_api_before_anything_uses_it():
+    """No DOCKER_INFLUXDB_INIT_* (the official image's entrypoint only): the one-shot influxdb-init runs
+    `healthpipe influxdb-setup` with the config's org, bucket and token; whoever writes or reads waits for it."""
+    assert not any(k.startswith("DOCKER_INFLUXDB_INIT") for k in SERVICES["influxdb"].get("environment", {}))
+    assert SERVICES["influxdb-init"]["command"] == ["influxdb-setup"]
+    assert SERVICES["influxdb-init"]["depends_on"]["influxdb"]["condition"] == "service_healthy"
+    for name in ("consumer", "verify", "tiers-init"):
+        assert SERVICES[name]["depends_on"]["influxdb-init"]["condition"] == "service_completed_successfully", name
 
 
 def _config_key_exists(var: str) -> bool:
@@ -107,8 +201,8 @@ def _config_key_exists(var: str) -> bool:
 
 
 def test_every_healthpipe_env_var_names_a_real_config_key():
-    for name in ("demo-app", "producer", "consumer", "verify", "archive"):
-        for var in SERVICES[name]["environment"]:
+    for name in HEALTHPIPE_SERVICES:
+        for var in [*SERVICES[name].get("environment", {}), *LOCAL[name].get("environment", {})]:
             if var.startswith("HEALTHPIPE_") and var != "HEALTHPIPE_CONFIG":
                 assert _config_key_exists(var), f"{name}: {var} is not a config key"
 
@@ -165,7 +259,7 @@ def test_the_runtime_image_installs_the_wheel_and_copies_no_sources():
 def test_compose_commands_are_healthpipe_commands():
     """The image's entry point is the `healthpipe` command: each service's command must parse as one."""
     parser = build_parser()
-    for name in ("producer", "consumer", "verify", "archive", "tiers-init", "demo-app"):
+    for name in HEALTHPIPE_SERVICES:
         command = SERVICES[name]["command"]
         args = parser.parse_args(command)
         assert args.run is not None, f"{name}: `healthpipe {' '.join(command)}` is not a command"
@@ -210,11 +304,19 @@ def test_a_stop_waits_for_the_longest_drain():
 
 def test_every_stateful_service_keeps_its_data_in_a_named_volume():
     """Recreating a container must not lose data: each data directory is a named volume, and Kafka is told
-    to write there (apache/kafka's default is /tmp/kraft-combined-logs, outside any volume)."""
-    data_dirs = {"kafka": SERVICES["kafka"]["environment"]["KAFKA_LOG_DIRS"], "influxdb": "/var/lib/influxdb2",
+    to write there (apache/kafka's default is /tmp/kraft-combined-logs, outside any volume): the log.dirs of
+    config/kafka/server.properties."""
+    properties = (ROOT / "config" / "kafka" / "server.properties").read_text()
+    kafka_dir = re.search(r"^log\.dirs=(.+)$", properties, flags=re.M).group(1)
+    influx_command = " ".join(SERVICES["influxdb"]["command"])
+    assert "--bolt-path=/var/lib/influxdb2/" in influx_command and "--engine-path=/var/lib/influxdb2/" in influx_command
+    data_dirs = {"kafka": kafka_dir, "influxdb": "/var/lib/influxdb2",
                  "prometheus": "/prometheus", "s3": "/data"}
     for name, path in data_dirs.items():
         mounts = {m.split(":")[1]: m.split(":")[0] for m in SERVICES[name]["volumes"]}
+        # the stand-in makes that folder, as the official image does
+        dockerfile = (ROOT / "deploy" / "standins" / {"s3": "seaweedfs"}.get(name, name) / "Dockerfile").read_text()
+        assert path in dockerfile, (name, path)
         assert mounts.get(path) in COMPOSE["volumes"], f"{name}: {path} is not a named volume ({mounts})"
 
 

@@ -7,9 +7,9 @@ import os
 import secrets
 from pathlib import Path
 
-import requests
+from pydantic import SecretStr
 
-from healthpipe.common.errors import StackError
+from healthpipe.ops.influxdb_setup import setup_influxdb
 from healthpipe.ops.stack.paths import CACHE, INFLUX, INFLUX_USER, INFLUXDB_VERSION, PORTS, STACK_DIR
 from healthpipe.ops.stack.supervise import Service, http_ok, run_script, secret_file
 
@@ -41,15 +41,10 @@ def _influx_command() -> list[str]:
 
 
 def _influx_setup() -> None:
-    """First start only: create the user, org, bucket and the token from .stack/influxdb/token."""
-    base = f"http://127.0.0.1:{PORTS.influxdb}"
-    if not requests.get(f"{base}/api/v2/setup", timeout=5).json().get("allowed"):
-        return
-    resp = requests.post(f"{base}/api/v2/setup", timeout=10, json={
-        "username": INFLUX_USER, "password": secrets.token_urlsafe(16), "org": INFLUX.org,
-        "bucket": INFLUX.bucket, "token": influx_token()})
-    if resp.status_code >= 300:
-        raise StackError(f"influxdb setup failed: HTTP {resp.status_code} {resp.text[:200]}")
+    """First start only: the user, org, bucket and the token from .stack/influxdb/token."""
+    url = f"http://127.0.0.1:{PORTS.influxdb}"
+    settings = INFLUX.model_copy(update={"url": url, "token": SecretStr(influx_token())})
+    setup_influxdb(settings, username=INFLUX_USER)
 
 
 def influx_service() -> Service:

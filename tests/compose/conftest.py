@@ -1,0 +1,104 @@
+"""docker-compose.yml for real (make test-compose): `docker compose up` on a real Docker engine, every container on
+the host network with the stand-in images of compose.local.yml, driven through testcontainers' DockerCompose.
+
+It binds the native stack's ports, so the native stack must be down (make test-compose stops it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from testcontainers.compose import DockerCompose
+
+from healthpipe.common.config import HealthpipeConfig, load_config
+from healthpipe.ops.stack.compose import env_from_example
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "hp-compose-test"
+FILES = ["docker-compose.yml", "compose.local.yml", "tests/compose/compose.test.yml"]
+PORTS = {"Kafka": 9092, "InfluxDB": 8086, "Prometheus": 9090, "S3": 8333, "demo app": 8000, "producer": 8001}
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _images_present() -> None:
+    """The images compose.local.yml names: healthpipe's own (make image) and the stand-ins."""
+    missing = [image for image in ("healthpipe:latest", "healthpipe-demo:latest")
+               if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0]
+    if missing:
+        pytest.fail(f"images missing: {missing}: make compose-images", pytrace=False)
+
+
+class Compose(DockerCompose):
+    """testcontainers' DockerCompose with the project name fixed and the commands the tests need."""
+
+    def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([*self.compose_command_property, *args], cwd=ROOT, capture_output=True, text=True,
+                                timeout=timeout, env={**os.environ, "COMPOSE_PROJECT_NAME": PROJECT})
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker compose {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}\n{self.tail()}")
+        return result
+
+    def tail(self, lines: int = 30) -> str:
+        """The services' last log lines, for a failure message."""
+        out = subprocess.run([*self.compose_command_property, "logs", "--no-color", "--tail", str(lines)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "COMPOSE_PROJECT_NAME": PROJECT})
+        return out.stdout[-8000:]
+
+
+@pytest.fixture(scope="session")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        pytest.fail("no Docker engine with Compose v2: scripts/docker/engine.sh start; scripts/docker/compose.sh",
+                    pytrace=False)
+    taken = [name for name, port in PORTS.items() if _port_taken(port)]
+    if taken:
+        pytest.fail(f"ports of {taken} are in use: stop the native stack first (make stack-down)", pytrace=False)
+    _images_present()
+    env_file = tmp_path_factory.mktemp("compose") / ".env"
+    env_file.write_text(env_from_example((ROOT / ".env.example").read_text()))
+    os.environ["COMPOSE_PROJECT_NAME"] = PROJECT  # testcontainers runs compose with the caller's environment
+    project = Compose(context=str(ROOT), compose_file_name=FILES, env_file=[str(env_file)], wait=False)
+    project.env = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                       if "=" in line and not line.startswith("#"))
+    project.run("down", "--volumes", "--remove-orphans", check=False)  # a previous run's leftovers
+    try:
+        project.run("up", "--detach", "--no-build", timeout=600)
+        yield project
+    finally:
+        project.run("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
+        os.environ.pop("COMPOSE_PROJECT_NAME", None)
+
+
+@pytest.fixture(scope="session")
+def cfg(compose: Compose) -> HealthpipeConfig:
+    """The config the compose services run with, as seen from the host: same topics, group and token."""
+    return load_config(path=ROOT / "config" / "healthpipe.yaml", environment=False,
+                       kafka={"bootstrap_servers": "127.0.0.1:9092"},
+                       extract={"prometheus_url": "http://127.0.0.1:9090"},
+                       load={"influxdb": {"url": "http://127.0.0.1:8086", "token": compose.env["INFLUXDB_TOKEN"]}})
+
+
+def wait(predicate, timeout: float, what: str, compose: Compose, interval: float = 1.0):
+    """Poll until `predicate()` is truthy and return its value; on time-out fail with the services' logs."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # a service still starting: not yet
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})\n{compose.tail()}")
