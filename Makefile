@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 HP     := $(VENV)/bin/healthpipe
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-docker lint lock image mutations \
+.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-docker test-compose compose-images lint lock image mutations \
         up down logs status bench bench-full clean
 
 # Installs at the versions of the lock file (constraints.txt); `make lock` updates it from pyproject.toml.
@@ -29,6 +29,15 @@ PYTHON_IMAGE ?= python:3.11-slim
 image:
 	base=$(PYTHON_IMAGE); [ "$$base" != local ] || base=$$(scripts/docker/base-image.sh); \
 	docker build --network host --build-arg PYTHON_IMAGE=$$base --target runtime -t $(IMAGE) .
+
+# What `docker compose -f docker-compose.yml -f compose.local.yml up` runs where nothing can be pulled: healthpipe's
+# two images under the names docker-compose.yml gives them, and the stand-ins (deploy/standins; needs the native
+# stack's cached builds: make stack-up once).
+compose-images: install
+	base=$(PYTHON_IMAGE); [ "$$base" != local ] || base=$$(scripts/docker/base-image.sh); \
+	docker build --network host --build-arg PYTHON_IMAGE=$$base --target runtime -t healthpipe:latest . && \
+	docker build --network host --build-arg PYTHON_IMAGE=$$base --target demo -t healthpipe-demo:latest .
+	scripts/docker/standins.sh
 
 KAFKA_BROKERS ?= 1
 # The S3 server (SeaweedFS) is part of the stack: the archive's tests run against it.
@@ -62,6 +71,14 @@ test-cluster: install
 # The image on a real Docker engine against the native stack (scripts/docker/engine.sh start, as root, first)
 test-docker: stack-up
 	$(PYTEST) -m docker
+
+# docker compose up for real on the host network (compose.local.yml): it takes the native stack's ports, so the
+# native stack is stopped first. Needs a running engine; Compose v2 is built here once (scripts/docker/compose.sh).
+test-compose: install
+	scripts/docker/compose.sh >/dev/null
+	$(MAKE) compose-images PYTHON_IMAGE=local
+	$(HP) stack down
+	$(PYTEST) -m compose
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -13,7 +13,8 @@ from tests.support.services import Services, discover
 pytest_plugins = ["tests.support.ci_skips", "pytester"]
 
 _BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "chaos": pytest.mark.chaos,
-              "cluster": pytest.mark.cluster, "docker": pytest.mark.docker}
+              "cluster": pytest.mark.cluster, "docker": pytest.mark.docker,
+              "compose": pytest.mark.compose}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,10 +2,10 @@
 
 Call sites write messages as `event key=%s ...` (e.g. `log.info("batch_flushed samples=%d ms=%.1f", ...)`), so
 nothing is formatted when the level is off. The formatter reads that template back into fields: each `key=%x`
-takes its own argument, so a value with spaces or quotes stays one quoted value, never a broken line:
+takes its own arguments, so a value with spaces or quotes stays one quoted value, never a broken line:
 
-    ts=2026-12-05T07:30:00+0000 level=WARNING logger=healthpipe.consumer.hold msg=flush_failed attempt=2 error="HTTP 503: busy"
-    {"ts": "2026-12-05T07:30:00+0000", "level": "WARNING", ..., "msg": "flush_failed", "attempt": 2, "error": "HTTP 503: busy"}
+    ts=2026-12-05T07:30:00+0000 level=WARNING logger=healthpipe.consumer.hold msg=flush_failed error="HTTP 503: busy"
+    {"ts": "2026-12-05T07:30:00+0000", "level": "WARNING", ..., "msg": "flush_failed", "error": "HTTP 503: busy"}
 
 A message that is not in that shape (another library's) becomes one quoted `msg`.
 """
@@ -21,43 +21,44 @@ from typing import Any, Literal
 
 Format = Literal["logfmt", "json"]
 
-# `key=%s`, `key=%d`, `key=%r`, `key=%.1fs` (a unit may follow): one printf conversion as a field's whole value
-_FIELD = re.compile(r"(?<![^\s(])([A-Za-z_][\w.]*)=(%[-#0 +]*\d*(?:\.\d+)?[sdifrxg])([A-Za-z%]*)(?=[\s),]|$)")
-_CONVERSION = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdifrxg%]")
+_CONVERSION = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdifrxg]")
+_KEY = re.compile(r"([A-Za-z_][\w.]*)=(\S*)")
 _BARE = re.compile(r"[^\s=\"\\]+")
 
 
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The record as ordered fields: msg (the event), then one per `key=%x` of the template, then `detail` for
-    any other text. Falls back to the whole formatted message as msg when the template is not in that shape."""
+    """The record as ordered fields: msg (the event: the template's first word), then one field per `key=...` word
+    of the template that holds printf conversions (`partition=%s/%d` takes two arguments), then `detail` for the
+    other words. Falls back to the whole formatted message as msg when a conversion stands outside a `key=`."""
     template, args = record.msg, record.args
-    if not isinstance(template, str) or not isinstance(args, tuple) or not args:
+    if not isinstance(template, str) or not isinstance(args, tuple) or not args or "%%" in template:
         return {"msg": record.getMessage()}
-    fields = list(_FIELD.finditer(template))
-    if len(fields) != len(_CONVERSION.findall(template)) or len(fields) != len(args):
+    remaining = list(args)
+    event, *words = template.split()
+    fields: dict[str, Any] = {}
+    detail = []
+    for word in words:
+        conversions = _CONVERSION.findall(word)
+        key = _KEY.fullmatch(word)
+        if not conversions:
+            detail.append(word)
+            continue
+        if key is None or len(conversions) > len(remaining) or key.group(1) in fields:
+            return {"msg": record.getMessage()}
+        value = key.group(2).rstrip(":;,")  # `resume_at=%d:` — the colon is prose, not the value
+        taken, remaining = remaining[:len(conversions)], remaining[len(conversions):]
+        typed = _typed(value, taken[0]) if value in conversions else None
+        fields[key.group(1)] = value % tuple(taken) if typed is None else typed
+    if remaining or _CONVERSION.search(event):
         return {"msg": record.getMessage()}
-    out: dict[str, Any] = {}
-    rest = []
-    position = 0
-    for match, arg in zip(fields, args, strict=True):
-        rest.append(template[position:match.start()])
-        position = match.end()
-        out[match.group(1)] = _value(match.group(2), match.group(3), arg)
-    rest.append(template[position:])
-    words = " ".join("".join(rest).split())
-    event, _, detail = words.partition(" ")
-    result: dict[str, Any] = {"msg": event or record.getMessage()}
-    result.update(out)
-    if detail:
-        result["detail"] = detail
-    return result
+    return {"msg": event, **fields, **({"detail": " ".join(detail)} if detail else {})}
 
 
-def _value(conversion: str, unit: str, arg: Any) -> Any:
-    """A number stays a number (JSON keeps its type), formatted as the template asks; anything else is text."""
+def _typed(conversion: str, arg: Any) -> int | float | None:
+    """A number as the template formats it, kept a number (JSON keeps its type); None for anything else."""
+    if isinstance(arg, bool) or not isinstance(arg, int | float):
+        return None
     text = conversion % (arg,)
-    if unit or isinstance(arg, bool) or not isinstance(arg, int | float):
-        return text + unit
     if conversion[-1] in "fg":
         return float(text) if "." in text else int(text)
     return int(arg) if conversion[-1] in "di" else arg

@@ -177,9 +177,10 @@ class Checkpoint:
         self.inflight.popleft()
         self.metrics.samples_written.inc(outcome.written)
         self.metrics.batch_samples.observe(batch.prepared.samples_in)
-        log.info("batch_flushed messages=%d samples=%d written=%d rejected=%d dead_letters=%d %s",
+        log.info("batch_flushed messages=%d samples=%d written=%d rejected=%d dead_letters=%d dropped=%d dropped_by=%s",
                  len(batch.sources) + len(batch.letters), batch.prepared.samples_in, outcome.written,
-                 len(outcome.rejected), len(batch.letters) + len(refused), drop_summary(batch.prepared.dropped))
+                 len(outcome.rejected), len(batch.letters) + len(refused), sum(batch.prepared.dropped.values()),
+                 drop_summary(batch.prepared.dropped))
 
     def _committable(self, batch: InFlight) -> list[TopicPartition]:
         durable = self.sink.durable()

@@ -66,8 +66,8 @@ P = TypeVar("P", bound=Prepared)
 
 
 def drop_summary(dropped: Mapping[str, int]) -> str:
-    """A batch's samples left out on purpose, for its log line: `dropped_nan=3 dropped_null=1`."""
-    return " ".join(f"dropped_{k}={v}" for k, v in sorted(dropped.items())) or "dropped=0"
+    """A batch's samples left out on purpose, by reason, as one log value: `nan:3,null:1` (`-` for none)."""
+    return ",".join(f"{k}:{v}" for k, v in sorted(dropped.items())) or "-"
 
 
 @dataclass

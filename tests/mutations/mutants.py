@@ -3,7 +3,7 @@
 A mutant is a list of exact text replacements (each `old` must occur once in its file) or a folder put on
 PYTHONPATH (a sitecustomize.py that patches a library). `stage` is the stack its tests need: unit (none),
 integration (the native stack), chaos (the native stack, whose services the tests stop and kill), cluster (the
-3-broker stack). The fault tests' mutants either break the code the fault is meant to catch or move the fault
+3-broker stack), docker (an engine and the image), compose (docker compose up on the engine). The fault tests' mutants either break the code the fault is meant to catch or move the fault
 to an idle moment; either way the test must fail.
 """
 
@@ -125,6 +125,11 @@ MUTANTS = [
            ["tests/docker/test_up_down.py"], "docker",
            [("healthpipe/cli.py", 'if what is not None and what.mode == "compose":',
              "if stack.docker_engine_runs():")]),
+    Mutant("compose_kafka_logs_outside_the_volume",
+           "docker-compose's Kafka writes its log outside the named volume (apache/kafka's /tmp default: the bug "
+           "that lost Kafka's data on every recreate)",
+           ["tests/compose/test_compose_up.py::test_down_and_up_keeps_every_acknowledged_sample"], "compose",
+           [("config/kafka/server.properties", "log.dirs=/var/lib/kafka/data", "log.dirs=/tmp/kraft-combined-logs")]),
     Mutant("once_waits_forever", "`producer --once` retries an unreachable Prometheus without end",
            ["tests/integration/test_producer.py::test_once_exits_3_within_extract_timeout_when_prometheus_is_unreachable"],
            "integration",

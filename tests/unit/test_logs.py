@@ -61,3 +61,13 @@ def test_log_format_is_a_config_key():
     assert load_config(path="/dev/null", environment=False, log={"format": "json"}).log.format == "json"
     with pytest.raises(Exception, match="format"):
         load_config(path="/dev/null", environment=False, log={"format": "xml"})
+
+
+def test_a_value_built_of_several_arguments_is_one_field(capsys):
+    def emit(log):
+        log.info("commit_failed partition=%s/%d error=%s", "health-metrics", 3, "broker down")
+        log.info("resume offset=%d: then %d more", 5, 6)  # a conversion outside key=: one msg, still one line
+
+    first, second = _lines(capsys, "logfmt", emit)
+    assert _logfmt(first)["partition"] == "health-metrics/3" and _logfmt(first)["error"] == "broker down"
+    assert _logfmt(second)["msg"] == "resume offset=5: then 6 more"
