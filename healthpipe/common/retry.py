@@ -36,7 +36,8 @@ def retry(step: Callable[[], T], what: str, give_up_after: float | None = None, 
             delay = backoff(attempt, exc.retry_after, cap=cap)
             if (deadline is not None and time.monotonic() + delay > deadline) or (stop and stop.is_set()):
                 raise
-            log.warning("%s_failed attempt=%d retry_in=%.1fs error=%s", what, attempt + 1, delay, exc)
+            # the event name in the template (not an argument), so the log line keeps its fields
+            log.warning(f"{what}_failed attempt=%d retry_in=%.1fs error=%s", attempt + 1, delay, exc)
             if stop is not None:
                 stop.wait(delay)
             else:

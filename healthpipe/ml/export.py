@@ -31,6 +31,7 @@ import pandas as pd
 
 from healthpipe.common.config import HealthpipeConfig, QuerySettings
 from healthpipe.common.errors import ConfigError
+from healthpipe.common.progress import Steps
 from healthpipe.common.times import iso
 from healthpipe.ml import data, shape
 
@@ -181,6 +182,7 @@ def _write(cfg, queries, start_ms, end_ms, tmp: Path, step_ms, as_of_ms, wide, r
                                     feature_window_ms))
     span = max(1, (end_ms - start_ms) * len(queries))
     done = 0
+    steps = Steps()
     for chunk_part, frame in stream:
         done += chunk_part.end_ms - chunk_part.start_ms
         key = (chunk_part.tier, chunk_part.detail)
@@ -205,11 +207,8 @@ def _write(cfg, queries, start_ms, end_ms, tmp: Path, step_ms, as_of_ms, wide, r
                               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
                 rows_total += len(table)
         if progress:
-            filled = 30 * min(done, span) // span
-            sys.stderr.write(f"\rexport [{'#' * filled}{'.' * (30 - filled)}] {rows_total} rows")
-            sys.stderr.flush()
-    if progress:
-        sys.stderr.write("\n")
+            steps("export", min(done, span) * 100 // span, 100, f"% of the range, {rows_total} rows")
+    steps.close()
     coverage.table().to_csv(tmp / "completeness.csv", index=False)
     coverage.picture(tmp / "completeness.png", f"coverage {iso(start_ms)} .. {iso(end_ms)}"
                      + (f", step {step_ms // 1000}s" if step_ms else ""))

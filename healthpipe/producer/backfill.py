@@ -9,13 +9,13 @@ consumer's writes overwrite identical points.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 from healthpipe.common import logs
 from healthpipe.common.config import HealthpipeConfig, QuerySettings, load_config
 from healthpipe.common.errors import ConfigError
 from healthpipe.common.kafka import ensure_topics
+from healthpipe.common.progress import Steps
 from healthpipe.common.times import parse_time
 from healthpipe.producer.service import ProducerService
 from healthpipe.producer.windows import align_down, align_up, chunk_ms, pending_windows
@@ -25,15 +25,6 @@ log = logging.getLogger(__name__)
 BACKFILL_WINDOW_MS = 3_600_000  # raw mode reads an hour per request here (the live producer: extract.raw_chunk)
 
 
-def progress_bar(done: int, total: int, label: str) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def publish_range(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int,
                   progress: bool = True) -> int:
     """Publish every window of `queries` covering (start_ms, end_ms], watermarks untouched; returns samples."""
@@ -41,6 +32,7 @@ def publish_range(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms:
     service = ProducerService(cfg, transactional_id=f"{cfg.producer.transactional_id}-backfill")
     service.start_publisher()
     total = 0
+    steps = Steps()
     try:
         for q in queries:
             grid = q.grid_ms
@@ -49,8 +41,9 @@ def publish_range(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms:
             for i, window in enumerate(windows):
                 total += service.publish_window(q, window, advance_watermark=False)
                 if progress:
-                    progress_bar(i + 1, len(windows), q.name)
+                    steps(f"backfill {q.name}", i + 1, len(windows), f"{total} samples")
     finally:
+        steps.close()
         service.close()
     return total
 

@@ -8,7 +8,6 @@ raises Retryable (exit 3), never a result.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from healthpipe.common.config import HealthpipeConfig, QuerySettings
 from healthpipe.common.errors import PrometheusUnavailable
+from healthpipe.common.progress import Steps
 from healthpipe.common.times import iso
 from healthpipe.producer.extractor import PrometheusExtractor
 from healthpipe.verify.compare import QueryResult, verify_query
@@ -72,13 +72,6 @@ def prometheus_lowest_ms(url: str, timeout: float = 10) -> int | None:
     return None
 
 
-def progress_line(name: str, done: int, total: int) -> None:
-    sys.stderr.write(f"\rverify {name}: window {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def run(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, bucket: str | None = None,
         full: bool = False, progress: bool = False) -> Report:
     t0 = time.perf_counter()
@@ -97,11 +90,17 @@ def run(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_
             start_ms = lowest - 1  # windows are (start, end]
     influx = cfg.load.influxdb.model_copy(update={"bucket": bucket}) if bucket else cfg.load.influxdb
     stored = Stored(influx, timings)
+    steps = Steps()
+
+    def windows_done(name: str, done: int, total: int) -> None:
+        steps(f"verify {name}", done, total, "windows")
+
     try:
         results = [verify_query(q, Expected(extractor, q, cfg.transform, timings), stored, start_ms, end_ms, full,
-                                progress_line if progress else None)
+                                windows_done if progress else None)
                    for q in queries] if start_ms < end_ms else [QueryResult(q.name) for q in queries]
     finally:
+        steps.close()
         stored.close()
     t1 = time.perf_counter()
     letters = count_dead_letters(cfg, results, start_ms, end_ms)

@@ -14,7 +14,6 @@ Two ways, both on the real topic (how far back they reach = the topic's retentio
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from typing import Any
 
@@ -35,6 +34,7 @@ from healthpipe.common.kafka import (
     require_no_members,
 )
 from healthpipe.common.messages import SeriesWindow, decode
+from healthpipe.common.progress import Steps
 from healthpipe.common.records import Source
 from healthpipe.common.retry import retry
 from healthpipe.common.times import parse_duration_arg, parse_time
@@ -97,6 +97,7 @@ def reload_range(config_path: str | None, start: str | None, end: str | None, bu
     topic = cfg.kafka.topic
     consumer = reader(cfg)
     written = seen = samples_held = 0
+    steps = Steps()
     try:
         partitions = partitions_of(consumer, topic)
         begin = offsets_at(consumer, topic, partitions, start_ms)
@@ -119,11 +120,12 @@ def reload_range(config_path: str | None, start: str | None, end: str | None, bu
                 written += write_batch(sink, dead_letters, windows, sources, give_up_after)
                 windows, sources, samples_held = [], [], 0
                 if progress:
-                    sys.stderr.write(f"\rreplay {seen}/{total} messages, {written} points written")
+                    steps("replay", seen, total, f"messages, {written} points written")
         written += write_batch(sink, dead_letters, windows, sources, give_up_after)
         if progress:
-            sys.stderr.write(f"\rreplay {seen}/{total} messages, {written} points written\n")
+            steps("replay", total, total, f"messages, {written} points written")
     finally:
+        steps.close()
         consumer.close()
         sink.close()
     log.info("replay_done points=%d bucket=%s", written, influx.bucket)
