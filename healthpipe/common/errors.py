@@ -13,18 +13,22 @@ test can say where it came from; each sits under exactly one action.
 
 from __future__ import annotations
 
+import re
+
 
 class HealthpipeError(Exception):
     """Base class of every error healthpipe raises on purpose."""
 
 
 class Retryable(HealthpipeError):
-    """A service cannot do it right now (down, throttling, timing out): retry, after `retry_after` s if given."""
+    """A service cannot do it right now (down, throttling, timing out): retry, after `retry_after` s if given.
+    `reason` is a short word for metrics (`http_503`, `unreachable`); by default the error's kind."""
 
-    def __init__(self, detail: str, retry_after: float | None = None):
+    def __init__(self, detail: str, retry_after: float | None = None, reason: str | None = None):
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
+        self.reason = reason or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
 
 class Fatal(HealthpipeError):

@@ -34,7 +34,7 @@ class Hold:
 
     def start_or_extend(self, consumer: Consumer, exc: Retryable, held_samples: int) -> float:
         """A flushing step failed: pause (first time), schedule the next attempt; returns the delay."""
-        self.metrics.write_failures.inc()
+        self.metrics.write_failures.labels(exc.reason).inc()
         delay = backoff(self.attempts, exc.retry_after, cap=self.cap)
         self.attempts += 1
         self.retry_at = self.clock() + delay

@@ -24,7 +24,9 @@ class ConsumerMetrics:
         self.write_seconds = Histogram("healthpipe_consumer_influx_write_seconds", "InfluxDB write latency",
                                        registry=r)
         self.write_failures = Counter("healthpipe_consumer_influx_write_failures_total",
-                                      "Failed InfluxDB writes (retried)", registry=r)
+                                      "Failed flushes, retried: the sink's write or the dead letters' delivery "
+                                      "(reason: http_<status>, unreachable, dead_letter_error, ...)", ["reason"],
+                                      registry=r)
         self.lag = Gauge("healthpipe_consumer_lag", "Consumer lag per partition", ["topic", "partition"],
                          registry=r)
         self.commit_failures = Counter("healthpipe_consumer_commit_failures_total",

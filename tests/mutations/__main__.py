@@ -74,7 +74,8 @@ def run(mutant: Mutant) -> tuple[str, float, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", action="append", choices=["unit", "integration", "chaos", "cluster", "docker", "compose"],
+    parser.add_argument("--stage", action="append",
+                        choices=["unit", "integration", "chaos", "cluster", "docker", "compose"],
                         help="only the mutants whose tests need this stack (repeatable; default: all)")
     parser.add_argument("names", nargs="*", help="only these mutants")
     args = parser.parse_args()

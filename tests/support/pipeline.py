@@ -55,7 +55,11 @@ class ConsumerThread:
             raise self.error
 
     def metric(self, name: str, labels: dict | None = None) -> float:
-        return self.service.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+        """One sample's value; without `labels`, the sum over all of the name's label sets (as `scrape` does)."""
+        if labels is not None:
+            return self.service.metrics.registry.get_sample_value(name, labels) or 0.0
+        return sum(s.value for family in self.service.metrics.registry.collect() for s in family.samples
+                   if s.name == name)
 
 
 def write_config(cfg: HealthpipeConfig, path: Path) -> Path:

@@ -147,7 +147,8 @@ class InfluxDBLoader:
         if action_for(status) is Action.FATAL:
             raise Fatal(f"InfluxDB at {self.settings.url}: {_FATAL_REMEDY[status]}: {_body(response)[:200]}")
         if status != 200:
-            raise SinkUnavailable(f"InfluxDB bucket lookup failed: HTTP {status}", _retry_after(response))
+            raise SinkUnavailable(f"InfluxDB bucket lookup failed: HTTP {status}", _retry_after(response),
+                                  reason=f"http_{status}")
         if not response.json().get("buckets"):  # a token without read access sees an empty list
             raise Fatal(f"bucket {self.settings.bucket!r} does not exist in org {self.settings.org!r} "
                         f"(or the token cannot see it); check load.influxdb.bucket")
@@ -163,8 +164,8 @@ class InfluxDBLoader:
         try:
             return self._http.request(method, url, body=body, headers=self._headers)
         except (Urllib3Error, OSError) as exc:
-            raise SinkUnavailable(f"InfluxDB at {self.settings.url} unreachable: {type(exc).__name__}: {exc}") \
-                from None
+            raise SinkUnavailable(f"InfluxDB at {self.settings.url} unreachable: {type(exc).__name__}: {exc}",
+                                  reason="unreachable") from None
 
     def write_body(self, body: bytes, n_lines: int) -> WriteResult:
         """write() for lines already encoded: `body` is n_lines lines, each ending in a newline. Only when
@@ -199,4 +200,5 @@ class InfluxDBLoader:
         if action is Action.FATAL:
             raise Fatal(f"InfluxDB at {self.settings.url}: {_FATAL_REMEDY.get(status, status)}: "
                         f"{_body(response)[:200]}")
-        raise SinkUnavailable(f"InfluxDB HTTP {status}: {_body(response)[:200]}", _retry_after(response))
+        raise SinkUnavailable(f"InfluxDB HTTP {status}: {_body(response)[:200]}", _retry_after(response),
+                              reason=f"http_{status}")
