@@ -15,7 +15,7 @@ from healthpipe.producer import watermarks
 from tests.compose.conftest import wait
 from tests.support import influx
 from tests.support.influx import iso
-from tests.support.kafka import committed_offsets, end_offsets, open_transactions
+from tests.support.kafka import committed_offsets, end_offsets
 from tests.support.pipeline import committed_all
 
 STARTED_MS = int(time.time() * 1000)
@@ -70,28 +70,29 @@ def test_a_third_consumer_replica_joins_the_group_and_nothing_is_lost(compose, c
     _verify(compose, cfg, wait(lambda: _caught_up(cfg, since + 10_000), 180, "10 s more with 3 replicas", compose))
 
 
-def _work_in_flight(cfg) -> dict:
-    """What Kafka holds that is not done: an open producer transaction, or records the consumers have not
-    committed yet (offsets per partition). Empty when everything is done."""
-    topics = [cfg.kafka.topic, cfg.kafka.watermark_topic]
-    open_now = open_transactions(cfg, topics)
+def _uncommitted(cfg) -> dict[int, tuple[int, int]]:
+    """Partitions holding records the consumer group has not committed: {partition: (committed, end)}. A
+    transaction's marker ends each batch, so a partition is done when committed is one short of the end."""
     ends, committed = end_offsets(cfg, cfg.kafka.topic), committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic)
-    uncommitted = {p: (committed[p], end) for p, end in ends.items() if end > max(committed[p], 0) + 1}
-    return {"open_transactions": open_now, "uncommitted": uncommitted} if open_now or uncommitted else {}
+    return {p: (committed[p], end) for p, end in ends.items() if end > max(committed[p], 0) + 1}
 
 
 def test_kafka_killed_with_work_in_flight_loses_nothing(compose, cfg):
-    in_flight = wait(lambda: _work_in_flight(cfg), 60, "work in flight in Kafka", compose, interval=0.05)
-    compose.run("kill", "kafka")  # SIGKILL: no clean shutdown, no flush
+    # The consumers are frozen (docker pause) while the producer keeps publishing, so at the kill Kafka holds
+    # records nobody has committed, and no commit can land between this reading and the kill.
+    compose.run("pause", "consumer")
+    try:
+        in_flight = wait(lambda: _uncommitted(cfg), 60, "records the frozen consumers have not committed", compose)
+        compose.run("kill", "kafka")  # SIGKILL: no clean shutdown, no flush
+    finally:
+        compose.run("unpause", "consumer")
     killed_at = int(time.time() * 1000)
-    assert in_flight, "the kill must find work in flight"
-    time.sleep(10)  # the producer and consumers keep running against a dead broker
+    time.sleep(10)  # producer and consumers run on against a dead broker
     compose.run("start", "kafka")
     mark = wait(lambda: _caught_up(cfg, killed_at + 15_000), 300, "the pipeline to recover and catch up", compose)
-    # the records that were uncommitted at the kill are committed now
     committed = committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic)
-    for partition, (_, end) in in_flight.get("uncommitted", {}).items():
-        assert committed[partition] >= end - 1, (partition, committed[partition], end)
+    for partition, (before, end) in in_flight.items():  # what was uncommitted at the kill is committed now
+        assert committed[partition] >= end - 1 > before, (partition, before, end, committed[partition])
     _verify(compose, cfg, mark)
 
 
