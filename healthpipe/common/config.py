@@ -259,6 +259,8 @@ class FeaturesSettings(_Section):
     """`healthpipe features serve`: online features over HTTP."""
 
     port: int = Field(8010, ge=0, le=65535)
+    # The longest `window` a request may ask for: one request reads at most this much of every selected series.
+    max_window: Duration = Span.parse("1d")
 
 
 class VerifySettings(_Section):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +25,8 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 def parse_duration(text: str | int | float) -> float:
     """Seconds in `text`; a bare number is already seconds. Raises ValueError naming the bad input."""
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"duration must not be negative, got {text}")
+        if not math.isfinite(text) or text < 0:
+            raise ValueError(f"duration must be a finite number of seconds, not negative, got {text}")
         return float(text)
     s = text.strip()
     try:
@@ -72,20 +73,30 @@ class Span:
 Duration = Annotated[Span, BeforeValidator(Span.parse), PlainSerializer(lambda d: d.text, return_type=str)]
 
 
+# Instants healthpipe accepts: what a datetime, Flux and an int64 of nanoseconds can all hold (1677..2262 for the
+# last; no sample of ours predates 1970).
+EARLIEST_MS, LATEST_MS = 0, 9_223_372_036_854  # 1970-01-01 .. 2262-04-11
+
+
 def parse_time(text: str) -> int:
-    """ISO 8601 (a trailing Z is fine; no zone means UTC) or unix seconds, to epoch milliseconds."""
+    """ISO 8601 (a trailing Z is fine; no zone means UTC) or unix seconds, to epoch milliseconds. Anything else,
+    and any instant outside 1970..2262 (`inf`, `1e300`), is a ConfigError naming the input."""
+    truncate = True  # unix seconds are truncated to the millisecond, ISO text rounded (as before)
     try:
-        return int(float(text) * 1000)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"not a time: {text!r} (expected ISO 8601 like 2026-11-25T10:00:00Z or unix seconds)") \
-            from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return round(parsed.timestamp() * 1000)
+        truncate = False
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"not a time: {text!r} (expected ISO 8601 like 2026-11-25T10:00:00Z or unix seconds)") \
+                from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        seconds = parsed.timestamp()
+    if not math.isfinite(seconds) or not EARLIEST_MS <= seconds * 1000 <= LATEST_MS:
+        raise ConfigError(f"time out of range: {text!r} (between 1970 and 2262)")
+    return int(seconds * 1000) if truncate else round(seconds * 1000)
 
 
 def parse_duration_arg(text: str, what: str) -> float:

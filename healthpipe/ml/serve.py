@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.errors import ConfigError, HealthpipeError, Retryable
+from healthpipe.common.times import parse_duration_arg, parse_time
 from healthpipe.ml import features as feature_fn
 from healthpipe.ml.data import latest_features
 from healthpipe.ml.window_cache import WindowCache
@@ -45,6 +46,10 @@ def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCac
         selector["query"] = params["query"][0]
     window = params.get("window", ["5m"])[0]
     at = params.get("at", [None])[0]
+    if parse_duration_arg(window, "window") > cfg.features.max_window.seconds:
+        raise ConfigError(f"window {window!r} is longer than features.max_window ({cfg.features.max_window})")
+    if at is not None:
+        parse_time(at)  # a ConfigError naming it, before anything is read
     rows = latest_features(selector, window=window, at=at, cfg=cfg, cache=cache)
     fixed = {"series_id", "ts", "query", "metric", "metric_type", *feature_fn.NAMES}
     series = [{"series_id": row["series_id"], "query": row["query"], "metric": row["metric"],
@@ -85,6 +90,10 @@ class FeatureServer:
                         server.requests.labels("unavailable").inc()
                     except HealthpipeError as exc:
                         body, status = {"error": str(exc)}, 500
+                        server.requests.labels("error").inc()
+                    except Exception:  # a bug, not the client's fault: it still gets an answer, the log the trace
+                        log.exception("features_request_failed path=%s", url.path)
+                        body, status = {"error": "internal error (logged)"}, 500
                         server.requests.labels("error").inc()
                     server.latency.observe(time.perf_counter() - t0)
                     self._send(status, json.dumps(body).encode(), "application/json")

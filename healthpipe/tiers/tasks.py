@@ -17,6 +17,7 @@ Tags are carried unchanged.
 from __future__ import annotations
 
 from healthpipe.common.config import TiersSettings, WarmTier
+from healthpipe.common.flux import flux_string
 from healthpipe.schema import FIELD, MEASUREMENT
 
 FIELDS = ("mean", "min", "max", "last", "count")
@@ -30,13 +31,9 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def _string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def script(tiers: TiersSettings, tier: WarmTier, hot_bucket: str) -> str:
     every, offset = _duration(tier.every.seconds), _duration(tier.offset.seconds)
-    counter_types = " or ".join(f"r.metric_type == {_string(t)}" for t in tiers.counter_metric_types) or "false"
+    counter_types = " or ".join(f"r.metric_type == {flux_string(t)}" for t in tiers.counter_metric_types) or "false"
     aggregates = "\n".join(
         f'{name} = data |> aggregateWindow(every: {every}, fn: {name}, createEmpty: false, timeSrc: "_start") '
         f'|> set(key: "_field", value: "{name}")' for name in FIELDS)
@@ -44,21 +41,21 @@ def script(tiers: TiersSettings, tier: WarmTier, hot_bucket: str) -> str:
 import "date"
 import "strings"
 
-option task = {{name: {_string(task_name(tier))}, every: {every}, offset: {offset}}}
+option task = {{name: {flux_string(task_name(tier))}, every: {every}, offset: {offset}}}
 
-// Managed by `healthpipe tiers apply`: hot {_string(hot_bucket)} -> warm {_string(tier.bucket)}, {every} windows.
+// Managed by `healthpipe tiers apply`: the hot bucket downsampled into a warm one in {every} windows.
 
 stop = date.truncate(t: now(), unit: {every})
 start = date.sub(from: stop, d: {every})
 isCounter = (r) => {counter_types} or strings.hasSuffix(v: r.metric, suffix: "_total")
 
-data = from(bucket: {_string(hot_bucket)})
+data = from(bucket: {flux_string(hot_bucket)})
     |> range(start: start, stop: stop)
     |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and r._field == "{FIELD}")
 
 {aggregates}
 
-increase = from(bucket: {_string(hot_bucket)})
+increase = from(bucket: {flux_string(hot_bucket)})
     |> range(start: date.sub(from: start, d: {every}), stop: stop)
     |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and r._field == "{FIELD}" and isCounter(r: r))
     |> duplicate(column: "_value", as: "hp_value")
@@ -70,5 +67,5 @@ increase = from(bucket: {_string(hot_bucket)})
     |> set(key: "_field", value: "increase")
 
 union(tables: [{", ".join(FIELDS)}, increase])
-    |> to(bucket: {_string(tier.bucket)})
+    |> to(bucket: {flux_string(tier.bucket)})
 """

@@ -1,0 +1,72 @@
+"""Input an attacker (or a typo) sends: every one gets a clear 400-class error naming it, never a crash without an
+answer, and never reaches a query language unquoted."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from healthpipe.common.config import HealthpipeConfig, TiersSettings, WarmTier
+from healthpipe.common.errors import ConfigError
+from healthpipe.common.flux import flux_string
+from healthpipe.common.times import parse_duration, parse_time
+from healthpipe.ml.serve import FeatureServer, answer
+from healthpipe.tiers.tasks import script
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e300", "-1", "99999999999", "10000-01-01T00:00:00Z"])
+def test_an_instant_out_of_range_is_a_config_error_naming_it(text):
+    with pytest.raises(ConfigError, match="time"):
+        parse_time(text)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-5", "1e400"])
+def test_a_duration_that_is_not_finite_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"at": ["inf"]}, "inf"),
+    ({"window": ["1e300s"]}, "window"),
+    ({"window": ["999999999y"]}, "max_window"),
+    ({"window": ["5m) |> drop()"]}, "window"),
+])
+def test_features_refuses_bad_instants_and_windows_before_reading_anything(params, named):
+    cfg = HealthpipeConfig()  # no InfluxDB is reachable here: reaching one would fail differently
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(")):
+        answer(cfg, {"query": ["availability"], **params})
+
+
+def _get(port: int, query: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/features?{query}", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_server_answers_400_for_an_unrepresentable_instant_and_500_for_a_bug(monkeypatch):
+    server = FeatureServer(HealthpipeConfig(), port=0, host="127.0.0.1").start()
+    try:
+        status, body = _get(server.port, "query=availability&at=inf")
+        assert status == 400 and "inf" in body["error"], body
+        monkeypatch.setattr("healthpipe.ml.serve.answer", lambda *a, **k: 1 / 0)
+        status, body = _get(server.port, "query=availability")
+        assert status == 500 and "ZeroDivision" not in body["error"], body  # the trace goes to the log only
+    finally:
+        server.stop()
+
+
+EVIL = ['") |> drop(columns: ["x"]) //', "${secret}", 'a"b\\c', "line\nbreak", "ünï\u2028cøde"]
+
+
+@pytest.mark.parametrize("evil", EVIL)
+def test_tier_names_reach_flux_only_through_flux_string(evil):
+    tiers = TiersSettings(counter_metric_types=[evil])
+    text = script(tiers, WarmTier(name="w", bucket=evil, every="1m"), hot_bucket=evil)
+    assert flux_string(evil) in text
+    # outside the quoted literals nothing of the payload is left
+    assert evil not in text.replace(flux_string(evil), "") or evil.isalnum()
+    assert "${" not in text.replace("\\${", "")
