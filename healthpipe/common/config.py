@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from healthpipe.common.errors import ConfigError
@@ -29,6 +38,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
 
+def is_secret_client_key(key: str) -> bool:
+    """A librdkafka setting whose value is a secret: sasl.password, ssl.key.password, ssl.key.pem,
+    ssl.keystore.password, sasl.oauthbearer.client.secret, sasl.oauthbearer.config and the like."""
+    return any(word in key for word in ("password", "secret", "oauthbearer.config")) or key.startswith("ssl.key.")
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "localhost:9092"
     topic: str = "health-metrics"
@@ -38,8 +53,13 @@ class KafkaSettings(_Section):
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
     retention: Duration = Span.parse("7d")
-    # Passed to librdkafka as is: security.protocol, sasl.*, ssl.* and the like.
-    client_config: dict[str, str] = Field(default_factory=dict)
+    # Passed to librdkafka as is: security.protocol, sasl.*, ssl.* and the like. Secret values (passwords, private
+    # keys) never show in a repr or a dump: see is_secret_client_key.
+    client_config: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_serializer("client_config")
+    def _mask_secrets(self, value: dict[str, str]) -> dict[str, str]:
+        return {k: "***" if is_secret_client_key(k) else v for k, v in value.items()}
 
     @property
     def retention_ms(self) -> int:
@@ -317,7 +337,7 @@ class HealthpipeConfig(BaseSettings):
     def secrets(self) -> list[str]:
         """Secret values to scrub from every log line and error message."""
         token = self.load.influxdb.token.get_secret_value()
-        extra = [v for k, v in self.kafka.client_config.items() if "password" in k or "secret" in k]
+        extra = [v for k, v in self.kafka.client_config.items() if is_secret_client_key(k)]
         s3 = [self.archive.s3.secret_key.get_secret_value(), self.archive.s3.access_key.get_secret_value()]
         return [s for s in [token, *extra, *s3] if s]
 

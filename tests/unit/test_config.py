@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from healthpipe.common.config import load_config
@@ -57,6 +59,19 @@ def test_secrets_never_in_errors_or_repr(tmp_path):
     assert secret not in str(exc.value)
     cfg = load_config(write(tmp_path, f"load:\n  influxdb:\n    token: {secret}\n"))
     assert secret not in repr(cfg) and secret not in str(cfg.model_dump())
+
+
+def test_kafka_client_secrets_never_in_repr_or_dumps_but_reach_librdkafka_and_the_scrubber():
+    password, key = "sasl-p4ss-w0rd", "-----BEGIN PRIVATE KEY-----MIIEv"
+    cfg = load_config(path=os.devnull, environment=False, kafka={"client_config": {
+        "security.protocol": "SASL_SSL", "sasl.username": "hp-consumer", "sasl.password": password,
+        "ssl.key.pem": key, "ssl.key.password": "k3y-pass"}})
+    shown = repr(cfg) + repr(cfg.kafka) + str(cfg.model_dump()) + cfg.model_dump_json()
+    for secret in (password, key, "k3y-pass"):
+        assert secret not in shown
+        assert secret in cfg.secrets()
+    assert cfg.kafka.as_librdkafka_dict()["sasl.password"] == password
+    assert cfg.model_dump()["kafka"]["client_config"]["sasl.username"] == "hp-consumer"  # not a secret: shown
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path):
