@@ -329,3 +329,13 @@ def test_env_example_names_every_required_variable_and_make_up_fills_it():
     assert set(env) == required and all(v != "generate" and len(v) >= 16 for v in env.values()), env
     assert env != dict(line.split("=", 1) for line in env_from_example(example).splitlines()
                        if line and not line.startswith("#")), "the secrets must be fresh each time"
+
+
+def test_every_long_running_service_has_a_healthcheck():
+    """One-shots (restart: "no") exit when done; everything else must say when it is ready and when it is not."""
+    for name, svc in SERVICES.items():
+        if svc.get("restart") == "no":
+            continue
+        check = svc.get("healthcheck")
+        image_has_one = svc.get("image", "").startswith("healthpipe")  # the Dockerfile's HEALTHCHECK, too
+        assert (check and check.get("test")) or image_has_one, f"{name} has no healthcheck"
