@@ -27,8 +27,13 @@ _SELECTOR_NAME = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{|\[|$)")
 
 
 def flux_string(text: str) -> str:
-    """A Flux string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${") + '"'
+    """A Flux string literal holding exactly `text`: the one quoting rule for every value that reaches Flux.
+
+    Backslash and quote are escaped; every `$` is written as the byte escape `\\x24`. Flux's lexer reads `$` plus
+    the next character as one unit (`dollar_value` in libflux's scanner.rl), so a `$` before an escape sequence
+    would swallow its backslash (`$\\"` ends the string, `$\\${` opens an interpolation), and `\\$` is no escape
+    of its own: only the byte escape is safe everywhere (tests/integration/test_flux_quoting.py)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\x24") + '"'
 
 
 def metric_names(query: QuerySettings) -> set[str]:
