@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 # Where a process records the port of its /healthz, for `healthpipe probe` (the image's HEALTHCHECK): the
 # probe runs beside the process and cannot know which command, and so which configured port, it runs.
 PROBE_FILE_ENV = "HEALTHPIPE_PROBE_FILE"
+# A client that sends nothing for this long is dropped: a slow or idle connection (slowloris) would otherwise hold
+# one of the server's threads for ever. Request lines and headers are bounded by http.server itself (64 KiB a line,
+# 100 headers); these servers read no request body.
+CLIENT_TIMEOUT_SECONDS = 10.0
 
 
 class StatusServer:
@@ -51,6 +55,8 @@ class StatusServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CLIENT_TIMEOUT_SECONDS
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

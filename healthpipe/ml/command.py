@@ -55,7 +55,8 @@ def add_features_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     p.add_argument("action", choices=["serve"])
     p.add_argument("--port", type=int, default=None, help="default: features.port (8010)")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (127.0.0.1: this machine only; 0.0.0.0 to serve other machines)")
 
 
 def run_features(args: argparse.Namespace) -> int:

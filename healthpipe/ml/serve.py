@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from healthpipe.common import observability
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.errors import ConfigError, HealthpipeError, Retryable
 from healthpipe.common.times import parse_duration_arg, parse_time
@@ -61,7 +62,7 @@ def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCac
 
 
 class FeatureServer:
-    def __init__(self, cfg: HealthpipeConfig, port: int, host: str = "0.0.0.0"):
+    def __init__(self, cfg: HealthpipeConfig, port: int, host: str = "127.0.0.1"):
         self.cfg = cfg
         self.registry = CollectorRegistry()
         window_reads = Counter("healthpipe_features_window_reads_total",
@@ -75,6 +76,8 @@ class FeatureServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = observability.CLIENT_TIMEOUT_SECONDS
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 url = urlparse(self.path)
                 if url.path == "/features":

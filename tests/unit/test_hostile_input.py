@@ -70,3 +70,33 @@ def test_tier_names_reach_flux_only_through_flux_string(evil):
     # outside the quoted literals nothing of the payload is left
     assert evil not in text.replace(flux_string(evil), "") or evil.isalnum()
     assert "${" not in text.replace("\\${", "")
+
+
+@pytest.mark.parametrize("kind", ["status", "features"])
+def test_an_idle_client_is_dropped_instead_of_holding_a_thread(monkeypatch, kind):
+    import socket
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from healthpipe.common import observability
+
+    monkeypatch.setattr(observability, "CLIENT_TIMEOUT_SECONDS", 0.5)
+    server = (observability.StatusServer(CollectorRegistry(), lambda: True, 0, host="127.0.0.1") if kind == "status"
+              else FeatureServer(HealthpipeConfig(), port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest of the request
+            t0 = time.monotonic()
+            assert s.recv(1024) == b""  # the server hung up on us
+            assert time.monotonic() - t0 < 5
+    finally:
+        server.stop()
+
+
+def test_features_listens_on_loopback_unless_told_otherwise():
+    server = FeatureServer(HealthpipeConfig(), port=0)
+    try:
+        assert server.httpd.server_address[0] == "127.0.0.1"
+    finally:
+        server.httpd.server_close()
