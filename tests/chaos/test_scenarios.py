@@ -59,8 +59,14 @@ def slow_influx(native):
 
 
 def drain_exactly(replica: ConsumerThread, cfg, ledger, what: str) -> None:
-    """After a fault: the replica drains the topic, stops, and InfluxDB holds exactly the ledger."""
-    wait_until(lambda: committed_all(cfg), 300, what=what)
+    """After a fault: the replica drains the topic, stops, and InfluxDB holds exactly the ledger. A replica that
+    died meanwhile fails this at once, not after the drain's time-out."""
+    def drained() -> bool:
+        if not replica.thread.is_alive():
+            raise AssertionError(f"{what}: the replica died ({replica.error!r})")
+        return committed_all(cfg)
+
+    wait_until(drained, 300, what=what)
     replica.stop()
     assert_done(cfg, ledger)
 
