@@ -38,7 +38,10 @@ def _images_present() -> None:
 
 
 class Compose(DockerCompose):
-    """testcontainers' DockerCompose with the project name fixed and the commands the tests need."""
+    """testcontainers' DockerCompose (up and down, the -f/--env-file command line) plus the other compose commands
+    the tests need (scale, pause, kill, start, run) and the services' logs for a failure message."""
+
+    secrets: dict[str, str]  # the generated .env
 
     def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([*self.compose_command_property, *args], cwd=ROOT, capture_output=True, text=True,
@@ -69,14 +72,14 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
     env_file.write_text(env_from_example((ROOT / ".env.example").read_text()))
     os.environ["COMPOSE_PROJECT_NAME"] = PROJECT  # testcontainers runs compose with the caller's environment
     project = Compose(context=str(ROOT), compose_file_name=FILES, env_file=[str(env_file)], wait=False)
-    project.env = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
-                       if "=" in line and not line.startswith("#"))
+    project.secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                           if "=" in line and not line.startswith("#"))
     project.run("down", "--volumes", "--remove-orphans", check=False)  # a previous run's leftovers
     try:
-        project.run("up", "--detach", "--no-build", timeout=600)
+        project.start()  # `docker compose ... up --detach` (the images exist: nothing is built or pulled)
         yield project
     finally:
-        project.run("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
+        project.stop(down=True)  # `down --volumes`: containers and this run's named volumes
         os.environ.pop("COMPOSE_PROJECT_NAME", None)
 
 
@@ -86,7 +89,7 @@ def cfg(compose: Compose) -> HealthpipeConfig:
     return load_config(path=ROOT / "config" / "healthpipe.yaml", environment=False,
                        kafka={"bootstrap_servers": "127.0.0.1:9092"},
                        extract={"prometheus_url": "http://127.0.0.1:9090"},
-                       load={"influxdb": {"url": "http://127.0.0.1:8086", "token": compose.env["INFLUXDB_TOKEN"]}})
+                       load={"influxdb": {"url": "http://127.0.0.1:8086", "token": compose.secrets["INFLUXDB_TOKEN"]}})
 
 
 def wait(predicate, timeout: float, what: str, compose: Compose, interval: float = 1.0):
