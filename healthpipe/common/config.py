@@ -54,7 +54,8 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(1, ge=1)
     retention: Duration = Span.parse("7d")
     # Passed to librdkafka as is: security.protocol, sasl.*, ssl.* and the like. Secret values (passwords, private
-    # keys) never show in a repr or a dump: see is_secret_client_key.
+    # keys) never show in a repr or a dump (a config written out from a dump has *** there: give a process its
+    # secrets through the environment, as for the InfluxDB token); see is_secret_client_key.
     client_config: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @field_serializer("client_config")

@@ -48,6 +48,9 @@ def setup_influxdb(settings: InfluxSettings, password: str | None = None, userna
 def password_from_environment() -> str | None:
     """INFLUXDB_PASSWORD, or the file INFLUXDB_PASSWORD_FILE names (the Docker/Kubernetes secrets convention)."""
     if path := os.environ.get("INFLUXDB_PASSWORD_FILE"):
-        with open(path) as f:
-            return f.read().strip() or None
+        try:
+            with open(path) as f:
+                return f.read().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"INFLUXDB_PASSWORD_FILE {path}: {exc.strerror}") from None
     return os.environ.get("INFLUXDB_PASSWORD") or None
