@@ -24,6 +24,7 @@ Format = Literal["logfmt", "json"]
 _CONVERSION = re.compile(r"%[-#0 +]*\d*(?:\.\d+)?[sdifrxg]")
 _KEY = re.compile(r"([A-Za-z_][\w.]*)=(\S*)")
 _BARE = re.compile(r"[^\s=\"\\]+")
+_OWN = {"ts", "level", "logger", "msg", "exception"}  # the line's own keys: a template's field may not take them
 
 
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -43,13 +44,13 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
         if not conversions:
             detail.append(word)
             continue
-        if key is None or len(conversions) > len(remaining) or key.group(1) in fields:
+        if key is None or len(conversions) > len(remaining) or key.group(1) in fields or key.group(1) in _OWN:
             return {"msg": record.getMessage()}
         value = key.group(2).rstrip(":;,")  # `resume_at=%d:` — the colon is prose, not the value
         taken, remaining = remaining[:len(conversions)], remaining[len(conversions):]
         typed = _typed(value, taken[0]) if value in conversions else None
         fields[key.group(1)] = value % tuple(taken) if typed is None else typed
-    if remaining or _CONVERSION.search(event):
+    if remaining or _CONVERSION.search(event) or (detail and "detail" in fields):
         return {"msg": record.getMessage()}
     return {"msg": event, **fields, **({"detail": " ".join(detail)} if detail else {})}
 

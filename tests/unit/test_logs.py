@@ -71,3 +71,13 @@ def test_a_value_built_of_several_arguments_is_one_field(capsys):
     first, second = _lines(capsys, "logfmt", emit)
     assert _logfmt(first)["partition"] == "health-metrics/3" and _logfmt(first)["error"] == "broker down"
     assert _logfmt(second)["msg"] == "resume offset=5: then 6 more"
+
+
+def test_a_field_never_overwrites_the_lines_own_keys(capsys):
+    def emit(log):
+        log.info("odd level=%s", "DEBUG")
+        log.info("odd detail=%s and some prose", "x")
+
+    first, second = _lines(capsys, "logfmt", emit)
+    assert _logfmt(first)["level"] == "INFO" and _logfmt(first)["msg"] == "odd level=DEBUG"
+    assert _logfmt(second)["msg"] == "odd detail=x and some prose"
