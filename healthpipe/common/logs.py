@@ -17,7 +17,10 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from healthpipe.common.config import HealthpipeConfig
 
 Format = Literal["logfmt", "json"]
 
@@ -121,3 +124,8 @@ def configure(level: str = "INFO", secrets: Iterable[str] = (), fmt: Format = "l
     # librdkafka and urllib3 chatter is not ours to print at INFO.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("influxdb_client").setLevel(logging.WARNING)
+
+
+def configure_from(cfg: HealthpipeConfig) -> None:
+    """`configure` as the config says: its level and format, its secrets scrubbed."""
+    configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)

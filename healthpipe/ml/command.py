@@ -40,7 +40,7 @@ def run_export(args: argparse.Namespace) -> int:
     from healthpipe.ml.export import export
 
     cfg = load_config(args.config)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     manifest = export(cfg, cfg.select_queries(args.query), parse_time(args.start), parse_time(args.end),
                       Path(args.out), step_ms=_step_ms(args.step), as_of_ms=parse_time(args.as_of) if args.as_of
                       else None, wide=args.wide, rate_counters=args.rate_counters,
@@ -65,7 +65,7 @@ def run_features(args: argparse.Namespace) -> int:
     from healthpipe.ml.serve import FeatureServer
 
     cfg = load_config(args.config)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     server = FeatureServer(cfg, args.port if args.port is not None else cfg.features.port, args.host).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -50,7 +50,7 @@ def publish_range(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms:
 
 def main(config_path: str | None, start: str, end: str, query: str | None = None) -> int:
     cfg = load_config(config_path)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     start_ms, end_ms = parse_time(start), parse_time(end)
     if end_ms <= start_ms:
         raise ConfigError(f"--end ({end}) must be after --start ({start})")

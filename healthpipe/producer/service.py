@@ -217,7 +217,7 @@ class ProducerService:
 
 def main(config_path: str | None = None, once: bool = False) -> int:
     cfg = load_config(config_path)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     service = ProducerService(cfg)
     if once:
         service.give_up_after = cfg.extract.timeout.seconds

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from healthpipe.common.config import load_config
 
     cfg = load_config(args.config)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     if args.action == "status":
         from healthpipe.tiers.inventory import report, table
 

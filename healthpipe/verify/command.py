@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from healthpipe.verify import verification
 
     cfg = load_config(args.config)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     queries = cfg.select_queries(args.query)
     if args.every or (args.start is None and args.end is None and args.delay):
         from healthpipe.verify.service import run_continuous

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from healthpipe.sinks.archive.store import Store
 
     cfg = load_config(args.config)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     entries = listing.partitions(Store(cfg.archive), parse_time(args.start) if args.start else None,
                                  parse_time(args.end) if args.end else None)
     print(json.dumps(entries, indent=2) if args.json else listing.table(entries))

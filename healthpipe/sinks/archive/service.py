@@ -29,6 +29,6 @@ def archiver(cfg: HealthpipeConfig) -> ConsumerService:
 
 def main(config_path: str | None = None, until_idle: float | None = None) -> int:
     cfg = load_config(config_path)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     service = archiver(cfg)
     return run_service("archive", service, cfg.archive.metrics_port, lambda: service.run_continuous(until_idle))

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 def move_offsets(config_path: str | None, group: str, topic: str | None, to_earliest: bool = False,
                  to_datetime: str | None = None, shift_by: str | None = None, dry_run: bool = False) -> int:
     cfg = load_config(config_path)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     topic = topic or cfg.kafka.topic
     if not (to_earliest or to_datetime or shift_by):
         raise ConfigError("say where to: --to-earliest, --to-datetime ISO or --shift-by DURATION")
@@ -86,7 +86,7 @@ def reload_range(config_path: str | None, start: str | None, end: str | None, bu
     if not (start and end):
         raise ConfigError("replay needs --group G with a target, or --from ISO --to ISO")
     cfg = cfg or load_config(config_path)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     start_ms, end_ms = parse_time(start), parse_time(end)
     if end_ms < start_ms:
         raise ConfigError(f"--to ({end}) is before --from ({start})")

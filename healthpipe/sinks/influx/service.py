@@ -19,6 +19,6 @@ def influx_consumer(cfg: HealthpipeConfig, bucket: str | None = None, **kwargs: 
 
 def main(config_path: str | None = None, until_idle: float | None = None) -> int:
     cfg = load_config(config_path)
-    logs.configure(cfg.pipeline.log_level, cfg.secrets(), cfg.log.format)
+    logs.configure_from(cfg)
     service = influx_consumer(cfg)
     return run_service("consumer", service, cfg.consumer.metrics_port, lambda: service.run_continuous(until_idle))
