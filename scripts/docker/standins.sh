@@ -12,7 +12,7 @@ influxdb=$(version INFLUXDB_VERSION)
 seaweedfs_module=$(version SEAWEEDFS_VERSION)
 weed=$cache/seaweedfs-$seaweedfs_module/weed
 influxd=$cache/influxdb-$influxdb/influxd
-prometheus=$(command -v prometheus || true)
+prometheus=$(command -v prometheus || echo "prometheus (Debian's package)")
 for f in "$cache/kafka-$kafka/.complete" "$influxd" "$weed" "$prometheus"; do
   [ -e "$f" ] || { echo "standins: $f is missing: run \`make stack-up\` (with S3) once first" >&2; exit 1; }
 done

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from testcontainers.compose import DockerCompose
 
 from healthpipe.common.config import HealthpipeConfig, load_config
@@ -30,9 +31,12 @@ def _port_taken(port: int) -> bool:
 
 
 def _images_present() -> None:
-    """The images compose.local.yml names: healthpipe's own (make image) and the stand-ins."""
-    missing = [image for image in ("healthpipe:latest", "healthpipe-demo:latest")
-               if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0]
+    """The images the two files name: healthpipe's own and the stand-ins (make compose-images builds them)."""
+    local = yaml.safe_load((ROOT / "compose.local.yml").read_text().replace("!reset", ""))["services"]
+    standins = {svc["image"] for svc in local.values() if "image" in svc}
+    images = {"healthpipe:latest", "healthpipe-demo:latest"} | standins
+    missing = sorted(image for image in images
+                     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0)
     if missing:
         pytest.fail(f"images missing: {missing}: make compose-images", pytrace=False)
 
@@ -53,10 +57,7 @@ class Compose(DockerCompose):
 
     def tail(self, lines: int = 30) -> str:
         """The services' last log lines, for a failure message."""
-        out = subprocess.run([*self.compose_command_property, "logs", "--no-color", "--tail", str(lines)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60,
-                             env={**os.environ, "COMPOSE_PROJECT_NAME": PROJECT})
-        return out.stdout[-8000:]
+        return self.run("logs", "--no-color", "--tail", str(lines), timeout=60, check=False).stdout[-8000:]
 
 
 @pytest.fixture(scope="session")
