@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from healthpipe.ops.influxdb_setup import setup_influxdb
-from healthpipe.ops.stack.paths import CACHE, INFLUX, INFLUX_USER, INFLUXDB_VERSION, PORTS, STACK_DIR
+from healthpipe.ops.stack.paths import CACHE, INFLUX, INFLUXDB_VERSION, PORTS, STACK_DIR
 from healthpipe.ops.stack.supervise import Service, http_ok, run_script, secret_file
 
 
@@ -44,7 +44,7 @@ def _influx_setup() -> None:
     """First start only: the user, org, bucket and the token from .stack/influxdb/token."""
     url = f"http://127.0.0.1:{PORTS.influxdb}"
     settings = INFLUX.model_copy(update={"url": url, "token": SecretStr(influx_token())})
-    setup_influxdb(settings, username=INFLUX_USER)
+    setup_influxdb(settings)  # the same user as compose's influxdb-init
 
 
 def influx_service() -> Service:

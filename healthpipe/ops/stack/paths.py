@@ -46,5 +46,4 @@ class Ports:
 
 PORTS = Ports()
 INFLUX = InfluxSettings()  # org and bucket the stack sets up: the config defaults
-INFLUX_USER = "healthpipe"
 S3_BUCKET = "healthpipe-archive"
