@@ -40,9 +40,11 @@ compose-images: install
 	scripts/docker/standins.sh
 
 KAFKA_BROKERS ?= 1
+# SECURE=1: Kafka over SASL_SSL with ACLs, InfluxDB over https, a principal and a token per role (docs/security.md)
+SECURE ?=
 # The S3 server (SeaweedFS) is part of the stack: the archive's tests run against it.
 stack-up: install
-	$(HP) stack up --with s3 --kafka-brokers $(KAFKA_BROKERS)
+	$(HP) stack up --with s3 --kafka-brokers $(KAFKA_BROKERS) $(if $(SECURE),--secure)
 
 stack-down:
 	@if [ -x $(HP) ]; then $(HP) stack down; fi

@@ -41,6 +41,9 @@ def _stack_arguments(p: argparse.ArgumentParser) -> None:
                    help="1 broker, or a 3-node KRaft cluster (RF=3, min.insync.replicas=2)")
     p.add_argument("--with", dest="extra", action="append", default=[], choices=["s3"],
                    help="also run an S3-compatible server (SeaweedFS) for the archive")
+    p.add_argument("--secure", action="store_true",
+                   help="Kafka over SASL_SSL with ACLs, InfluxDB over https, a principal and token per role "
+                        "(docs/security.md); without it, up switches a secured stack back to plaintext")
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -49,7 +52,7 @@ def _stack(args: argparse.Namespace) -> int:
 
     names = args.services or None
     if args.action == "up":
-        stack.up(names, brokers=args.kafka_brokers, with_s3="s3" in args.extra)
+        stack.up(names, brokers=args.kafka_brokers, with_s3="s3" in args.extra, secure=args.secure)
     elif args.action == "down":
         stack.down(names)
     elif args.action == "status":

@@ -44,6 +44,73 @@ def is_secret_client_key(key: str) -> bool:
     return any(word in key for word in ("password", "secret", "oauthbearer.config")) or key.startswith("ssl.key.")
 
 
+def _read_secret_file(path: Path, key: str) -> SecretStr:
+    """The secret kept in a file (the Docker/Kubernetes secrets convention: HEALTHPIPE_..._FILE=/run/secrets/x)."""
+    try:
+        return SecretStr(path.read_text().strip())
+    except OSError as exc:
+        raise ValueError(f"cannot read {key} {path}: {exc.strerror}") from None
+
+
+class KafkaSecurity(_Section):
+    """How healthpipe authenticates to Kafka and trusts its brokers: SASL (SCRAM or PLAIN) and/or TLS.
+
+    One identity per process: give each process its own principal (docs/security.md lists what each needs)."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: Path | None = None
+    # The CA that signed the brokers' certificates (PEM); empty: the system's trust store.
+    ca_file: Path | None = None
+    # Mutual TLS: this process's certificate and private key (PEM)
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: SecretStr = SecretStr("")
+    key_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSecurity:
+        if self.password_file is not None:
+            self.password = _read_secret_file(self.password_file, "password_file")
+        if self.key_password_file is not None:
+            self.key_password = _read_secret_file(self.key_password_file, "key_password_file")
+        if self.protocol.startswith("SASL_") and not (self.username and self.password.get_secret_value()):
+            raise ValueError(f"protocol {self.protocol} needs a username and a password (or password_file)")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS)")
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{key} {path} is not a readable file")
+        return self
+
+    @property
+    def principal(self) -> str:
+        """The principal Kafka sees, for messages: User:<name> (SASL), the certificate (mTLS), or ANONYMOUS."""
+        if self.protocol.startswith("SASL_"):
+            return f"User:{self.username}"
+        return f"the certificate {self.cert_file}" if self.cert_file else "User:ANONYMOUS"
+
+    def librdkafka(self) -> dict[str, str]:
+        out: dict[str, str] = {"security.protocol": self.protocol}
+        if self.protocol.startswith("SASL_"):
+            out.update({"sasl.mechanisms": self.sasl_mechanism, "sasl.username": self.username,
+                        "sasl.password": self.password.get_secret_value()})
+        if self.protocol.endswith("SSL"):
+            if self.ca_file:
+                out["ssl.ca.location"] = str(self.ca_file)
+            if self.cert_file and self.key_file:
+                out.update({"ssl.certificate.location": str(self.cert_file), "ssl.key.location": str(self.key_file)})
+            if self.key_password.get_secret_value():
+                out["ssl.key.password"] = self.key_password.get_secret_value()
+        return out
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.password.get_secret_value(), self.key_password.get_secret_value()) if s]
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "localhost:9092"
     topic: str = "health-metrics"
@@ -53,9 +120,10 @@ class KafkaSettings(_Section):
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
     retention: Duration = Span.parse("7d")
-    # Passed to librdkafka as is: security.protocol, sasl.*, ssl.* and the like. Secret values (passwords, private
-    # keys) never show in a repr or a dump (a config written out from a dump has *** there: give a process its
-    # secrets through the environment, as for the InfluxDB token); see is_secret_client_key.
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    # Passed to librdkafka as is (after `security`, so these win): anything `security` does not spell. Secret values
+    # (passwords, private keys) never show in a repr or a dump (a config written out from a dump has *** there: give
+    # a process its secrets through the environment or a *_file key); see is_secret_client_key.
     client_config: dict[str, str] = Field(default_factory=dict, repr=False)
 
     @field_serializer("client_config")
@@ -68,7 +136,7 @@ class KafkaSettings(_Section):
 
     def as_librdkafka_dict(self) -> dict[str, Any]:
         """The common librdkafka settings; the only place where dotted keys are spelled."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.client_config}
+        return {"bootstrap.servers": self.bootstrap_servers, **self.security.librdkafka(), **self.client_config}
 
 
 class QuerySettings(_Section):
@@ -166,15 +234,29 @@ class InfluxSettings(_Section):
     batch_size: int = Field(10_000, ge=1)
     gzip: bool = False
     timeout_seconds: float = Field(30, gt=0)
+    # https: the CA that signed InfluxDB's certificate (PEM); empty: the system's trust store. verify_tls: false
+    # only for a throw-away test server (it lets anyone on the path read the token).
+    ca_file: Path | None = None
+    verify_tls: bool = True
 
     @model_validator(mode="after")
     def _read_token_file(self) -> InfluxSettings:
         if self.token_file is not None:
-            try:
-                self.token = SecretStr(self.token_file.read_text().strip())
-            except OSError as exc:
-                raise ValueError(f"cannot read token_file {self.token_file}: {exc.strerror}") from None
+            self.token = _read_secret_file(self.token_file, "token_file")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {self.ca_file} is not a readable file")
         return self
+
+    @property
+    def tls_verify(self) -> bool | str:
+        """What requests' `verify=` takes: the CA file, or whether to check against the system's trust store."""
+        return str(self.ca_file) if self.ca_file and self.verify_tls else self.verify_tls
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """influxdb-client's InfluxDBClient arguments: the one place that spells URL, token, org and TLS."""
+        return {"url": self.url, "token": self.token.get_secret_value(), "org": self.org,
+                "timeout": int(self.timeout_seconds * 1000), "verify_ssl": self.verify_tls,
+                "ssl_ca_cert": str(self.ca_file) if self.ca_file else None}
 
 
 class LoadSettings(_Section):
@@ -260,6 +342,19 @@ class S3Settings(_Section):
     region: str = "us-east-1"
     access_key: SecretStr = SecretStr("")
     secret_key: SecretStr = SecretStr("")
+    access_key_file: Path | None = None
+    secret_key_file: Path | None = None
+    # https endpoints: the CA that signed the server's certificate (PEM); empty: the system's trust store
+    ca_file: Path | None = None
+    verify_tls: bool = True
+
+    @model_validator(mode="after")
+    def _read_key_files(self) -> S3Settings:
+        if self.access_key_file is not None:
+            self.access_key = _read_secret_file(self.access_key_file, "access_key_file")
+        if self.secret_key_file is not None:
+            self.secret_key = _read_secret_file(self.secret_key_file, "secret_key_file")
+        return self
 
 
 class ArchiveSettings(_Section):
@@ -340,7 +435,7 @@ class HealthpipeConfig(BaseSettings):
         token = self.load.influxdb.token.get_secret_value()
         extra = [v for k, v in self.kafka.client_config.items() if is_secret_client_key(k)]
         s3 = [self.archive.s3.secret_key.get_secret_value(), self.archive.s3.access_key.get_secret_value()]
-        return [s for s in [token, *extra, *s3] if s]
+        return [s for s in [token, *self.kafka.security.secrets(), *extra, *s3] if s]
 
 
 def _format_validation_error(exc: ValidationError) -> str:

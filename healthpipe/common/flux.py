@@ -103,7 +103,7 @@ def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: r
     stored once, not once per row), `_time` and `_value`; typed errors for what the caller must do."""
     try:
         resp = (session or requests).post(
-            f"{settings.url}/api/v2/query", params={"org": settings.org}, timeout=timeout,
+            f"{settings.url}/api/v2/query", params={"org": settings.org}, timeout=timeout, verify=settings.tls_verify,
             json={"query": flux, "dialect": {"header": True, "annotations": []}},
             headers={"Authorization": f"Token {settings.token.get_secret_value()}", "Accept": "application/csv"})
     except requests.RequestException as exc:

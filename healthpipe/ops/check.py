@@ -98,7 +98,7 @@ def _influxdb(cfg: HealthpipeConfig) -> Result:
     now_ns = time.time_ns()
     try:
         resp = requests.post(f"{s.url}/api/v2/write", params={"org": s.org, "bucket": s.bucket, "precision": "ns"},
-                             data=f"healthpipe_check ok=1 {now_ns}", headers=headers, timeout=10)
+                             data=f"healthpipe_check ok=1 {now_ns}", headers=headers, timeout=10, verify=s.tls_verify)
     except requests.RequestException as exc:
         return Result("influxdb", False, f"{s.url}: {type(exc).__name__}", "start InfluxDB or fix load.influxdb.url")
     if resp.status_code != 204:
@@ -106,6 +106,7 @@ def _influxdb(cfg: HealthpipeConfig) -> Result:
                       "check load.influxdb.token / org / bucket (the token needs write access to the bucket)")
     # Leave no trace of the check in the bucket.
     requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, headers=headers, timeout=10,
+                  verify=s.tls_verify,
                   json={"start": "1970-01-01T00:00:00Z", "stop": "2100-01-01T00:00:00Z",
                         "predicate": '_measurement="healthpipe_check"'})
     return Result("influxdb", True, f"{s.url}: write permission on bucket {s.bucket!r}")

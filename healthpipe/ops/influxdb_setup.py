@@ -31,7 +31,7 @@ def setup_influxdb(settings: InfluxSettings, password: str | None = None, userna
         raise ConfigError("load.influxdb.token is empty: set HEALTHPIPE_LOAD__INFLUXDB__TOKEN (or token_file)")
     request = OnboardingRequest(username=username, password=password or secrets.token_urlsafe(24),
                                 org=settings.org, bucket=settings.bucket, token=token)
-    with InfluxDBClient(url=settings.url, token=token, timeout=int(settings.timeout_seconds * 1000)) as client:
+    with InfluxDBClient(**settings.client_kwargs()) as client:
         setup = SetupService(client.api_client)
         try:
             if not setup.get_setup().allowed:

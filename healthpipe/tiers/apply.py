@@ -32,7 +32,7 @@ class Step:
 
 def client(cfg: HealthpipeConfig) -> InfluxDBClient:
     s = cfg.load.influxdb
-    return InfluxDBClient(url=s.url, token=s.token.get_secret_value(), org=s.org, timeout=30_000)
+    return InfluxDBClient(**{**s.client_kwargs(), "timeout": 30_000})
 
 
 def _call(what: str, fn, *args, **kwargs):

@@ -35,8 +35,8 @@ class Stored:
     def __init__(self, settings: InfluxSettings, timings: Timings | None = None):
         self.settings = settings
         self.timings = timings or Timings()
-        self.client = InfluxDBClient(url=settings.url, token=settings.token.get_secret_value(), org=settings.org,
-                                     timeout=int(max(settings.timeout_seconds, 60) * 1000))
+        self.client = InfluxDBClient(**{**settings.client_kwargs(),
+                                        "timeout": int(max(settings.timeout_seconds, 60) * 1000)})
         self.api = self.client.query_api()
 
     def close(self) -> None:

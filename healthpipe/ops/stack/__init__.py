@@ -20,12 +20,20 @@ import time
 
 from healthpipe.common.errors import StackError
 from healthpipe.ops.stack.compose import compose_down, compose_up, docker_engine_runs
-from healthpipe.ops.stack.influxdb import influx_token
-from healthpipe.ops.stack.kafka import bootstrap_servers, brokers_file, kafka_brokers, kafka_services, quiet_logger
+from healthpipe.ops.stack.influxdb import influx_service, influx_token
+from healthpipe.ops.stack.kafka import (
+    bootstrap_servers,
+    brokers_file,
+    client_security,
+    kafka_brokers,
+    kafka_services,
+    quiet_logger,
+)
 from healthpipe.ops.stack.paths import CACHE, INFLUXDB_VERSION, KAFKA_VERSION, MAX_BROKERS, PORTS, ROOT, STACK_DIR
 from healthpipe.ops.stack.pipeline import pipeline_down, pipeline_up
 from healthpipe.ops.stack.prometheus import render_prometheus_config
 from healthpipe.ops.stack.s3 import S3, s3_credentials
+from healthpipe.ops.stack.security import is_secure, provision_kafka, set_secure
 from healthpipe.ops.stack.supervise import Service, kill, start, stop
 from healthpipe.ops.stack.topology import PIPELINE, broker_node, service, services, stack_env, write_env_file
 
@@ -36,22 +44,32 @@ __all__ = ["CACHE", "PIPELINE", "INFLUXDB_VERSION", "KAFKA_VERSION", "PORTS", "R
            "under_replicated_partitions", "up", "write_env_file"]
 
 
-def _switch_kafka(brokers: int) -> None:
-    """Stop a Kafka of another size than asked for (its data stays, in its own folder)."""
+def _switch(brokers: int, secure: bool) -> None:
+    """Stop a Kafka of another size or security than asked for (its data stays, in its own folder), and an InfluxDB
+    that serves http where https is asked for or the other way round (the same data either way)."""
     running = kafka_brokers()
-    if running != brokers:
+    if running != brokers or is_secure() != secure:
         for svc in reversed(kafka_services(running)):
             stop(svc)
+    if is_secure() != secure:
+        for svc in reversed(PIPELINE):  # they hold the other stack's credentials
+            stop(svc)
+        stop(influx_service())
+    set_secure(secure)
     brokers_file().parent.mkdir(parents=True, exist_ok=True)
     brokers_file().write_text(str(brokers))
 
 
-def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False) -> None:
+def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False, secure: bool = False) -> None:
+    """Start the stack (or the services named): `brokers` Kafka nodes; `secure`: SASL_SSL + ACLs, InfluxDB over
+    https with a token per role (healthpipe.ops.stack.security)."""
     if brokers not in (1, MAX_BROKERS):
         raise StackError(f"--kafka-brokers must be 1 or {MAX_BROKERS}, not {brokers}")
     t0 = time.monotonic()
-    if names is None or any(n.startswith("kafka") for n in names):
-        _switch_kafka(brokers)
+    if names is None:
+        _switch(brokers, secure)
+    elif any(n.startswith("kafka") for n in names):  # a broker restarted by a test: the stack as it is
+        brokers = kafka_brokers()
     wanted = services(brokers, with_s3=with_s3 or S3.pid() is not None or bool(names and "s3" in names))
     kafka = [s for s in wanted if s.name.startswith("kafka") and (names is None or s.name in names or "kafka" in names)]
     # The nodes of a cluster wait for each other's votes: start them all, then wait for each.
@@ -59,12 +77,15 @@ def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False) 
         start(svc, wait=False)
     for svc in kafka:
         start(svc)
+    if is_secure() and kafka:
+        provision_kafka(bootstrap_servers(brokers))
     for svc in wanted:
         if not svc.name.startswith("kafka") and (names is None or svc.name in names):
             start(svc)
     env = write_env_file()
     print(f"stack up in {time.monotonic() - t0:.1f}s ({brokers} Kafka broker{'s' if brokers > 1 else ''}"
-          f"{', S3' if S3.pid() else ''}); connection settings in {env}", flush=True)
+          f"{', S3' if S3.pid() else ''}{', secured: SASL_SSL, ACLs, InfluxDB https' if is_secure() else ''}); "
+          f"connection settings in {env}", flush=True)
 
 
 def down(names: list[str] | None = None) -> None:
@@ -79,7 +100,7 @@ def under_replicated_partitions() -> int | None:
 
     try:
         meta = AdminClient({"bootstrap.servers": bootstrap_servers(), "log_level": 0,
-                            "logger": quiet_logger()}).list_topics(timeout=5)
+                            "logger": quiet_logger(), **client_security()}).list_topics(timeout=5)
     except Exception:
         return None
     return sum(1 for t in meta.topics.values() for p in t.partitions.values() if len(p.isrs) < len(p.replicas))

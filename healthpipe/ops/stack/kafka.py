@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from healthpipe.ops.stack.paths import CACHE, KAFKA_VERSION, PORTS, STACK_DIR
+from healthpipe.ops.stack.security import ADMIN, MECHANISM, certs, is_secure, kafka_client_security, password
 from healthpipe.ops.stack.supervise import Service, run_script
 
 
@@ -29,8 +30,51 @@ def bootstrap_servers(brokers: int | None = None) -> str:
 
 
 def _kafka_dir(node: int, brokers: int) -> Path:
-    # A cluster of another size is another cluster (its own id and quorum): keep their data apart.
-    return STACK_DIR / "kafka" / f"{brokers}-broker" / f"node-{node}"
+    # A cluster of another size is another cluster (its own id and quorum): keep their data apart. So is a secured
+    # one: its metadata holds the ACLs and SCRAM credentials.
+    return STACK_DIR / "kafka" / f"{brokers}-broker{'-secure' if is_secure() else ''}" / f"node-{node}"
+
+
+def client_security() -> dict[str, str]:
+    """The stack's own librdkafka settings (probes, admin calls): hp-admin over SASL_SSL on the secured stack."""
+    return kafka_client_security(ADMIN) if is_secure() else {}
+
+
+def _listeners(node: int) -> str:
+    port, controller = PORTS.kafka[node - 1], PORTS.kafka_controller[node - 1]
+    if not is_secure():
+        return f"""\
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+"""
+    tls, pw = certs(), password(ADMIN)
+    plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{ADMIN}" '
+             f'password="{pw}" user_{ADMIN}="{pw}";')
+    return f"""\
+listeners=CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=CLIENT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CONTROLLER:SASL_SSL,CLIENT:SASL_SSL
+# clients: SCRAM-SHA-512 (credentials in the cluster's metadata); the brokers themselves: PLAIN as {ADMIN}
+listener.name.client.sasl.enabled.mechanisms={MECHANISM},PLAIN
+listener.name.client.plain.sasl.jaas.config={plain}
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config={plain}
+sasl.mechanism.controller.protocol=PLAIN
+ssl.keystore.type=PEM
+ssl.keystore.location={tls.server_pem}
+ssl.truststore.type=PEM
+ssl.truststore.location={tls.ca}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:{ADMIN}
+allow.everyone.if.no.acl.found=false
+"""
 
 
 def broker_name(node: int) -> str:
@@ -42,17 +86,11 @@ def _kafka_properties(node: int, brokers: int) -> str:
     d = _kafka_dir(node, brokers)
     voters = ",".join(f"{n}@127.0.0.1:{PORTS.kafka_controller[n - 1]}" for n in range(1, brokers + 1))
     rf, min_isr = (3, 2) if brokers >= 3 else (1, 1)
-    port, controller = PORTS.kafka[node - 1], PORTS.kafka_controller[node - 1]
     return f"""\
 process.roles=broker,controller
 node.id={node}
 controller.quorum.voters={voters}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={d / "data"}
+{_listeners(node)}log.dirs={d / "data"}
 num.partitions=6
 auto.create.topics.enable=false
 # The internal topics hold transactions and group offsets: on a cluster they must survive a broker.
@@ -92,9 +130,10 @@ def _kafka_prepare(node: int, brokers: int) -> None:
     d = _kafka_dir(node, brokers)
     (d / "data").mkdir(parents=True, exist_ok=True)
     (d / "server.properties").write_text(_kafka_properties(node, brokers))
+    (d / "server.properties").chmod(0o600)  # the secured stack's broker password is in it
     (d / "log4j.properties").write_text(_LOG4J)
     if not (d / "data" / "meta.properties").exists():
-        cluster_id = f"healthpipe-native-{brokers}b"  # the same for every node of one cluster
+        cluster_id = f"healthpipe-{'secure' if is_secure() else 'native'}-{brokers}b"  # the same for every node
         subprocess.run(_java(node, brokers, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                              "-c", str(d / "server.properties"), "--ignore-formatted"),
                        check=True, stdout=subprocess.DEVNULL)
@@ -114,7 +153,7 @@ def _kafka_ready(node: int, brokers: int) -> bool:
 
     try:
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{PORTS.kafka[node - 1]}", "log_level": 0,
-                             "logger": quiet_logger()})
+                             "logger": quiet_logger(), **client_security()})
         meta = admin.list_topics(timeout=2)
         return node in meta.brokers
     except Exception:

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from healthpipe.common.errors import StackError
-from healthpipe.ops.stack.influxdb import influx_service, influx_token
+from healthpipe.common.principals import Role
+from healthpipe.ops.stack.influxdb import influx_service, influx_token, influx_url
 from healthpipe.ops.stack.kafka import bootstrap_servers, kafka_brokers, kafka_services
 from healthpipe.ops.stack.paths import INFLUX, PORTS, ROOT, S3_BUCKET, STACK_DIR
 from healthpipe.ops.stack.prometheus import prometheus_service
 from healthpipe.ops.stack.s3 import S3, s3_credentials
+from healthpipe.ops.stack.security import is_secure, operator_env, role_env, write_role_env_files
 from healthpipe.ops.stack.supervise import Service, http_ok
 
 
@@ -32,19 +34,22 @@ def services(brokers: int | None = None, with_s3: bool | None = None) -> list[Se
     return kafka_services(brokers) + _base_services() + ([S3] if with_s3 else [])
 
 
-def _pipeline_env() -> dict[str, str]:
-    return {**stack_env(), "HEALTHPIPE_CONFIG": str(ROOT / "config" / "healthpipe.yaml")}
+def _pipeline_env(role: Role) -> dict[str, str]:
+    env = {**stack_env(), "HEALTHPIPE_CONFIG": str(ROOT / "config" / "healthpipe.yaml")}
+    return {**env, **role_env(role)} if is_secure() else env
 
 
 # The pipeline itself, for `make up` without Docker: started after the stack, stopped before it.
 PIPELINE: list[Service] = [
-    Service("producer", command=lambda: [sys.executable, "-m", "healthpipe", "producer"], env=_pipeline_env,
+    Service("producer", command=lambda: [sys.executable, "-m", "healthpipe", "producer"],
+            env=lambda: _pipeline_env("producer"),
             ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.producer_metrics}/readyz")),
-    Service("consumer", command=lambda: [sys.executable, "-m", "healthpipe", "consumer"], env=_pipeline_env,
+    Service("consumer", command=lambda: [sys.executable, "-m", "healthpipe", "consumer"],
+            env=lambda: _pipeline_env("consumer"),
             ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.consumer_metrics[0]}/readyz")),
     # the cold tier into data/archive (a local directory; docker-compose's writes to its S3 service)
     Service("archive", command=lambda: [sys.executable, "-m", "healthpipe", "archive"],
-            env=lambda: {**_pipeline_env(), "HEALTHPIPE_ARCHIVE__TARGET": str(ROOT / "data" / "archive")},
+            env=lambda: {**_pipeline_env("archive"), "HEALTHPIPE_ARCHIVE__TARGET": str(ROOT / "data" / "archive")},
             ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.archive_metrics}/readyz")),
 ]
 
@@ -63,11 +68,13 @@ def stack_env() -> dict[str, str]:
     env = {
         "HEALTHPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers(),
         "HEALTHPIPE_EXTRACT__PROMETHEUS_URL": f"http://127.0.0.1:{PORTS.prometheus}",
-        "HEALTHPIPE_LOAD__INFLUXDB__URL": f"http://127.0.0.1:{PORTS.influxdb}",
+        "HEALTHPIPE_LOAD__INFLUXDB__URL": influx_url(),
         "HEALTHPIPE_LOAD__INFLUXDB__TOKEN": influx_token(),
         "HEALTHPIPE_LOAD__INFLUXDB__ORG": INFLUX.org,
         "HEALTHPIPE_LOAD__INFLUXDB__BUCKET": INFLUX.bucket,
     }
+    if is_secure():
+        env.update(operator_env())
     if kafka_brokers() >= 3:
         env["HEALTHPIPE_KAFKA__REPLICATION_FACTOR"] = "3"
     if S3.pid() is not None:
@@ -82,6 +89,8 @@ def write_env_file() -> Path:
     path = STACK_DIR / "stack.env"
     path.write_text("".join(f"{k}={v}\n" for k, v in stack_env().items()))
     path.chmod(0o600)
+    if is_secure():
+        write_role_env_files()
     return path
 
 

@@ -27,6 +27,7 @@ import gzip
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import urllib3
@@ -93,6 +94,13 @@ def lines_of(body: bytes, n_lines: int) -> list[str]:
     return body.decode().split("\n")[:n_lines]
 
 
+def _tls(settings: InfluxSettings) -> dict[str, Any]:
+    """urllib3's certificate settings for an https URL (ignored for http)."""
+    if not settings.verify_tls:
+        return {"cert_reqs": "CERT_NONE"}
+    return {"cert_reqs": "CERT_REQUIRED", **({"ca_certs": str(settings.ca_file)} if settings.ca_file else {})}
+
+
 class InfluxDBLoader:
     def __init__(self, settings: InfluxSettings):
         self.settings = settings
@@ -108,7 +116,8 @@ class InfluxDBLoader:
             self._headers["Content-Encoding"] = "gzip"
         # One pool shared by the consumer's writer threads: a kept-alive connection each (consumer.writers).
         self._http = urllib3.PoolManager(maxsize=8, retries=False,
-                                         timeout=urllib3.Timeout(total=settings.timeout_seconds))
+                                         timeout=urllib3.Timeout(total=settings.timeout_seconds),
+                                         **_tls(settings))
 
     # --- the plan's API ----------------------------------------------------------------------------
 
