@@ -344,9 +344,9 @@ class S3Settings(_Section):
     secret_key: SecretStr = SecretStr("")
     access_key_file: Path | None = None
     secret_key_file: Path | None = None
-    # https endpoints: the CA that signed the server's certificate (PEM); empty: the system's trust store
+    # https endpoints: the CA that signed the server's certificate (PEM); empty: the system's trust store. (Arrow's
+    # S3 client always verifies: there is no switch to turn that off.)
     ca_file: Path | None = None
-    verify_tls: bool = True
 
     @model_validator(mode="after")
     def _read_key_files(self) -> S3Settings:

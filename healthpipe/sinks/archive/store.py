@@ -31,6 +31,7 @@ class Store:
                 access_key=s3.access_key.get_secret_value() or None,
                 secret_key=s3.secret_key.get_secret_value() or None,
                 endpoint_override=s3.endpoint or None, region=s3.region, connect_timeout=5, request_timeout=30,
+                tls_ca_file_path=str(s3.ca_file) if s3.ca_file else None,
                 retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
                 # no multipart upload opened ahead: an object below the part size goes up in one PutObject
                 allow_delayed_open=True, background_writes=False)
