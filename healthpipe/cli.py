@@ -174,13 +174,16 @@ def _probe(args: argparse.Namespace) -> int:
 def _check_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     p.add_argument("--create-topics", action="store_true", help="create missing topics")
+    p.add_argument("--role", choices=["producer", "consumer", "archive", "reader", "tiers"],
+                   help="check the configured Kafka principal and InfluxDB token against what this role needs "
+                        "(docs/security.md), naming each missing right")
     _json_argument(p)
 
 
 def _check(args: argparse.Namespace) -> int:
     from healthpipe.ops.check import run
 
-    return run(args.config, create_topics=args.create_topics, as_json=args.json)
+    return run(args.config, create_topics=args.create_topics, as_json=args.json, role=args.role)
 
 
 COMMANDS: list[Command] = [

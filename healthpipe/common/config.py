@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -44,6 +45,10 @@ def is_secret_client_key(key: str) -> bool:
     return any(word in key for word in ("password", "secret", "oauthbearer.config")) or key.startswith("ssl.key.")
 
 
+# A file setting: an empty value (HEALTHPIPE_..._FILE= in an env file) means unset, not the current directory
+FilePath = Annotated[Path | None, BeforeValidator(lambda v: v or None)]
+
+
 def _read_secret_file(path: Path, key: str) -> SecretStr:
     """The secret kept in a file (the Docker/Kubernetes secrets convention: HEALTHPIPE_..._FILE=/run/secrets/x)."""
     try:
@@ -61,14 +66,14 @@ class KafkaSecurity(_Section):
     sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
     username: str = ""
     password: SecretStr = SecretStr("")
-    password_file: Path | None = None
+    password_file: FilePath = None
     # The CA that signed the brokers' certificates (PEM); empty: the system's trust store.
-    ca_file: Path | None = None
+    ca_file: FilePath = None
     # Mutual TLS: this process's certificate and private key (PEM)
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    cert_file: FilePath = None
+    key_file: FilePath = None
     key_password: SecretStr = SecretStr("")
-    key_password_file: Path | None = None
+    key_password_file: FilePath = None
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSecurity:
@@ -227,7 +232,7 @@ class TransformSettings(_Section):
 class InfluxSettings(_Section):
     url: str = "http://localhost:8086"
     token: SecretStr = SecretStr("")
-    token_file: Path | None = None
+    token_file: FilePath = None
     org: str = "healthpipe"
     bucket: str = "health_metrics"
     # Lines per write request. BENCHMARKS.md (B10, memory): 10k gets most of 20k's speed at 2/3 of its RSS.
@@ -236,7 +241,7 @@ class InfluxSettings(_Section):
     timeout_seconds: float = Field(30, gt=0)
     # https: the CA that signed InfluxDB's certificate (PEM); empty: the system's trust store. verify_tls: false
     # only for a throw-away test server (it lets anyone on the path read the token).
-    ca_file: Path | None = None
+    ca_file: FilePath = None
     verify_tls: bool = True
 
     @model_validator(mode="after")
@@ -342,11 +347,11 @@ class S3Settings(_Section):
     region: str = "us-east-1"
     access_key: SecretStr = SecretStr("")
     secret_key: SecretStr = SecretStr("")
-    access_key_file: Path | None = None
-    secret_key_file: Path | None = None
+    access_key_file: FilePath = None
+    secret_key_file: FilePath = None
     # https endpoints: the CA that signed the server's certificate (PEM); empty: the system's trust store. (Arrow's
     # S3 client always verifies: there is no switch to turn that off.)
-    ca_file: Path | None = None
+    ca_file: FilePath = None
 
     @model_validator(mode="after")
     def _read_key_files(self) -> S3Settings:

@@ -79,6 +79,11 @@ class DeadLetterError(Retryable):
     """Dead letters could not be delivered; the source offsets must not be committed."""
 
 
+class KafkaAccessDenied(ConfigError):
+    """Kafka refused this process's credentials, or the process refused the broker's certificate: retrying with
+    the same settings cannot succeed (librdkafka would reconnect forever), so the process stops and says which."""
+
+
 class StackError(Fatal):
     """The native stack could not be installed, started or reached."""
 

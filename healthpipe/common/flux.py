@@ -106,6 +106,9 @@ def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: r
             f"{settings.url}/api/v2/query", params={"org": settings.org}, timeout=timeout, verify=settings.tls_verify,
             json={"query": flux, "dialect": {"header": True, "annotations": []}},
             headers={"Authorization": f"Token {settings.token.get_secret_value()}", "Accept": "application/csv"})
+    except requests.exceptions.SSLError as exc:
+        raise Fatal(f"TLS with InfluxDB at {settings.url} failed ({exc}): is load.influxdb.ca_file the CA that "
+                    f"signed its certificate?") from None
     except requests.RequestException as exc:
         raise SinkUnavailable(f"InfluxDB at {settings.url} cannot be read: {exc}") from None
     if resp.status_code in (401, 403, 404):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic
 
 from healthpipe.common.config import HealthpipeConfig, KafkaSettings
-from healthpipe.common.errors import ConfigError, Fatal, Retryable
+from healthpipe.common.errors import ConfigError, Fatal, KafkaAccessDenied, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,49 @@ def topic_specs(cfg: HealthpipeConfig) -> list[TopicSpec]:
     ]
 
 
+def fail_if_refused(k: KafkaSettings, err: KafkaError) -> None:
+    """Raise KafkaAccessDenied for a refused login or an untrusted certificate: librdkafka itself only logs those
+    and reconnects, forever. Called from an error_cb, confluent-kafka raises it from the next poll/consume/flush."""
+    if err.code() == KafkaError._AUTHENTICATION:
+        raise KafkaAccessDenied(
+            f"Kafka at {k.bootstrap_servers} refused {k.security.principal} on its {k.security.protocol} "
+            f"listener ({err.str()}): check kafka.security.username and password (or password_file)")
+    if err.code() == KafkaError._SSL:
+        raise KafkaAccessDenied(
+            f"TLS with Kafka at {k.bootstrap_servers} failed ({err.str()}): is kafka.security.ca_file the CA "
+            f"that signed the brokers' certificates, and kafka.security.protocol the listener's?")
+
+
+def _refused(k: KafkaSettings) -> Callable[[KafkaError], None]:
+    def on_error(err: KafkaError) -> None:
+        fail_if_refused(k, err)
+        log.warning("kafka_client_error code=%s error=%s", err.name(), err.str())
+
+    return on_error
+
+
+def client_config(k: KafkaSettings) -> dict[str, Any]:
+    """librdkafka settings every healthpipe client starts from: the connection, and failing fast when refused."""
+    return {**k.as_librdkafka_dict(), "error_cb": _refused(k)}
+
+
 def admin_client(k: KafkaSettings) -> AdminClient:
     # Asking for a topic by name never creates it: an admin client is a producer to librdkafka, and a producer's
     # metadata request may create a topic on a broker that allows it, with the broker's defaults.
-    return AdminClient({**k.as_librdkafka_dict(), "allow.auto.create.topics": False})
+    return AdminClient({**client_config(k), "allow.auto.create.topics": False})
+
+
+def metadata(admin: AdminClient, k: KafkaSettings, topic: str | None = None, timeout: float = 30) -> ClusterMetadata:
+    """The cluster's metadata (of `topic` only, if given). KafkaAccessDenied as soon as the login or TLS is refused
+    (an admin client says why only when polled, so it is asked in 1 s slices); Retryable if unreachable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.list_topics(topic=topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            admin.poll(0)  # raises KafkaAccessDenied from the error_cb when that was the cause
+            if time.monotonic() >= deadline:
+                raise Retryable(f"Kafka at {k.bootstrap_servers} is not reachable: {exc}") from None
 
 
 def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
@@ -61,12 +101,9 @@ def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
     admin = admin_client(cfg.kafka)
     missing, brokers = [], 0
     for spec in topic_specs(cfg):
-        try:
-            metadata = admin.list_topics(topic=spec.name, timeout=timeout)
-        except KafkaException as exc:
-            raise Retryable(f"Kafka at {cfg.kafka.bootstrap_servers} is not reachable: {exc}") from None
-        brokers = len(metadata.brokers)
-        found = metadata.topics.get(spec.name)
+        meta = metadata(admin, cfg.kafka, spec.name, timeout)
+        brokers = len(meta.brokers)
+        found = meta.topics.get(spec.name)
         if found is None or found.error is not None:
             missing.append(spec)
     if not missing:
@@ -102,7 +139,7 @@ def describe_topic_configs(cfg: HealthpipeConfig, names: list[str]) -> dict[str,
 
 def transactional_producer(cfg: HealthpipeConfig, transactional_id: str | None = None) -> Producer:
     return Producer({
-        **cfg.kafka.as_librdkafka_dict(),
+        **client_config(cfg.kafka),
         "transactional.id": transactional_id or cfg.producer.transactional_id,
         "enable.idempotence": True,
         "acks": "all",
@@ -115,13 +152,13 @@ def transactional_producer(cfg: HealthpipeConfig, transactional_id: str | None =
 
 def plain_producer(cfg: HealthpipeConfig) -> Producer:
     """Idempotent, acks=all; for dead letters, where each delivery is checked before a commit."""
-    return Producer({**cfg.kafka.as_librdkafka_dict(), "enable.idempotence": True, "acks": "all",
+    return Producer({**client_config(cfg.kafka), "enable.idempotence": True, "acks": "all",
                      "compression.type": "zstd", "linger.ms": 5})
 
 
 def group_consumer(cfg: HealthpipeConfig, group_id: str | None = None, **extra: object) -> Consumer:
     return Consumer({
-        **cfg.kafka.as_librdkafka_dict(),
+        **client_config(cfg.kafka),
         "group.id": group_id or cfg.kafka.group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
@@ -145,7 +182,7 @@ def reader(cfg: HealthpipeConfig, group_id: str | None = None, committed_only: b
     librdkafka requires a group id; a throw-away one keeps it from touching any real group's offsets.
     """
     return Consumer({
-        **cfg.kafka.as_librdkafka_dict(),
+        **client_config(cfg.kafka),
         "group.id": group_id or f"healthpipe-reader-{uuid.uuid4().hex[:8]}",
         "isolation.level": "read_committed" if committed_only else "read_uncommitted",
         "enable.auto.commit": False,

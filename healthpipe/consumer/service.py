@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from healthpipe.common.config import ConsumerSettings, HealthpipeConfig
 from healthpipe.common.dead_letters import DeadLetter, DeadLetterWriter
 from healthpipe.common.errors import Fatal, Malformed, Retryable
-from healthpipe.common.kafka import ensure_topics, group_consumer, plain_producer
+from healthpipe.common.kafka import ensure_topics, fail_if_refused, group_consumer, plain_producer
 from healthpipe.common.messages import decode
 from healthpipe.common.observability import StatusServer
 from healthpipe.common.records import Source, TopicPartitionKey, earliest, topic_partitions
@@ -328,4 +328,5 @@ class ConsumerService:
                     self.retention.statistics(topic, int(pid), p["lo_offset"])
 
     def _on_kafka_error(self, err: KafkaError) -> None:
+        fail_if_refused(self.cfg.kafka, err)
         log.warning("kafka_error error=%s", err)

@@ -9,13 +9,18 @@ import importlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
+from confluent_kafka import KafkaError, KafkaException
 
-from healthpipe.common.config import HealthpipeConfig, load_config
-from healthpipe.common.errors import ConfigError
+from healthpipe.common.config import HealthpipeConfig, InfluxSettings, load_config
+from healthpipe.common.errors import ConfigError, KafkaAccessDenied
+from healthpipe.common.flux import flux_string
+from healthpipe.common.principals import Role, influx_grants, kafka_grants
 
 REQUIRED_MODULES = ["confluent_kafka", "requests", "pandas", "influxdb_client", "yaml", "pydantic_settings",
                     "prometheus_client", "orjson"]
@@ -59,17 +64,18 @@ def _prometheus(cfg: HealthpipeConfig) -> Result:
 
 
 def _kafka(cfg: HealthpipeConfig, create: bool) -> Result:
-    from healthpipe.common.kafka import admin_client, describe_topic_configs, ensure_topics, topic_specs
+    from healthpipe.common.kafka import admin_client, describe_topic_configs, ensure_topics, metadata, topic_specs
 
     try:
         if create:
             ensure_topics(cfg)
-        admin = admin_client(cfg.kafka)
-        metadata = admin.list_topics(timeout=10)
-        topics = metadata.topics
+        meta = metadata(admin_client(cfg.kafka), cfg.kafka, timeout=10)
+        topics = meta.topics
+    except KafkaAccessDenied as exc:
+        return Result("kafka", False, str(exc), "fix kafka.security (docs/security.md)")
     except Exception as exc:
         return Result("kafka", False, f"{cfg.kafka.bootstrap_servers}: {exc}",
-                      "start Kafka or fix kafka.bootstrap_servers / kafka.client_config")
+                      "start Kafka or fix kafka.bootstrap_servers / kafka.security")
     problems = []
     specs = topic_specs(cfg)
     for spec in specs:
@@ -77,14 +83,21 @@ def _kafka(cfg: HealthpipeConfig, create: bool) -> Result:
             problems.append(f"{spec.name} missing")
         elif len(topics[spec.name].partitions) < spec.partitions:
             problems.append(f"{spec.name} has {len(topics[spec.name].partitions)} partitions < {spec.partitions}")
+    hidden = False
     if not problems:
-        configs = describe_topic_configs(cfg, [s.name for s in specs])
-        for spec in specs:
+        try:
+            configs = describe_topic_configs(cfg, [s.name for s in specs])
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise
+            hidden, configs = True, {}  # a least-privilege principal may not read topic settings (DESCRIBE_CONFIGS)
+        for spec in specs if configs else []:
             policy = configs[spec.name].get("cleanup.policy")
             if policy != spec.config.get("cleanup.policy", "delete"):
                 problems.append(f"{spec.name} cleanup.policy={policy}")
-    detail = "; ".join(problems) or ", ".join(s.name for s in specs)
-    brokers = len(metadata.brokers)
+    detail = "; ".join(problems) or ", ".join(s.name for s in specs) + (
+        f" (their settings are not visible to {cfg.kafka.security.principal})" if hidden else "")
+    brokers = len(meta.brokers)
     if not problems and brokers > 1 and cfg.kafka.replication_factor == 1:
         detail += (f" (WARNING: replication_factor 1 on a {brokers}-broker cluster: one broker lost loses data; "
                    f"set kafka.replication_factor: 3)")
@@ -92,13 +105,18 @@ def _kafka(cfg: HealthpipeConfig, create: bool) -> Result:
                   "healthpipe check --create-topics (or create them with the settings in docs)")
 
 
-def _influxdb(cfg: HealthpipeConfig) -> Result:
+def _influxdb(cfg: HealthpipeConfig, bucket: str | None = None) -> Result:
     s = cfg.load.influxdb
+    if bucket:
+        s = s.model_copy(update={"bucket": bucket})
     headers = {"Authorization": f"Token {s.token.get_secret_value()}"}
     now_ns = time.time_ns()
     try:
         resp = requests.post(f"{s.url}/api/v2/write", params={"org": s.org, "bucket": s.bucket, "precision": "ns"},
                              data=f"healthpipe_check ok=1 {now_ns}", headers=headers, timeout=10, verify=s.tls_verify)
+    except requests.exceptions.SSLError as exc:
+        return Result("influxdb", False, f"{s.url}: TLS failed: {exc}",
+                      "set load.influxdb.ca_file to the CA that signed InfluxDB's certificate")
     except requests.RequestException as exc:
         return Result("influxdb", False, f"{s.url}: {type(exc).__name__}", "start InfluxDB or fix load.influxdb.url")
     if resp.status_code != 204:
@@ -112,15 +130,102 @@ def _influxdb(cfg: HealthpipeConfig) -> Result:
     return Result("influxdb", True, f"{s.url}: write permission on bucket {s.bucket!r}")
 
 
-def run(config_path: str | None, create_topics: bool = False, as_json: bool = False) -> int:
-    """Print each check (a table, or with `as_json` the document in docs/cli.md); 0 if all passed, else 1."""
+def _kafka_rights(cfg: HealthpipeConfig, role: Role) -> Result:
+    """What the configured principal may do on each resource its role needs, as Kafka itself answers it (the
+    authorized operations of KIP-430): nothing is written, no group is joined."""
+    from confluent_kafka import TopicCollection
+
+    from healthpipe.common.kafka import admin_client
+
+    grants = [g for g in kafka_grants(cfg, role) if g.resource in ("TOPIC", "GROUP")]
+    principal = cfg.kafka.security.principal
+    if not grants:
+        return Result("kafka rights", True, f"the {role} role uses no Kafka")
+    admin = admin_client(cfg.kafka)
+    allowed: dict[tuple[str, str], set[str]] = {}
+    try:
+        topics = sorted({g.name for g in grants if g.resource == "TOPIC"})
+        for name, fut in admin.describe_topics(TopicCollection(topics), include_authorized_operations=True).items():
+            allowed[("TOPIC", name)] = _operations(fut)
+        # a prefixed grant is checked on one name under the prefix
+        groups = sorted({g.name + ("check" if g.prefixed else "") for g in grants if g.resource == "GROUP"})
+        for name, fut in admin.describe_consumer_groups(groups, include_authorized_operations=True).items():
+            allowed[("GROUP", name)] = _operations(fut)
+    except KafkaException as exc:
+        return Result("kafka rights", False, f"{principal} at {cfg.kafka.bootstrap_servers}: {exc}",
+                      "check kafka.security (username, password, ca_file) and the listener's protocol")
+    lacking = [g for g in grants
+               if g.operation not in allowed[(g.resource, g.name + ("check" if g.prefixed else ""))]]
+    if lacking:
+        return Result("kafka rights", False, "; ".join(f"{role} principal {principal} lacks {g}" for g in lacking),
+                      "grant the ACLs listed for this role in docs/security.md")
+    unseen = [str(g) for g in kafka_grants(cfg, role) if g.resource not in ("TOPIC", "GROUP")]
+    return Result("kafka rights", True, f"{principal} has every ACL of the {role} role on topics and groups"
+                  + (f" (not observable by the principal itself: {', '.join(unseen)})" if unseen else ""))
+
+
+def _operations(fut: Future) -> set[str]:
+    """The operations a describe call says the principal may do; none when it may not even describe."""
+    try:
+        return {op.name for op in fut.result(30).authorized_operations or []}
+    except KafkaException as exc:
+        if exc.args[0].code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED):
+            return set()
+        raise
+
+
+def _influx_rights(cfg: HealthpipeConfig, role: Role) -> Result:
+    """Each InfluxDB permission of the role, tried with the configured token (a write is deleted again)."""
+    s = cfg.load.influxdb
+    lacking = []
+    for grant in influx_grants(cfg, role):
+        if grant.action == "write" and grant.bucket:
+            ok = _influxdb(cfg, grant.bucket).ok
+        elif grant.action == "read" and grant.bucket:
+            flux = f"from(bucket: {flux_string(grant.bucket)}) |> range(start: -1m) |> limit(n: 1)"
+            ok = _influx_request(s, "POST", "/api/v2/query", json={"query": flux}) == 200
+        elif grant.action == "read":
+            ok = _influx_request(s, "GET", f"/api/v2/{grant.resource}", params={"limit": 1}) == 200
+        else:
+            continue  # an org-wide write cannot be tried without making something
+        if not ok:
+            lacking.append(f"InfluxDB token cannot {grant.action} "
+                           f"{'bucket ' + grant.bucket if grant.bucket else 'all ' + grant.resource}")
+    if lacking:
+        return Result("influxdb rights", False, "; ".join(lacking),
+                      f"give the {role} role's token the permissions listed in docs/security.md")
+    return Result("influxdb rights", True, f"the token has every permission of the {role} role that can be tried"
+                  if influx_grants(cfg, role) else f"the {role} role uses no InfluxDB")
+
+
+def _influx_request(s: InfluxSettings, method: str, path: str, **kwargs: Any) -> int:
+    try:
+        return requests.request(method, f"{s.url}{path}", params={"org": s.org, **kwargs.pop("params", {})},
+                                headers={"Authorization": f"Token {s.token.get_secret_value()}"}, timeout=10,
+                                verify=s.tls_verify, **kwargs).status_code
+    except requests.RequestException:
+        return 0
+
+
+def run(config_path: str | None, create_topics: bool = False, as_json: bool = False, role: Role | None = None) -> int:
+    """Print each check (a table, or with `as_json` the document in docs/cli.md); 0 if all passed, else 1.
+
+    With a role: instead of the write test of the pipeline's one token, each credential is checked against what
+    that role needs (healthpipe.common.principals), naming what is missing."""
     results = [_python_deps(), _directories()]
     try:
         cfg = load_config(config_path)
         results.append(Result("config", True, f"{len(cfg.extract.queries)} queries"))
-        checks: list[Callable[[], Result]] = [lambda: _prometheus(cfg), lambda: _kafka(cfg, create_topics),
-                                              lambda: _influxdb(cfg)]
+        checks: list[Callable[[], Result]] = [lambda: _prometheus(cfg)]
+        if role is None or kafka_grants(cfg, role):
+            checks.append(lambda: _kafka(cfg, create_topics))
         results.extend(check() for check in checks)
+        if role is None:
+            results.append(_influxdb(cfg))
+        else:  # rights only where the login worked (a refused login is the one thing to say)
+            if results[-1].ok or not kafka_grants(cfg, role):
+                results.append(_kafka_rights(cfg, role))
+            results.append(_influx_rights(cfg, role))
     except ConfigError as exc:
         results.append(Result("config", False, str(exc).replace("\n", " "), "fix the key named above"))
     ok = all(r.ok for r in results)

@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from healthpipe.common.config import InfluxSettings
 from healthpipe.common.errors import Fatal, Retryable, SinkUnavailable
@@ -92,6 +93,11 @@ def _body(response: urllib3.BaseHTTPResponse) -> str:
 def lines_of(body: bytes, n_lines: int) -> list[str]:
     """The lines of a body of n_lines lines, each ending in a newline (only for a refused write: rare)."""
     return body.decode().split("\n")[:n_lines]
+
+
+def untrusted_influxdb(settings: InfluxSettings, exc: Exception) -> str:
+    return (f"TLS with InfluxDB at {settings.url} failed ({exc}): is load.influxdb.ca_file the CA that signed its "
+            f"certificate?")
 
 
 def _tls(settings: InfluxSettings) -> dict[str, Any]:
@@ -172,6 +178,8 @@ class InfluxDBLoader:
     def _request(self, method: str, url: str, body: bytes | None = None) -> urllib3.BaseHTTPResponse:
         try:
             return self._http.request(method, url, body=body, headers=self._headers)
+        except Urllib3SSLError as exc:  # the same certificate will be refused next time too
+            raise Fatal(untrusted_influxdb(self.settings, exc)) from None
         except (Urllib3Error, OSError) as exc:
             raise SinkUnavailable(f"InfluxDB at {self.settings.url} unreachable: {type(exc).__name__}: {exc}",
                                   reason="unreachable") from None
