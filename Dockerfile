@@ -38,7 +38,8 @@ COPY --from=build /opt/healthpipe /opt/healthpipe
 # a numeric user needs no passwd entry (minimal bases have no useradd); HOME and matplotlib's cache in /tmp,
 # the one place a read-only root filesystem (Kubernetes' securityContext) leaves writable
 ENV PATH=/opt/healthpipe/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib \
-    HEALTHPIPE_PROBE_FILE=/tmp/healthpipe-status-port HEALTHPIPE_CONFIG=/etc/healthpipe/healthpipe.yaml
+    HEALTHPIPE_PROBE_FILE=/tmp/healthpipe-status-port HEALTHPIPE_CONFIG=/etc/healthpipe/healthpipe.yaml \
+    HEALTHPIPE_PIPELINE__METRICS_HOST=0.0.0.0
 COPY config/healthpipe.yaml /etc/healthpipe/healthpipe.yaml
 USER 10001:10001
 WORKDIR /tmp

@@ -14,7 +14,7 @@ pytest_plugins = ["tests.support.ci_skips", "pytester"]
 
 _BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "chaos": pytest.mark.chaos,
               "cluster": pytest.mark.cluster, "docker": pytest.mark.docker,
-              "compose": pytest.mark.compose}
+              "compose": pytest.mark.compose, "secure": pytest.mark.secure}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -270,6 +270,9 @@ class LoadSettings(_Section):
 
 class PipelineSettings(_Section):
     interval_seconds: float = Field(15, gt=0)
+    # Where every process's /metrics, /healthz and /readyz listen: loopback unless something outside must scrape
+    # them (the image sets 0.0.0.0: in a pod, Prometheus and the kubelet's probes come from outside).
+    metrics_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

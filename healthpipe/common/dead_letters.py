@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from healthpipe.common.errors import DeadLetterError
 from healthpipe.common.records import Source
@@ -107,7 +107,12 @@ class DeadLetterWriter:
             return
         self._failed = []
         for letter in letters:
-            self.send(letter)
+            try:
+                self.send(letter)
+            except KafkaException as exc:
+                # Refused before it left (librdkafka remembers a topic it may not write, e.g. an ACL revoked at
+                # run time): the same as a failed delivery, the batch is held and retried, nothing committed.
+                self._failed.append(str(exc))
         remaining = self.producer.flush(self.timeout if timeout is None else timeout)
         failed, self._failed = self._failed, []
         self.pending = remaining

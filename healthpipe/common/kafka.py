@@ -16,6 +16,7 @@ from healthpipe.common.config import HealthpipeConfig, KafkaSettings
 from healthpipe.common.errors import ConfigError, Fatal, KafkaAccessDenied, Retryable
 
 log = logging.getLogger(__name__)
+_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ def _refused(k: KafkaSettings) -> Callable[[KafkaError], None]:
 
 
 def client_config(k: KafkaSettings) -> dict[str, Any]:
-    """librdkafka settings every healthpipe client starts from: the connection, and failing fast when refused."""
-    return {**k.as_librdkafka_dict(), "error_cb": _refused(k)}
+    """librdkafka settings every healthpipe client starts from: the connection, failing fast when refused, and
+    librdkafka's own log lines through healthpipe's logging (its format, secrets scrubbed) instead of raw stderr."""
+    return {**k.as_librdkafka_dict(), "error_cb": _refused(k), "logger": _LIBRDKAFKA_LOG}
 
 
 def admin_client(k: KafkaSettings) -> AdminClient:

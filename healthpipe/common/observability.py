@@ -28,9 +28,11 @@ CLIENT_TIMEOUT_SECONDS = 10.0
 class StatusServer:
     """Serves metrics from `registry`; /healthz is the process being alive, /readyz asks `ready()`."""
 
-    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool], port: int, host: str = "0.0.0.0"):
+    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool], port: int, host: str = "127.0.0.1",
+                 reason: Callable[[], str] = lambda: ""):
         self.registry = registry
         self.ready = ready
+        self.reason = reason  # why not ready, in a line of /readyz's answer (no secrets: error texts, names)
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="status-server", daemon=True)
@@ -65,7 +67,8 @@ class StatusServer:
                     self._send(200, b"ok\n")
                 elif path == "/readyz":
                     ok = server.ready()
-                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                    why = "" if ok else server.reason()
+                    self._send(200 if ok else 503, b"ready\n" if ok else f"not ready: {why or '-'}\n".encode())
                 else:
                     self._send(404, b"not found\n")
 

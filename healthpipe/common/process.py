@@ -18,14 +18,18 @@ class Service(Protocol):
 
     def initialize(self) -> None: ...
     def ready(self) -> bool: ...
+    def not_ready_reason(self) -> str: ...
     def stop(self) -> None: ...
     def close(self) -> None: ...
 
 
-def run_service(name: str, service: Service, metrics_port: int, loop: Callable[[], None]) -> int:
-    """Serve /metrics, /healthz, /readyz; SIGTERM or SIGINT asks the loop to stop; always close; exit 0."""
+def run_service(name: str, service: Service, metrics_port: int, loop: Callable[[], None],
+                host: str = "127.0.0.1") -> int:
+    """Serve /metrics, /healthz, /readyz on host:metrics_port; SIGTERM or SIGINT asks the loop to stop; always
+    close; exit 0."""
     if metrics_port:
-        service.status_server = StatusServer(service.metrics.registry, service.ready, metrics_port).start()
+        service.status_server = StatusServer(service.metrics.registry, service.ready, metrics_port, host,
+                                             reason=service.not_ready_reason).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: service.stop())
     try:

@@ -27,6 +27,7 @@ class Hold:
         self.clock = clock
         self.attempts = 0
         self.retry_at = 0.0
+        self.last_error = ""  # what the last attempt failed on: /readyz says it
 
     @property
     def active(self) -> bool:
@@ -37,6 +38,7 @@ class Hold:
         self.metrics.write_failures.labels(exc.reason).inc()
         delay = backoff(self.attempts, exc.retry_after, cap=self.cap)
         self.attempts += 1
+        self.last_error = str(exc)
         self.retry_at = self.clock() + delay
         if self.attempts == 1:
             consumer.pause(consumer.assignment())
@@ -60,5 +62,6 @@ class Hold:
         if self.active:
             log.info("flush_recovered attempts=%d", self.attempts)
             self.attempts = 0
+            self.last_error = ""
             consumer.resume(consumer.assignment())
             self.metrics.paused.set(0)

@@ -169,6 +169,15 @@ class ConsumerService:
     def ready(self) -> bool:
         return self.consumer is not None and self._fatal is None and not self.hold.active
 
+    def not_ready_reason(self) -> str:
+        if self._fatal is not None:
+            return f"stopping: {self._fatal}"
+        if self.hold.active:
+            held = self.batch.samples + (self.checkpoint.held_samples() if self.checkpoint else 0)
+            return f"holding {held} samples, uncommitted, after {self.hold.attempts} failed attempts: " \
+                   f"{self.hold.last_error}"
+        return "not in the consumer group yet" if self.consumer is None else ""
+
     # --- one message -----------------------------------------------------------------------------------
 
     def _batch_due(self) -> bool:

@@ -131,6 +131,13 @@ class ProducerService:
         """Initialized, not stopping, and the last window reached Kafka (unready while Kafka is away)."""
         return self._ready and self._kafka_ok and not self._stop.is_set()
 
+    def not_ready_reason(self) -> str:
+        if self._stop.is_set():
+            return "stopping"
+        if not self._ready:
+            return "starting: waiting for Kafka's topics and the watermarks"
+        return "the last window did not reach Kafka (retrying; the watermark stays)" if not self._kafka_ok else ""
+
     # --- one query -----------------------------------------------------------------------------------
 
     def _run_query(self, q: QuerySettings) -> int:
@@ -228,4 +235,4 @@ def main(config_path: str | None = None, once: bool = False) -> int:
         else:
             service.run_continuous()
 
-    return run_service("producer", service, cfg.producer.metrics_port, loop)
+    return run_service("producer", service, cfg.producer.metrics_port, loop, host=cfg.pipeline.metrics_host)

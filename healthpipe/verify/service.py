@@ -59,6 +59,9 @@ class ContinuousVerifier:
     def ready(self) -> bool:
         return not self._stop.is_set()
 
+    def not_ready_reason(self) -> str:
+        return "stopping" if self._stop.is_set() else ""
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -104,4 +107,5 @@ class ContinuousVerifier:
 def run_continuous(cfg: HealthpipeConfig, queries: list[QuerySettings], every_s: float, delay_s: float,
                    bucket: str | None, full: bool) -> int:
     verifier = ContinuousVerifier(cfg, queries, every_s, delay_s, bucket, full)
-    return run_service("verify", verifier, cfg.verify.metrics_port, verifier.run_continuous)
+    return run_service("verify", verifier, cfg.verify.metrics_port, verifier.run_continuous,
+                       host=cfg.pipeline.metrics_host)

@@ -15,8 +15,7 @@ __all__ = ["client", "count", "iso", "points", "run_points", "temporary_bucket"]
 
 
 def client(settings: InfluxSettings) -> InfluxDBClient:
-    return InfluxDBClient(url=settings.url, token=settings.token.get_secret_value(), org=settings.org,
-                          timeout=60_000)
+    return InfluxDBClient(**{**settings.client_kwargs(), "timeout": 60_000})
 
 
 def points(settings: InfluxSettings, predicate: str, start: str = "0", stop: str = "2100-01-01T00:00:00Z",

@@ -12,7 +12,7 @@ from healthpipe.common.config import HealthpipeConfig
 
 def read_topic(cfg: HealthpipeConfig, topic: str, timeout: float = 60, committed_only: bool = True) -> list:
     """Every message of `topic`, all partitions, from the beginning to the end."""
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "test-reader",
+    consumer = Consumer({**cfg.kafka.as_librdkafka_dict(), "group.id": "test-reader",
                          "enable.auto.commit": False, "enable.partition.eof": True,
                          "isolation.level": "read_committed" if committed_only else "read_uncommitted"})
     meta = consumer.list_topics(topic, timeout=30).topics[topic]
@@ -37,7 +37,7 @@ def read_topic(cfg: HealthpipeConfig, topic: str, timeout: float = 60, committed
 
 
 def end_offsets(cfg: HealthpipeConfig, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "test-offsets"})
+    consumer = Consumer({**cfg.kafka.as_librdkafka_dict(), "group.id": "test-offsets"})
     meta = consumer.list_topics(topic, timeout=30).topics[topic]
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in meta.partitions}
     consumer.close()
@@ -45,7 +45,7 @@ def end_offsets(cfg: HealthpipeConfig, topic: str) -> dict[int, int]:
 
 
 def committed_offsets(cfg: HealthpipeConfig, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group})
+    consumer = Consumer({**cfg.kafka.as_librdkafka_dict(), "group.id": group})
     meta = consumer.list_topics(topic, timeout=30).topics[topic]
     committed = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=30)
     consumer.close()
@@ -55,7 +55,7 @@ def committed_offsets(cfg: HealthpipeConfig, group: str, topic: str) -> dict[int
 def open_transactions(cfg: HealthpipeConfig, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """Partitions whose last stable offset is behind the high watermark: an unfinished transaction holds
     records there. {(topic, partition): (last stable offset, high watermark)}."""
-    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin = AdminClient(cfg.kafka.as_librdkafka_dict())
     found = {}
     for topic in topics:
         parts = [TopicPartition(topic, p) for p in admin.list_topics(topic, timeout=30).topics[topic].partitions]
@@ -72,7 +72,7 @@ def open_transactions(cfg: HealthpipeConfig, topics: list[str]) -> dict[tuple[st
 
 def produce(cfg: HealthpipeConfig, topic: str, messages: list[tuple[bytes | None, bytes | None, list | None]]) -> None:
     """(key, value, headers) as they are; every delivery checked."""
-    producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "enable.idempotence": True,
+    producer = Producer({**cfg.kafka.as_librdkafka_dict(), "enable.idempotence": True,
                          "message.max.bytes": 10_000_000})
     errors = []
     for key, value, headers in messages:

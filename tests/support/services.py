@@ -31,6 +31,9 @@ class Services:
     influx_bucket: str
     native: bool
     s3: dict[str, str] | None = None  # archive.s3 settings of the stack's S3 server, when it runs
+    # kafka.security of the secured stack (its operator, hp-admin) and the CA InfluxDB's certificate is signed by
+    kafka_security: dict[str, str] = field(default_factory=dict)
+    influx_ca_file: str | None = None
     _closers: list = field(default_factory=list, repr=False)
 
     def config(self, **overrides) -> HealthpipeConfig:
@@ -38,9 +41,9 @@ class Services:
         suffix = uuid.uuid4().hex[:8]
         kafka = {"bootstrap_servers": self.kafka_bootstrap, "topic": f"hm-{suffix}",
                  "dead_letter_topic": f"hm-{suffix}-dlq", "watermark_topic": f"hm-{suffix}-wm",
-                 "group_id": f"hp-{suffix}", **overrides.pop("kafka", {})}
+                 "group_id": f"hp-{suffix}", "security": self.kafka_security, **overrides.pop("kafka", {})}
         influx = {"url": self.influx_url, "token": self.influx_token, "org": self.influx_org,
-                  "bucket": self.influx_bucket, **overrides.pop("influxdb", {})}
+                  "bucket": self.influx_bucket, "ca_file": self.influx_ca_file, **overrides.pop("influxdb", {})}
         extract = {"prometheus_url": self.prometheus_url, **overrides.pop("extract", {})}
         producer = {"transactional_id": f"hp-producer-{suffix}", "metrics_port": 0,
                     **overrides.pop("producer", {})}
@@ -71,12 +74,12 @@ def _reachable(s: Services) -> str | None:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": s.kafka_bootstrap}).list_topics(timeout=5)
+        AdminClient(s.config().kafka.as_librdkafka_dict()).list_topics(timeout=5)
     except Exception as exc:
         return f"Kafka at {s.kafka_bootstrap}: {exc}"
     for name, url in (("Prometheus", f"{s.prometheus_url}/-/ready"), ("InfluxDB", f"{s.influx_url}/health")):
         try:
-            requests.get(url, timeout=5).raise_for_status()
+            requests.get(url, timeout=5, verify=s.influx_ca_file or True).raise_for_status()
         except requests.RequestException as exc:
             return f"{name} at {url}: {exc}"
     return None
@@ -97,7 +100,12 @@ def from_environment() -> Services | None:
         influx_bucket=env.get("HEALTHPIPE_LOAD__INFLUXDB__BUCKET", "health_metrics"),
         native=STACK_ENV.exists(),
         s3=_s3(env),
+        kafka_security={k.removeprefix(_SECURITY).lower(): v for k, v in env.items() if k.startswith(_SECURITY)},
+        influx_ca_file=env.get("HEALTHPIPE_LOAD__INFLUXDB__CA_FILE"),
     )
+
+
+_SECURITY = "HEALTHPIPE_KAFKA__SECURITY__"
 
 
 def _s3(env: dict[str, str]) -> dict[str, str] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from confluent_kafka.admin import AclBinding, UserScramCredentialAlteration
+from confluent_kafka.admin import AclBinding, AclBindingFilter, AdminClient, UserScramCredentialAlteration
 
 from healthpipe.common.config import HealthpipeConfig, load_config
 from healthpipe.common.errors import StackError
@@ -123,7 +123,7 @@ def _acl_binding(user: str, grant: KafkaGrant) -> AclBinding:
 def provision_kafka(bootstrap: str) -> None:
     """As hp-admin (PLAIN, the broker's own user): SCRAM credentials for every role, healthpipe's topics, and each
     role's ACLs. Idempotent: credentials are upserted with the passwords on file, ACLs and topics created if missing."""
-    from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
     from healthpipe.common.kafka import ensure_topics
 
@@ -141,12 +141,26 @@ def provision_kafka(bootstrap: str) -> None:
     admin_cfg.kafka.bootstrap_servers = bootstrap
     admin_cfg.kafka.client_config = kafka_client_security(ADMIN)
     ensure_topics(admin_cfg)
-    bindings = [_acl_binding(USERNAMES[role], g) for role in ROLES for g in kafka_grants(cfg, role)]
+    grant_acls(admin, cfg)
+
+
+def grant_acls(admin: AdminClient, cfg: HealthpipeConfig, roles: tuple[Role, ...] = ROLES) -> None:
+    """Each role's ACLs on `cfg`'s topics and groups (the stack's own names; a test's own)."""
+    bindings = [_acl_binding(USERNAMES[role], g) for role in roles for g in kafka_grants(cfg, role)]
     for binding, fut in admin.create_acls(bindings).items():
         try:
             fut.result(30)
         except Exception as exc:
             raise StackError(f"cannot create the ACL {binding}: {exc}") from None
+
+
+def revoke_acl(admin: AdminClient, role: Role, grant: KafkaGrant) -> None:
+    """Delete one ACL of a role (the fault tests revoke a right at run time)."""
+    b = _acl_binding(USERNAMES[role], grant)
+    match = AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+                             b.permission_type)
+    for fut in admin.delete_acls([match]).values():
+        fut.result(30)
 
 
 def provision_influxdb(url: str, operator_token: str) -> None:

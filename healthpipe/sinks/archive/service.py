@@ -31,4 +31,5 @@ def main(config_path: str | None = None, until_idle: float | None = None) -> int
     cfg = load_config(config_path)
     logs.configure_from(cfg)
     service = archiver(cfg)
-    return run_service("archive", service, cfg.archive.metrics_port, lambda: service.run_continuous(until_idle))
+    return run_service("archive", service, cfg.archive.metrics_port, lambda: service.run_continuous(until_idle),
+                       host=cfg.pipeline.metrics_host)

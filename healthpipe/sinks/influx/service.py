@@ -21,4 +21,5 @@ def main(config_path: str | None = None, until_idle: float | None = None) -> int
     cfg = load_config(config_path)
     logs.configure_from(cfg)
     service = influx_consumer(cfg)
-    return run_service("consumer", service, cfg.consumer.metrics_port, lambda: service.run_continuous(until_idle))
+    return run_service("consumer", service, cfg.consumer.metrics_port, lambda: service.run_continuous(until_idle),
+                       host=cfg.pipeline.metrics_host)
