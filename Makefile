@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 HP     := $(VENV)/bin/healthpipe
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-docker test-compose compose-images lint lock image mutations \
+.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-secure test-docker test-compose compose-images lint lock image mutations \
         up down logs status bench bench-full clean
 
 # Installs at the versions of the lock file (constraints.txt); `make lock` updates it from pyproject.toml.
@@ -69,6 +69,12 @@ test-chaos: stack-up
 test-cluster: install
 	$(HP) stack up --with s3 --kafka-brokers 3
 	$(PYTEST) -m cluster
+
+# Switches the native stack to the secured one (SASL_SSL + ACLs, InfluxDB over https, a principal and a token per
+# role: docs/security.md) and runs its suite; `make stack-up` switches back.
+test-secure: install
+	$(HP) stack up --with s3 --secure
+	$(PYTEST) -m secure
 
 # The image on a real Docker engine against the native stack (scripts/docker/engine.sh start, as root, first)
 test-docker: stack-up

@@ -385,6 +385,21 @@ class FeaturesSettings(_Section):
     port: int = Field(8010, ge=0, le=65535)
     # The longest `window` a request may ask for: one request reads at most this much of every selected series.
     max_window: Duration = Span.parse("1d")
+    # When set, /features and /metrics answer only requests with `Authorization: Bearer <token>` (401 otherwise);
+    # /healthz and /readyz stay open for probes.
+    token: SecretStr = SecretStr("")
+    token_file: FilePath = None
+    # https: the server's certificate (chain) and private key, PEM
+    tls_cert_file: FilePath = None
+    tls_key_file: FilePath = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FeaturesSettings:
+        if self.token_file is not None:
+            self.token = _read_secret_file(self.token_file, "token_file")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
 
 
 class VerifySettings(_Section):
@@ -443,7 +458,8 @@ class HealthpipeConfig(BaseSettings):
         token = self.load.influxdb.token.get_secret_value()
         extra = [v for k, v in self.kafka.client_config.items() if is_secret_client_key(k)]
         s3 = [self.archive.s3.secret_key.get_secret_value(), self.archive.s3.access_key.get_secret_value()]
-        return [s for s in [token, *self.kafka.security.secrets(), *extra, *s3] if s]
+        features = self.features.token.get_secret_value()
+        return [s for s in [token, *self.kafka.security.secrets(), *extra, *s3, features] if s]
 
 
 def _format_validation_error(exc: ValidationError) -> str:

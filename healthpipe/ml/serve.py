@@ -7,6 +7,10 @@
     GET /metrics   request latency (healthpipe_features_request_seconds) and counts
     GET /healthz, /readyz
 
+With features.token set, /features and /metrics need `Authorization: Bearer <token>` (else 401); with
+features.tls_cert_file/tls_key_file, the server speaks https only. Label names must be Prometheus label names and
+the query a configured one (else 400); label values are data, quoted into Flux by flux_string.
+
 The features are `healthpipe.ml.data.latest_window`'s (as rows: `latest_features`), computed by the one function
 the training export uses (`healthpipe.ml.features.compute`): served and trained values agree exactly
 (tests/integration/test_ml.py). A WindowCache keeps each selector's recent samples, so a request reads only
@@ -15,9 +19,12 @@ what InfluxDB holds beyond them (healthpipe/ml/window_cache.py).
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
+import re
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +43,9 @@ from healthpipe.ml.window_cache import WindowCache
 log = logging.getLogger(__name__)
 
 
+LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _json_number(x: float) -> float | None:
     return None if isinstance(x, float) and math.isnan(x) else x
 
@@ -43,8 +53,12 @@ def _json_number(x: float) -> float | None:
 def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCache | None = None) -> dict:
     """The /features answer for the query string `params`; ConfigError for a bad request."""
     selector = {k[len("match["):-1]: v[0] for k, v in params.items() if k.startswith("match[") and k.endswith("]")}
+    bad = [name for name in selector if not LABEL_NAME.fullmatch(name) or name == "query"]
+    if bad:
+        raise ConfigError(f"match[{bad[0][:100]!r}]: not a label name (letters, digits and _, not first a digit)")
     if "query" in params:
         selector["query"] = params["query"][0]
+        cfg.select_queries([selector["query"]])  # a ConfigError naming it when no such query is configured
     window = params.get("window", ["5m"])[0]
     at = params.get("at", [None])[0]
     if parse_duration_arg(window, "window") > cfg.features.max_window.seconds:
@@ -80,6 +94,13 @@ class FeatureServer:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 url = urlparse(self.path)
+                if url.path in ("/features", "/metrics") and not server.authorized(self.headers.get("Authorization")):
+                    server.requests.labels("unauthorized").inc()
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Bearer realm="healthpipe features"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if url.path == "/features":
                     t0 = time.perf_counter()
                     try:
@@ -119,6 +140,21 @@ class FeatureServer:
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
+        f = cfg.features
+        if f.tls_cert_file and f.tls_key_file:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(f.tls_cert_file, f.tls_key_file)
+            # the handshake in the handler thread (with its client timeout), not in the one accepting connections
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
+
+    def authorized(self, header: str | None) -> bool:
+        """No token configured, or `Bearer <the token>` (compared in constant time)."""
+        token = self.cfg.features.token.get_secret_value()
+        if not token:
+            return True
+        scheme, _, given = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
     @property
     def port(self) -> int:

@@ -1,6 +1,6 @@
 """Run the mutants of tests/mutations/mutants.py: each must be killed (its tests must fail).
 
-    python -m tests.mutations [--stage unit|integration|chaos|cluster|docker|compose ...] [NAME ...]
+    python -m tests.mutations [--stage unit|integration|chaos|cluster|docker|compose|secure ...] [NAME ...]
 
 Each mutant is applied to a copy of the checkout (git's files, untracked ones too, plus the built C extension,
 with .stack/ linked so the copy's tests reach the same native stack), and its tests run there with the copy first
@@ -60,7 +60,8 @@ def run(mutant: Mutant) -> tuple[str, float, str]:
         env.pop("CI", None)  # a skip must not count as a kill: under CI=true it would be a failure
         t0 = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider",
-                               "-m", "unit or integration or chaos or cluster or docker or compose", *mutant.tests],
+                               "-m", "unit or integration or chaos or cluster or docker or compose or secure",
+                               *mutant.tests],
                               cwd=tree, env=env, capture_output=True, text=True)
         seconds = time.monotonic() - t0
         lines = done.stdout.strip().splitlines() or [""]
@@ -75,7 +76,7 @@ def run(mutant: Mutant) -> tuple[str, float, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", action="append",
-                        choices=["unit", "integration", "chaos", "cluster", "docker", "compose"],
+                        choices=["unit", "integration", "chaos", "cluster", "docker", "compose", "secure"],
                         help="only the mutants whose tests need this stack (repeatable; default: all)")
     parser.add_argument("names", nargs="*", help="only these mutants")
     args = parser.parse_args()

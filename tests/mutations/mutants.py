@@ -3,7 +3,8 @@
 A mutant is a list of exact text replacements (each `old` must occur once in its file) or a folder put on
 PYTHONPATH (a sitecustomize.py that patches a library). `stage` is the stack its tests need: unit (none),
 integration (the native stack), chaos (the native stack, whose services the tests stop and kill), cluster (the
-3-broker stack), docker (an engine and the image), compose (docker compose up on the engine). The fault tests' mutants either break the code the fault is meant to catch or move the fault
+3-broker stack), docker (an engine and the image), compose (docker compose up on the engine), secure (the
+secured native stack: SASL_SSL, ACLs, https). The fault tests' mutants either break the code the fault is meant to catch or move the fault
 to an idle moment; either way the test must fail.
 """
 
@@ -143,4 +144,35 @@ MUTANTS = [
            "integration",
            [("healthpipe/producer/service.py", "        service.give_up_after = cfg.extract.timeout.seconds\n",
              "        pass\n")]),
+    Mutant("dead_letter_refusal_crashes", "a dead letter librdkafka refuses up front (no WRITE on the DLQ) is "
+           "raised instead of held like a failed delivery",
+           # the unit test pins it; the secure one meets it only when librdkafka's metadata says so before a retry
+           ["tests/unit/test_dead_letters.py::test_a_dead_letter_refused_before_it_leaves_is_a_failed_delivery_not_a_crash"],
+           "unit",
+           [("healthpipe/common/dead_letters.py", "            except KafkaException as exc:\n",
+             "            except ZeroDivisionError as exc:\n")]),
+    Mutant("refused_login_reconnects_forever", "a refused SASL login is only logged (librdkafka's default)",
+           ["tests/secure/test_secured_pipeline.py::test_a_wrong_password_stops_the_process_naming_principal_and_listener"],
+           "secure",
+           [("healthpipe/common/kafka.py", "    if err.code() == KafkaError._AUTHENTICATION:\n",
+             "    if err.code() == 'never':\n")]),
+    Mutant("kafka_password_logged", "the librdkafka settings are logged at DEBUG and the Kafka password is not on "
+           "the scrub list",
+           ["tests/secure/test_secured_pipeline.py::test_no_secret_reaches_a_log_line_argv_or_metrics_in_a_secured_run"],
+           "secure",
+           [("healthpipe/common/kafka.py",
+             '    return {**k.as_librdkafka_dict(), "error_cb": _refused(k), "logger": _LIBRDKAFKA_LOG}',
+             '    log.debug("kafka_client_config %s", k.as_librdkafka_dict())\n'
+             '    return {**k.as_librdkafka_dict(), "error_cb": _refused(k), "logger": _LIBRDKAFKA_LOG}'),
+            ("healthpipe/common/config.py", "[token, *self.kafka.security.secrets(), *extra, *s3, features]",
+             "[token, *extra, *s3, features]")]),
+    Mutant("features_without_its_token", "/features answers without checking the bearer token",
+           ["tests/unit/test_hostile_input.py::test_with_a_token_features_and_metrics_need_it_and_probes_do_not"],
+           "unit",
+           [("healthpipe/ml/serve.py", "        if not token:\n            return True\n",
+             "        return True\n")]),
+    Mutant("features_any_label_name", "/features passes any label name to Flux (quoted, but not refused)",
+           ["tests/secure/test_hostile_queries.py"], "secure",
+           [("healthpipe/ml/serve.py", 'if not LABEL_NAME.fullmatch(name) or name == "query"]',
+             'if name == "query"]')]),
 ]

@@ -100,3 +100,58 @@ def test_features_listens_on_loopback_unless_told_otherwise():
         assert server.httpd.server_address[0] == "127.0.0.1"
     finally:
         server.httpd.server_close()
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"match[a\") |> drop() //]": ["x"]}, "not a label name"),
+    ({"match[1abc]": ["x"]}, "not a label name"),
+    ({"match[query]": ["x"]}, "not a label name"),
+    ({"query": ['request_rate"} or vector(1)']}, "no query named"),
+])
+def test_features_refuses_label_names_and_queries_that_are_not_names(params, named):
+    with pytest.raises(ConfigError, match=named):
+        answer(HealthpipeConfig(), {"query": ["availability"], **params})
+
+
+def _status(url: str, token: str | None = None, **kwargs) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10, **kwargs) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_with_a_token_features_and_metrics_need_it_and_probes_do_not():
+    cfg = HealthpipeConfig(features={"token": "s3cret-t0ken"})
+    server = FeatureServer(cfg, port=0).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert _status(f"{base}/metrics") == 401
+        assert _status(f"{base}/features?query=availability") == 401
+        assert _status(f"{base}/metrics", "wrong") == 401
+        assert _status(f"{base}/metrics", "s3cret-t0ken") == 200
+        assert _status(f"{base}/features?query=availability&at=inf", "s3cret-t0ken") == 400  # past the door
+        assert _status(f"{base}/healthz") == 200 and _status(f"{base}/readyz") == 200
+    finally:
+        server.stop()
+    assert "s3cret-t0ken" not in repr(cfg) and "s3cret-t0ken" in cfg.secrets()
+
+
+def test_with_a_certificate_features_speaks_https_only(tmp_path):
+    import ssl
+
+    from healthpipe.ops.stack.certs import certificates
+
+    tls = certificates(tmp_path)
+    cfg = HealthpipeConfig(features={"tls_cert_file": str(tls.server_cert), "tls_key_file": str(tls.server_key)})
+    server = FeatureServer(cfg, port=0).start()
+    try:
+        trusting = ssl.create_default_context(cafile=str(tls.ca))
+        assert _status(f"https://127.0.0.1:{server.port}/metrics", context=trusting) == 200
+        with pytest.raises(urllib.error.URLError):  # the same server to a client that does not trust its CA
+            _status(f"https://127.0.0.1:{server.port}/metrics", context=ssl.create_default_context())
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # and no plain http
+            _status(f"http://127.0.0.1:{server.port}/metrics")
+    finally:
+        server.stop()
