@@ -164,3 +164,32 @@ def test_the_verify_and_archive_processes_are_there():
     assert ENV["HEALTHPIPE_ARCHIVE__TARGET"] == "s3"
     assert {e["name"] for e in container("archive")["env"]} >= {"HEALTHPIPE_ARCHIVE__S3__ACCESS_KEY",
                                                                  "HEALTHPIPE_ARCHIVE__S3__SECRET_KEY"}
+
+
+def test_kafka_users_are_the_principals_of_the_code():
+    from healthpipe.ops.kafka_users import render as render_users
+
+    assert (K8S / "kafka-users.yaml").read_text() == render_users(), \
+        "deploy/k8s/kafka-users.yaml is stale: python -m healthpipe.ops.kafka_users > deploy/k8s/kafka-users.yaml"
+
+
+def test_every_kafka_client_is_its_own_kafka_user_over_scram_and_tls():
+    from healthpipe.common.principals import USERNAMES
+
+    (kafka,) = [d for d in DOCS if d["kind"] == "Kafka"]
+    assert [(x["tls"], x["authentication"]["type"]) for x in kafka["spec"]["kafka"]["listeners"]] == \
+        [(True, "scram-sha-512")]
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+    users = {d["metadata"]["name"] for d in DOCS if d["kind"] == "KafkaUser"}
+    roles = {"producer": "producer", "consumer": "consumer", "archive": "archive", "verify": "reader"}
+    for name, role in roles.items():
+        env = {e["name"]: e.get("value") for e in container(name)["env"]}
+        user = env["HEALTHPIPE_KAFKA__SECURITY__USERNAME"]
+        assert user == USERNAMES[role] and user in users, name
+        assert env["HEALTHPIPE_KAFKA__SECURITY__PROTOCOL"] == "SASL_SSL"
+        volumes = {v["name"]: v for v in DEPLOYMENTS[name]["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["kafka-user"]["secret"]["secretName"] == user  # Strimzi's Secret of that user
+        mounts = {m["mountPath"] for m in container(name)["volumeMounts"]}
+        assert env["HEALTHPIPE_KAFKA__SECURITY__PASSWORD_FILE"].rsplit("/", 1)[0] in mounts
+        assert env["HEALTHPIPE_KAFKA__SECURITY__CA_FILE"].rsplit("/", 1)[0] in mounts
+    assert ENV["HEALTHPIPE_KAFKA__BOOTSTRAP_SERVERS"].endswith(":9093")
