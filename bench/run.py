@@ -98,7 +98,7 @@ def b0_influx_ceiling(cfg, n_samples: int, seed: int, connections: int = 1) -> d
 
 def b0_kafka_consume(cfg, n_messages: int) -> dict:
     """A bare confluent-kafka loop reading the pre-filled topic (read_committed), no processing."""
-    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": f"b0-{uuid.uuid4().hex[:6]}",
+    consumer = Consumer({**cfg.kafka.as_librdkafka_dict(), "group.id": f"b0-{uuid.uuid4().hex[:6]}",
                          "enable.partition.eof": True, "isolation.level": "read_committed"})
     meta = consumer.list_topics(cfg.kafka.topic, timeout=30).topics[cfg.kafka.topic]
     consumer.assign([TopicPartition(cfg.kafka.topic, p, 0) for p in meta.partitions])

@@ -40,7 +40,7 @@ def run_until_committed(proc: subprocess.Popen, cfg, group: str, what: str, ever
     the topic's tail through clients of its own (~0.6 s while behind, CPU the measured process then lacks on 2
     cores), so it is asked once a second and only for such topics."""
     t0 = time.perf_counter()
-    client = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": group})
+    client = Consumer({**cfg.kafka.as_librdkafka_dict(), "group.id": group})
     try:
         topic = cfg.kafka.topic
         parts = [TopicPartition(topic, p) for p in client.list_topics(topic, timeout=30).topics[topic].partitions]

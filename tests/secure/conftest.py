@@ -15,7 +15,6 @@ from confluent_kafka.admin import AdminClient
 
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.kafka import ensure_topics
-from healthpipe.common.principals import USERNAMES, Role
 from healthpipe.ops.stack import security
 
 
@@ -32,17 +31,6 @@ def secure_stack(services):
 def admin(cfg: HealthpipeConfig) -> AdminClient:
     """The operator's admin client (hp-admin, the stack's one super user)."""
     return AdminClient(cfg.kafka.as_librdkafka_dict())
-
-
-def as_role(cfg: HealthpipeConfig, role: Role) -> HealthpipeConfig:
-    """`cfg` with the role's identity: User:hp-<role> (SCRAM, password from its file) and its InfluxDB token."""
-    data = cfg.model_dump(mode="python")
-    data["kafka"]["security"] = {**data["kafka"]["security"], "sasl_mechanism": security.MECHANISM,
-                                 "username": USERNAMES[role], "password": "",
-                                 "password_file": security.password_file(USERNAMES[role])}
-    token = security.influx_token_file(role)
-    data["load"]["influxdb"].update({"token": "", "token_file": token} if token.exists() else {"token": "none"})
-    return type(cfg).model_validate(data)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from healthpipe.ops.stack.certs import untrusted_ca
 from healthpipe.producer.service import ProducerService
 from healthpipe.verify import verification
 from tests.integration.test_producer import RAW_UP, wait_for_scrapes
-from tests.secure.conftest import admin, as_role
+from tests.secure.conftest import admin
 from tests.support import influx, kafka
 from tests.support.pipeline import (
     ConsumerProcess,
@@ -32,6 +32,7 @@ from tests.support.pipeline import (
     wait_until,
     write_config,
 )
+from tests.support.roles import as_role
 
 RATE = {"name": "request_rate", "promql": "sum by (method, path) (rate(http_requests_total[1m]))", "mode": "range",
         "step": "5s", "metric_type": "throughput"}
