@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
 from bench.run import _until_committed
 from bench.support import RESULTS, clean_env, compile_bytecode, config_for, process_command
 from healthpipe.common.kafka import ensure_topics
@@ -37,7 +39,7 @@ def one(secure: bool, n_samples: int, seed: int, tmp: Path) -> dict:
     operator = services.config(consumer={"metrics_port": 0}, pipeline={"log_level": "WARNING"})
     ensure_topics(operator)
     if secure:
-        security.grant_acls(security_admin(operator), operator, roles=("consumer",))
+        security.grant_acls(AdminClient(operator.kafka.as_librdkafka_dict()), operator, roles=("consumer",))
     ledger = generate(seed, max(1, n_samples // 1000), 1000, per_message=1000)
     kafka.produce(operator, operator.kafka.topic, ledger.messages)
     consumer = as_role(operator, "consumer") if secure else operator
@@ -48,12 +50,6 @@ def one(secure: bool, n_samples: int, seed: int, tmp: Path) -> dict:
     row = _until_committed(name, process_command("consumer", config_file), env, operator,
                            operator.kafka.group_id, ledger, tmp)
     return {"secure": secure, **row}
-
-
-def security_admin(cfg):  # type: ignore[no-untyped-def]
-    from confluent_kafka.admin import AdminClient
-
-    return AdminClient(cfg.kafka.as_librdkafka_dict())
 
 
 def main() -> int:
