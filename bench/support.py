@@ -119,6 +119,7 @@ def influx_count(settings, predicate: str, start: str = "-30d") -> int:
     flux = (f'from(bucket: "{settings.bucket}") |> range(start: {start}) |> filter(fn: (r) => {predicate}) '
             '|> group() |> count()')
     resp = requests.post(f"{settings.url}/api/v2/query", params={"org": settings.org}, data=flux, timeout=300,
+                         verify=settings.tls_verify,
                          headers={"Authorization": f"Token {settings.token.get_secret_value()}",
                                   "Content-Type": "application/vnd.flux", "Accept": "application/csv"})
     resp.raise_for_status()
