@@ -120,9 +120,27 @@ def ensure_topics(cfg: HealthpipeConfig, timeout: float = 30) -> list[str]:
             created.append(name)
             log.info("topic_created topic=%s", name)
         except KafkaException as exc:
-            if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: another process won the race
+            code = exc.args[0].code()
+            if code == KafkaError.TOPIC_AUTHORIZATION_FAILED and _appears(admin, cfg.kafka, name, timeout):
+                continue  # it exists: a principal that may not create topics was shown old metadata (a cluster)
+            if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                raise Fatal(f"topic {name} is missing and {cfg.kafka.security.principal} may not create it: an "
+                            f"operator creates it (`healthpipe check --create-topics` with an admin's "
+                            f"credentials)") from None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:  # that one: another process won the race
                 raise Fatal(f"cannot create topic {name}: {exc}") from None
     return created
+
+
+def _appears(admin: AdminClient, k: KafkaSettings, topic: str, timeout: float) -> bool:
+    """Whether `topic` shows in the metadata within `timeout` s (a new topic reaches every broker in a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = metadata(admin, k, topic, timeout).topics.get(topic)
+        if found is not None and found.error is None:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def check_replication(cfg: HealthpipeConfig, brokers: int) -> None:

@@ -143,17 +143,24 @@ def _kafka_rights(cfg: HealthpipeConfig, role: Role) -> Result:
         return Result("kafka rights", True, f"the {role} role uses no Kafka")
     admin = admin_client(cfg.kafka)
     allowed: dict[tuple[str, str], set[str]] = {}
-    try:
-        topics = sorted({g.name for g in grants if g.resource == "TOPIC"})
-        for name, fut in admin.describe_topics(TopicCollection(topics), include_authorized_operations=True).items():
-            allowed[("TOPIC", name)] = _operations(fut)
-        # a prefixed grant is checked on one name under the prefix
-        groups = sorted({g.name + ("check" if g.prefixed else "") for g in grants if g.resource == "GROUP"})
-        for name, fut in admin.describe_consumer_groups(groups, include_authorized_operations=True).items():
-            allowed[("GROUP", name)] = _operations(fut)
-    except KafkaException as exc:
-        return Result("kafka rights", False, f"{principal} at {cfg.kafka.bootstrap_servers}: {exc}",
-                      "check kafka.security (username, password, ca_file) and the listener's protocol")
+    topics = sorted({g.name for g in grants if g.resource == "TOPIC"})
+    # a prefixed grant is checked on one name under the prefix
+    groups = sorted({g.name + ("check" if g.prefixed else "") for g in grants if g.resource == "GROUP"})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            for name, fut in admin.describe_topics(TopicCollection(topics), include_authorized_operations=True).items():
+                allowed[("TOPIC", name)] = _operations(fut)
+            for name, fut in admin.describe_consumer_groups(groups, include_authorized_operations=True).items():
+                allowed[("GROUP", name)] = _operations(fut)
+            break
+        except KafkaException as exc:
+            # a group coordinator still loading (a broker just started) answers NOT_COORDINATOR for a while
+            if (exc.args[0].retriable() or exc.args[0].code() in _COORDINATOR_MOVING) and time.monotonic() < deadline:
+                time.sleep(1)
+                continue
+            return Result("kafka rights", False, f"{principal} at {cfg.kafka.bootstrap_servers}: {exc}",
+                          "check kafka.security (username, password, ca_file) and the listener's protocol")
     lacking = [g for g in grants
                if g.operation not in allowed[(g.resource, g.name + ("check" if g.prefixed else ""))]]
     if lacking:
@@ -162,6 +169,10 @@ def _kafka_rights(cfg: HealthpipeConfig, role: Role) -> Result:
     unseen = [str(g) for g in kafka_grants(cfg, role) if g.resource not in ("TOPIC", "GROUP")]
     return Result("kafka rights", True, f"{principal} has every ACL of the {role} role on topics and groups"
                   + (f" (not observable by the principal itself: {', '.join(unseen)})" if unseen else ""))
+
+
+_COORDINATOR_MOVING = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE)
 
 
 def _operations(fut: Future) -> set[str]:
