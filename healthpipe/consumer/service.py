@@ -38,6 +38,9 @@ from healthpipe.consumer.retention import RetentionWatch
 from healthpipe.schema import scan_samples as SCAN_SAMPLES
 from healthpipe.sinks.base import Sink
 
+_COORDINATOR_MOVED = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE)
+
 log = logging.getLogger(__name__)
 
 
@@ -197,6 +200,8 @@ class ConsumerService:
                 log.error("consume_error error=%s", err)
                 if err.fatal():
                     raise KafkaException(err)
+                if err.code() in _COORDINATOR_MOVED and "committed offsets" in err.str():
+                    self._fetch_committed_again()
             return
         self.metrics.messages_consumed.inc()
         source = Source.of(msg)
@@ -208,6 +213,17 @@ class ConsumerService:
             return
         self.batch.add(window, source)
         self.metrics.samples_consumed.inc(len(window.samples))
+
+    def _fetch_committed_again(self) -> None:
+        """librdkafka #5586: an OffsetFetch answered NOT_COORDINATOR for the whole request leaves the newly assigned
+        partitions waiting for their committed offsets for ever (the fetcher never starts; seen after a rolling
+        broker restart). Assigning them again asks again. Only partitions without a position are touched: nothing
+        of theirs has reached this process, so nothing of theirs is in flight."""
+        waiting = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset < 0]
+        if waiting:
+            log.warning("committed_offsets_fetched_again partitions=%s", fmt(waiting))
+            self.consumer.incremental_unassign(waiting)
+            self.consumer.incremental_assign([TopicPartition(tp.topic, tp.partition) for tp in waiting])
 
     # --- flushing --------------------------------------------------------------------------------------
 
