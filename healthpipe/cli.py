@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from healthpipe.common.command import add_config_argument, execute
 from healthpipe.ml import command as ml_command
@@ -186,6 +187,36 @@ def _check(args: argparse.Namespace) -> int:
     return run(args.config, create_topics=args.create_topics, as_json=args.json, role=args.role)
 
 
+def _secure_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_argument(p)
+    p.add_argument("step", choices=["init", "grant"],
+                   help="init: certificates and passwords, handed out to one folder per consumer (before Kafka and "
+                        "InfluxDB start); grant: each role's SCRAM credential, ACLs and InfluxDB token (once they run)")
+    p.add_argument("dir", type=Path, help="the folder holding source/ and one folder per consumer (volumes)")
+    p.add_argument("--host", action="append", default=[],
+                   help="init: a name or address the server certificate is valid for (repeat)")
+    p.add_argument("--owner", action="append", default=[], metavar="FOLDER=UID",
+                   help="init, as root: the uid that reads FOLDER (`*` for the rest)")
+
+
+def _secure(args: argparse.Namespace) -> int:
+    from healthpipe.common.config import load_config
+    from healthpipe.common.errors import ConfigError
+    from healthpipe.ops import secure
+
+    if args.step == "init":
+        try:
+            owners = {name: int(uid) for name, uid in (o.split("=", 1) for o in args.owner)}
+        except ValueError:
+            raise ConfigError(f"--owner takes FOLDER=UID, got {args.owner}") from None
+        folders = secure.init(args.dir, tuple(args.host or ["localhost", "127.0.0.1"]), owners)
+        print(f"secure init: credentials handed out to {', '.join(f.name for f in folders)}")
+    else:
+        roles = secure.grant(args.dir, load_config(args.config))
+        print(f"secure grant: SCRAM credentials and ACLs for every role; InfluxDB tokens for {', '.join(roles)}")
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command("stack", "the native stack: real Kafka, Prometheus, InfluxDB and the demo app", _stack_arguments,
             _stack),
@@ -205,6 +236,8 @@ COMMANDS: list[Command] = [
             producer_command.run_backfill),
     Command("check", "the deploy check: dependencies, config, Prometheus, Kafka topics, InfluxDB",
             _check_arguments, _check),
+    Command("secure", "docker-compose's secure profile: make and hand out credentials (init), then grant each role "
+            "its rights on Kafka and InfluxDB (grant)", _secure_arguments, _secure),
     Command("replay", consumer_command.REPLAY_HELP, consumer_command.add_replay_arguments,
             consumer_command.run_replay),
     Command("verify", verify_command.HELP, verify_command.add_arguments, verify_command.run),

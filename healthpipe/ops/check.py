@@ -195,18 +195,38 @@ def _influx_rights(cfg: HealthpipeConfig, role: Role) -> Result:
         elif grant.action == "read" and grant.bucket:
             flux = f"from(bucket: {flux_string(grant.bucket)}) |> range(start: -1m) |> limit(n: 1)"
             ok = _influx_request(s, "POST", "/api/v2/query", json={"query": flux}) == 200
+        elif grant.action == "read" and grant.resource in _VISIBLE:
+            # a list answers 200 even without the right, leaving out what the token may not see: look for one
+            name = _VISIBLE[grant.resource](cfg)
+            status, body = _influx_json(s, f"/api/v2/{grant.resource}", params={"name": name, "limit": 100})
+            ok = status == 200 and any(item.get("name") == name for item in body.get(grant.resource, []))
         elif grant.action == "read":
             ok = _influx_request(s, "GET", f"/api/v2/{grant.resource}", params={"limit": 1}) == 200
         else:
             continue  # an org-wide write cannot be tried without making something
         if not ok:
-            lacking.append(f"InfluxDB token cannot {grant.action} "
-                           f"{'bucket ' + grant.bucket if grant.bucket else 'all ' + grant.resource}")
+            what = (f"bucket {grant.bucket}" if grant.bucket else f"{grant.resource} (it does not see "
+                    f"{_VISIBLE[grant.resource](cfg)})" if grant.resource in _VISIBLE else f"all {grant.resource}")
+            lacking.append(f"InfluxDB token cannot {grant.action} {what}")
     if lacking:
         return Result("influxdb rights", False, "; ".join(lacking),
                       f"give the {role} role's token the permissions listed in docs/security.md")
     return Result("influxdb rights", True, f"the token has every permission of the {role} role that can be tried"
                   if influx_grants(cfg, role) else f"the {role} role uses no InfluxDB")
+
+
+# what a token with an org-wide read right must see in the list of that resource
+_VISIBLE: dict[str, Callable[[HealthpipeConfig], str]] = {"orgs": lambda cfg: cfg.load.influxdb.org,
+                                                          "buckets": lambda cfg: cfg.load.influxdb.bucket}
+
+
+def _influx_json(s: InfluxSettings, path: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    try:
+        answer = requests.get(f"{s.url}{path}", params={"org": s.org, **params}, timeout=10, verify=s.tls_verify,
+                              headers={"Authorization": f"Token {s.token.get_secret_value()}"})
+        return answer.status_code, answer.json() if answer.status_code == 200 else {}
+    except (requests.RequestException, ValueError):
+        return 0, {}
 
 
 def _influx_request(s: InfluxSettings, method: str, path: str, **kwargs: Any) -> int:

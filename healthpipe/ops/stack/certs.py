@@ -57,24 +57,35 @@ def _make_ca(folder: Path, name: str):  # type: ignore[no-untyped-def,unused-ign
     return cert, key
 
 
-def certificates(folder: Path) -> Certificates:
-    """The CA and the server certificate in `folder`, made once (an existing set is kept: clients trust it)."""
+def _subject_alt_names(hosts: tuple[str, ...]):  # type: ignore[no-untyped-def,unused-ignore]
+    x509 = _crypto()[0]
+    names = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def certificates(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+                 ca_name: str = "healthpipe native stack CA") -> Certificates:
+    """The CA and a server certificate for `hosts` (names or IP addresses) in `folder`, made once (an existing set
+    is kept: clients trust it)."""
     out = Certificates(folder / "ca.pem", folder / "server.crt", folder / "server.key", folder / "server.pem")
     if all(p.exists() for p in (out.ca, out.server_cert, out.server_key, out.server_pem)):
         return out
     x509, hashes, serialization, ec, NameOID = _crypto()
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
-    ca_cert, ca_key = _make_ca(folder, "healthpipe native stack CA")
+    ca_cert, ca_key = _make_ca(folder, ca_name)
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=397))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
+            .add_extension(_subject_alt_names(hosts), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
                                                   x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))

@@ -14,17 +14,18 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from confluent_kafka.admin import AclBinding, AclBindingFilter, AdminClient, UserScramCredentialAlteration
+from pydantic import SecretStr
 
 from healthpipe.common.config import HealthpipeConfig, load_config
-from healthpipe.common.errors import StackError
-from healthpipe.common.principals import ROLES, USERNAMES, KafkaGrant, Role, influx_grants, kafka_grants
+from healthpipe.common.principals import ROLES, USERNAMES, Role
+from healthpipe.ops import provision
+from healthpipe.ops.provision import MECHANISM, grant_acls, revoke_acl
 from healthpipe.ops.stack.certs import Certificates, certificates
 from healthpipe.ops.stack.paths import ROOT, STACK_DIR
 from healthpipe.ops.stack.supervise import secret_file
 
 ADMIN = "hp-admin"
-MECHANISM = "SCRAM-SHA-512"
+__all__ = ["grant_acls", "revoke_acl"]  # the tests and bench/secure.py change ACLs through this module
 
 
 def secure_dir() -> Path:
@@ -111,81 +112,18 @@ def write_role_env_files() -> list[Path]:
     return out
 
 
-def _acl_binding(user: str, grant: KafkaGrant) -> AclBinding:
-    from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
-
-    # librdkafka calls the cluster resource BROKER
-    return AclBinding(ResourceType["BROKER" if grant.resource == "CLUSTER" else grant.resource], grant.name,
-                      ResourcePatternType.PREFIXED if grant.prefixed else ResourcePatternType.LITERAL,
-                      f"User:{user}", "*", AclOperation[grant.operation], AclPermissionType.ALLOW)
-
-
 def provision_kafka(bootstrap: str) -> None:
     """As hp-admin (PLAIN, the broker's own user): SCRAM credentials for every role, healthpipe's topics, and each
-    role's ACLs. Idempotent: credentials are upserted with the passwords on file, ACLs and topics created if missing."""
-    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
-
-    from healthpipe.common.kafka import ensure_topics
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **kafka_client_security(ADMIN)})
-    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
-    upserts: list[UserScramCredentialAlteration] = [
-        UserScramCredentialUpsertion(user, info, password(user).encode()) for user in USERNAMES.values()]
-    for user, fut in admin.alter_user_scram_credentials(upserts).items():
-        try:
-            fut.result(30)
-        except Exception as exc:
-            raise StackError(f"cannot set the SCRAM credential of {user}: {exc}") from None
-    cfg = pipeline_config()
-    admin_cfg = cfg.model_copy(deep=True)
-    admin_cfg.kafka.bootstrap_servers = bootstrap
-    admin_cfg.kafka.client_config = kafka_client_security(ADMIN)
-    ensure_topics(admin_cfg)
-    grant_acls(admin, cfg)
-
-
-def grant_acls(admin: AdminClient, cfg: HealthpipeConfig, roles: tuple[Role, ...] = ROLES) -> None:
-    """Each role's ACLs on `cfg`'s topics and groups (the stack's own names; a test's own)."""
-    bindings = [_acl_binding(USERNAMES[role], g) for role in roles for g in kafka_grants(cfg, role)]
-    for binding, fut in admin.create_acls(bindings).items():
-        try:
-            fut.result(30)
-        except Exception as exc:
-            raise StackError(f"cannot create the ACL {binding}: {exc}") from None
-
-
-def revoke_acl(admin: AdminClient, role: Role, grant: KafkaGrant) -> None:
-    """Delete one ACL of a role (the fault tests revoke a right at run time)."""
-    b = _acl_binding(USERNAMES[role], grant)
-    match = AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
-                             b.permission_type)
-    for fut in admin.delete_acls([match]).values():
-        fut.result(30)
+    role's ACLs (healthpipe.ops.provision)."""
+    operator = pipeline_config().model_copy(deep=True)
+    operator.kafka.bootstrap_servers = bootstrap
+    operator.kafka.client_config = kafka_client_security(ADMIN)
+    provision.provision_kafka(operator, {user: password(user) for user in USERNAMES.values()})
 
 
 def provision_influxdb(url: str, operator_token: str) -> None:
-    """One token per role with only its permissions (made once; a token on file is kept)."""
-    from influxdb_client import InfluxDBClient, Permission, PermissionResource
-
+    """One token per role with only its permissions, in .stack/secure/influxdb-tokens/."""
     cfg = pipeline_config()
-    with InfluxDBClient(url=url, token=operator_token, ssl_ca_cert=str(certs().ca), timeout=30_000) as client:
-        org = client.organizations_api().find_organizations(org=cfg.load.influxdb.org)[0]
-        buckets = {b.name: b.id for b in client.buckets_api().find_buckets(org=org.name, limit=100).buckets}
-        for role in ROLES:
-            path = influx_token_file(role)
-            grants = influx_grants(cfg, role)
-            if path.exists() or not grants:
-                continue
-            permissions = []
-            for g in grants:
-                if g.bucket is not None and g.bucket not in buckets:  # a warm bucket tiers apply makes later
-                    bucket = client.buckets_api().create_bucket(bucket_name=g.bucket, org=org.name)
-                    buckets[g.bucket] = bucket.id
-                resource = PermissionResource(type=g.resource, org_id=org.id,
-                                              id=buckets[g.bucket] if g.bucket else None)
-                permissions.append(Permission(action=g.action, resource=resource))
-            auth = client.authorizations_api().create_authorization(
-                org_id=org.id, permissions=permissions)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(auth.token)
-            path.chmod(0o600)
+    operator = cfg.load.influxdb.model_copy(update={"url": url, "token": SecretStr(operator_token),
+                                                    "ca_file": certs().ca})
+    provision.provision_influxdb(operator, cfg, influx_token_file)
