@@ -5,6 +5,7 @@ It binds the native stack's ports, so the native stack must be down (make test-c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -45,11 +46,12 @@ class Compose(DockerCompose):
     """testcontainers' DockerCompose (up and down, the -f/--env-file command line) plus the other compose commands
     the tests need (scale, pause, kill, start, run) and the services' logs for a failure message."""
 
+    name: str  # the project's name (COMPOSE_PROJECT_NAME): its volumes are <name>_<volume>
     secrets: dict[str, str]  # the generated .env
 
     def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([*self.compose_command_property, *args], cwd=ROOT, capture_output=True, text=True,
-                                timeout=timeout, env={**os.environ, "COMPOSE_PROJECT_NAME": PROJECT})
+                                timeout=timeout, env={**os.environ, "COMPOSE_PROJECT_NAME": self.name})
         if check and result.returncode != 0:
             raise AssertionError(f"docker compose {' '.join(args)} exited {result.returncode}:\n"
                                  f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}\n{self.tail()}")
@@ -60,8 +62,11 @@ class Compose(DockerCompose):
         return self.run("logs", "--no-color", "--tail", str(lines), timeout=60, check=False).stdout[-8000:]
 
 
-@pytest.fixture(scope="session")
-def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
+@contextlib.contextmanager
+def compose_project(tmp_path_factory: pytest.TempPathFactory, project_name: str, env_files: tuple[str, ...] = (),
+                    profiles: tuple[str, ...] = ()) -> Iterator[Compose]:
+    """A compose project up for the length of the block (`up --detach`, then `down --volumes`): the three files,
+    a fresh .env, and any further env files (config/compose-secure.env) and profiles."""
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         pytest.fail("no Docker engine with Compose v2: scripts/docker/engine.sh start; scripts/docker/compose.sh",
                     pytrace=False)
@@ -71,8 +76,10 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
     _images_present()
     env_file = tmp_path_factory.mktemp("compose") / ".env"
     env_file.write_text(env_from_example((ROOT / ".env.example").read_text()))
-    os.environ["COMPOSE_PROJECT_NAME"] = PROJECT  # testcontainers runs compose with the caller's environment
-    project = Compose(context=str(ROOT), compose_file_name=FILES, env_file=[str(env_file)], wait=False)
+    os.environ["COMPOSE_PROJECT_NAME"] = project_name  # testcontainers runs compose with the caller's environment
+    project = Compose(context=str(ROOT), compose_file_name=FILES, wait=False, profiles=list(profiles) or None,
+                      env_file=[str(env_file), *(str(ROOT / f) for f in env_files)])
+    project.name = project_name
     project.secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
                            if "=" in line and not line.startswith("#"))
     project.run("down", "--volumes", "--remove-orphans", check=False)  # a previous run's leftovers
@@ -84,7 +91,13 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
         os.environ.pop("COMPOSE_PROJECT_NAME", None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compose]:
+    with compose_project(tmp_path_factory, PROJECT) as project:
+        yield project
+
+
+@pytest.fixture(scope="module")
 def cfg(compose: Compose) -> HealthpipeConfig:
     """The config the compose services run with, as seen from the host: same topics, group and token."""
     return load_config(path=ROOT / "config" / "healthpipe.yaml", environment=False,
