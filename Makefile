@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 HP     := $(VENV)/bin/healthpipe
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-secure test-docker test-compose compose-images lint lock image mutations \
+.PHONY: proto install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-secure test-docker test-compose compose-images lint lock image mutations \
         up down logs status bench bench-full clean
 
 # Installs at the versions of the lock file (constraints.txt); `make lock` updates it from pyproject.toml.
@@ -87,6 +87,10 @@ test-compose: install
 	$(MAKE) compose-images PYTHON_IMAGE=local
 	$(HP) stack down
 	$(PYTEST) -m compose
+
+# The remote-write messages (healthpipe/receive/proto/*.proto) as Python: protoc from grpcio-tools (a dev dependency)
+proto: install
+	cd healthpipe/receive/proto && ../../../$(VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. *.proto
 
 lint: install
 	$(VENV)/bin/ruff check .

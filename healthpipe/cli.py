@@ -18,6 +18,7 @@ from pathlib import Path
 from healthpipe.common.command import add_config_argument, execute
 from healthpipe.ml import command as ml_command
 from healthpipe.producer import command as producer_command
+from healthpipe.receive import command as receive_command
 from healthpipe.sinks.archive import command as archive_command
 from healthpipe.sinks.influx import command as consumer_command
 from healthpipe.tiers import command as tiers_command
@@ -231,6 +232,7 @@ COMMANDS: list[Command] = [
             add_config_argument, _influxdb_setup),
     Command("demo-app", "serve the demo app's /metrics (simulated web traffic)", _demo_app_arguments, _demo_app),
     Command("producer", producer_command.HELP, producer_command.add_arguments, producer_command.run),
+    Command("receive", receive_command.HELP, receive_command.add_arguments, receive_command.run),
     Command("consumer", consumer_command.HELP, consumer_command.add_arguments, consumer_command.run),
     Command("backfill", producer_command.BACKFILL_HELP, producer_command.add_backfill_arguments,
             producer_command.run_backfill),

@@ -289,6 +289,25 @@ class ProducerSettings(_Section):
     metrics_port: int = Field(8001, ge=0, le=65535)
 
 
+class ReceiveSettings(_Section):
+    """`healthpipe receive`: Prometheus remote write (1.0 and 2.0) in, the producer's message contract out."""
+
+    # POST /api/v1/write, and /metrics, /healthz, /readyz, on one port
+    port: int = Field(8009, ge=0, le=65535)
+    # who may connect: the image sets 0.0.0.0 (Prometheus pushes from outside the container)
+    host: str = "127.0.0.1"
+    # The `query` field of every message it publishes: what verify and export call remote-written data
+    query: str = Field("remote_write", pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+    # A body over this is refused with 413 before it is read (Prometheus' 2,000-sample default is ~100 KiB)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # ...and one that would inflate past this, before it is inflated (a snappy bomb)
+    max_decoded_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # How long a request waits for Kafka to acknowledge every record before it answers 503 (Prometheus retries)
+    ack_timeout_seconds: float = Field(30, gt=0)
+    # Retry-After on a 503 (Kafka down or slow)
+    retry_after_seconds: int = Field(5, ge=1)
+
+
 class ConsumerSettings(_Section):
     batch_max_age_seconds: float = Field(2.0, gt=0)
     poll_batch: int = Field(500, ge=1)
@@ -427,6 +446,7 @@ class HealthpipeConfig(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    receive: ReceiveSettings = Field(default_factory=ReceiveSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     tiers: TiersSettings = Field(default_factory=TiersSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
