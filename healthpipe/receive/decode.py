@@ -51,6 +51,13 @@ class BadRequest(HealthpipeError):
         self.reason = reason
 
 
+class TooLarge(BadRequest):
+    """A body over a size limit, compressed or inflated (HTTP 413)."""
+
+    def __init__(self, message: str):
+        super().__init__("too_large", message)
+
+
 class Unsupported(HealthpipeError):
     """A content type or encoding this receiver does not speak (HTTP 415)."""
 
@@ -98,8 +105,7 @@ def decompress(body: bytes, content_encoding: str | None, max_bytes: int) -> byt
     try:
         size = _snappy_length(body)
         if size > max_bytes:
-            raise BadRequest("too_large", f"the body inflates to {size} bytes, over receive.max_decoded_bytes "
-                                          f"({max_bytes})")
+            raise TooLarge(f"the body inflates to {size} bytes, over receive.max_decoded_bytes ({max_bytes})")
         return bytes(cramjam.snappy.decompress_raw(body))
     except cramjam.DecompressionError as exc:
         raise BadRequest("bad_snappy", f"the body is not a snappy block: {exc}") from None

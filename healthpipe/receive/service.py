@@ -32,7 +32,7 @@ from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.errors import HealthpipeError
 from healthpipe.common.kafka import client_config, fail_if_refused
 from healthpipe.common.messages import SeriesWindow, headers
-from healthpipe.receive.decode import V2, BadRequest, Decoded, Unsupported, decode, decompress, message_of
+from healthpipe.receive.decode import V2, BadRequest, Decoded, TooLarge, Unsupported, decode, decompress, message_of
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class ReceiveService:
             return 415, {}, f"{exc}\n".encode()
         except BadRequest as exc:
             self.metrics.rejected.labels(exc.reason).inc()
-            return 400, {}, f"{exc}\n".encode()
+            return 413 if isinstance(exc, TooLarge) else 400, {}, f"{exc}\n".encode()
         try:
             sent = self.publish(decoded)
         except KafkaUnavailable as exc:
