@@ -41,8 +41,9 @@ def _stack_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("services", nargs="*", help="only these services (default: all); a node id for *-broker")
     p.add_argument("--kafka-brokers", type=int, default=1, choices=[1, 3],
                    help="1 broker, or a 3-node KRaft cluster (RF=3, min.insync.replicas=2)")
-    p.add_argument("--with", dest="extra", action="append", default=[], choices=["s3"],
-                   help="also run an S3-compatible server (SeaweedFS) for the archive")
+    p.add_argument("--with", dest="extra", action="append", default=[], choices=["s3", "remote-write"],
+                   help="also run an S3-compatible server (SeaweedFS) for the archive (s3); a Prometheus 3 on "
+                        "port 9091 remote-writing to `healthpipe receive` on 8009 (remote-write)")
     p.add_argument("--secure", action="store_true",
                    help="Kafka over SASL_SSL with ACLs, InfluxDB over https, a principal and token per role "
                         "(docs/security.md); without it, up switches a secured stack back to plaintext")
@@ -54,7 +55,8 @@ def _stack(args: argparse.Namespace) -> int:
 
     names = args.services or None
     if args.action == "up":
-        stack.up(names, brokers=args.kafka_brokers, with_s3="s3" in args.extra, secure=args.secure)
+        stack.up(names, brokers=args.kafka_brokers, with_s3="s3" in args.extra, secure=args.secure,
+                 with_remote_write="remote-write" in args.extra)
     elif args.action == "down":
         stack.down(names)
     elif args.action == "status":

@@ -296,14 +296,18 @@ class ReceiveSettings(_Section):
     port: int = Field(8009, ge=0, le=65535)
     # who may connect: the image sets 0.0.0.0 (Prometheus pushes from outside the container)
     host: str = "127.0.0.1"
-    # The `query` field of every message it publishes: what verify and export call remote-written data
+    # The `query` field of every message it publishes (part of each series' Kafka key)
     query: str = Field("remote_write", pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+    # The `metric_type` tag of every stored point: one value, so that a series keeps its tags whichever protocol
+    # version sent it and whether or not its metadata came along (verify selects by it: docs/receive.md)
+    metric_type: str = Field("prometheus", pattern=r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
     # A body over this is refused with 413 before it is read (Prometheus' 2,000-sample default is ~100 KiB)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     # ...and one that would inflate past this, before it is inflated (a snappy bomb)
     max_decoded_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    # How long a request waits for Kafka to acknowledge every record before it answers 503 (Prometheus retries)
-    ack_timeout_seconds: float = Field(30, gt=0)
+    # How long a request waits for Kafka to acknowledge every record before it answers 503 (Prometheus retries).
+    # Under Prometheus' remote_timeout (30 s by default), so that the 503 reaches it rather than a dropped connection
+    ack_timeout_seconds: float = Field(20, gt=0)
     # Retry-After on a 503 (Kafka down or slow)
     retry_after_seconds: int = Field(5, ge=1)
 

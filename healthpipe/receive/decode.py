@@ -1,4 +1,6 @@
-"""A remote-write request body into series (labels, float samples), both messages of the spec:
+"""A remote-write request body into series (labels, float samples; metadata is not read: the stored `metric_type` is
+receive.metric_type for every series, so that a series' tags do not change with the protocol version or with
+whether its metadata came in the same request), both messages of the spec:
 `prometheus.WriteRequest` (remote write 1.0) and `io.prometheus.write.v2.Request` (2.0, labels as references into a
 symbols table), snappy-compressed (block format) protobuf.
 
@@ -32,17 +34,6 @@ STALE_NAN_BITS = 0x7FF0000000000002
 # with a reason rather than stored under a name no query could spell)
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
-METRIC_TYPES_V1 = {v1.MetricMetadata.COUNTER: "counter", v1.MetricMetadata.GAUGE: "gauge",
-                   v1.MetricMetadata.HISTOGRAM: "histogram", v1.MetricMetadata.GAUGEHISTOGRAM: "gaugehistogram",
-                   v1.MetricMetadata.SUMMARY: "summary", v1.MetricMetadata.INFO: "info",
-                   v1.MetricMetadata.STATESET: "stateset"}
-METRIC_TYPES_V2 = {v2.Metadata.METRIC_TYPE_COUNTER: "counter", v2.Metadata.METRIC_TYPE_GAUGE: "gauge",
-                   v2.Metadata.METRIC_TYPE_HISTOGRAM: "histogram",
-                   v2.Metadata.METRIC_TYPE_GAUGEHISTOGRAM: "gaugehistogram",
-                   v2.Metadata.METRIC_TYPE_SUMMARY: "summary", v2.Metadata.METRIC_TYPE_INFO: "info",
-                   v2.Metadata.METRIC_TYPE_STATESET: "stateset"}
-
-
 class BadRequest(HealthpipeError):
     """The body can never be accepted (HTTP 400). `reason`: a short code for the metrics."""
 
@@ -65,7 +56,6 @@ class Unsupported(HealthpipeError):
 @dataclass(slots=True)
 class Series:
     labels: dict[str, str]
-    metric_type: str
     samples: list[tuple[int, str]]  # [timestamp ms, value as Prometheus' query API writes it]
 
 
@@ -198,7 +188,6 @@ def _foreign_fields(request: Message, message: str, other: str) -> None:
 def _decode_v1(body: bytes) -> Decoded:
     request = v1.WriteRequest.FromString(body)
     _foreign_fields(request, V1, V2)
-    types = {m.metric_family_name: METRIC_TYPES_V1.get(m.type, "untyped") for m in request.metadata}
     decoded = Decoded(V1, [])
     for ts in request.timeseries:
         labels = _labels((label.name, label.value) for label in ts.labels)
@@ -206,7 +195,7 @@ def _decode_v1(body: bytes) -> Decoded:
         decoded.exemplars += len(ts.exemplars)
         samples = _samples(ts.samples, decoded)
         if samples:
-            decoded.series.append(Series(labels, types.get(labels["__name__"], "untyped"), samples))
+            decoded.series.append(Series(labels, samples))
     return decoded
 
 
@@ -229,5 +218,5 @@ def _decode_v2(body: bytes) -> Decoded:
         decoded.exemplars += len(ts.exemplars)
         samples = _samples(ts.samples, decoded)
         if samples:
-            decoded.series.append(Series(labels, METRIC_TYPES_V2.get(ts.metadata.type, "untyped"), samples))
+            decoded.series.append(Series(labels, samples))
     return decoded

@@ -30,8 +30,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from healthpipe.common import observability
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.errors import HealthpipeError
-from healthpipe.common.kafka import client_config, fail_if_refused
+from healthpipe.common.kafka import client_config, ensure_topics, fail_if_refused
 from healthpipe.common.messages import SeriesWindow, headers
+from healthpipe.common.retry import retry
 from healthpipe.receive.decode import V2, BadRequest, Decoded, TooLarge, Unsupported, decode, decompress, message_of
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,9 @@ class ReceiveService:
     # --- the process (healthpipe.common.process.Service) ---
 
     def initialize(self) -> None:
+        """The topics first (waiting, unready and not yet listening, while Kafka is away: Prometheus retries a
+        refused connection), then the delivery-report poller."""
+        retry(lambda: ensure_topics(self.cfg), "kafka_topics", None, stop=self._stop)
         self._poller.start()
 
     def ready(self) -> bool:
@@ -157,7 +161,7 @@ class ReceiveService:
         hdrs = headers()
         for series in decoded.series:
             stamps = [ts for ts, _ in series.samples]
-            window = SeriesWindow(query, series.metric_type, series.labels, min(stamps) - 1, max(stamps),
+            window = SeriesWindow(query, self.cfg.receive.metric_type, series.labels, min(stamps) - 1, max(stamps),
                                   series.samples)
             for part in window.split(p.max_samples_per_message, p.max_message_bytes):
                 acks.expect(1)
@@ -270,6 +274,13 @@ class ReceiveService:
                     self._send(404, {}, b"not found\n")
 
             def _send(self, status: int, extra: dict[str, Any], body: bytes, close: bool = False) -> None:
+                try:
+                    self._write(status, extra, body, close)
+                except (BrokenPipeError, ConnectionResetError):  # it gave up waiting (remote_timeout): it retries
+                    log.info("receive_client_gone status=%d", status)
+                    self.close_connection = True
+
+            def _write(self, status: int, extra: dict[str, Any], body: bytes, close: bool) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", extra.pop("Content-Type", "text/plain; charset=utf-8"))
                 for name, value in extra.items():

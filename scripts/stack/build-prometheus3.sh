@@ -7,7 +7,7 @@
 # (GOWORK=off: the module has a go.work). No web UI assets (the UI is not used): about 5 min cold on 2 cores.
 set -euo pipefail
 
-VERSION=${PROMETHEUS3_VERSION:-v0.316.0}
+VERSION=${PROMETHEUS3_VERSION:-v0.316.0}  # the Go module of Prometheus 3.16.0 (module v0.3XY.Z = release 3.XY.Z)
 CACHE=${HEALTHPIPE_CACHE:-$HOME/.cache/healthpipe}
 OUT=$CACHE/prometheus-$VERSION
 [ -x "$OUT/prometheus" ] && { echo "prometheus $VERSION: cached at $OUT/prometheus"; exit 0; }
@@ -21,7 +21,7 @@ WORK=$BUILD/prometheus-$VERSION
 if [ ! -d "$WORK" ]; then cp -r "$SRC" "$WORK"; chmod -R u+w "$WORK"; fi
 echo "prometheus: building (Go; about 5 minutes the first time)"
 (cd "$WORK" && GOWORK=off CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod nice go build -trimpath \
-    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${VERSION#v0.}" \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=3.${VERSION:4:2}.${VERSION##*.}" \
     -o "$OUT/prometheus.tmp" ./cmd/prometheus >&2)
 mv "$OUT/prometheus.tmp" "$OUT/prometheus"
 rm -rf "$WORK"

@@ -63,20 +63,20 @@ def received(body: bytes, content_type: str = "application/x-protobuf", encoding
 UP = {"__name__": "up", "job": "node", "instance": "a:9100"}
 
 
-def test_a_1_0_request_becomes_series_with_prometheus_values_and_types():
+def test_a_1_0_request_becomes_series_with_prometheus_values():
     body = snappy(request_v1([(UP, [(1000, 1.0), (2000, 0.0)]), ({"__name__": "x", "k": ""}, [(1000, 0.25)])],
                              types={"up": v1.MetricMetadata.GAUGE}))
     got = received(body)
     assert got.message == d.V1 and got.samples == 3
-    assert got.series[0] == d.Series(UP, "gauge", [(1000, "1"), (2000, "0")])
-    assert got.series[1] == d.Series({"__name__": "x"}, "untyped", [(1000, "0.25")])  # empty value: no label
+    assert got.series[0] == d.Series(UP, [(1000, "1"), (2000, "0")])
+    assert got.series[1] == d.Series({"__name__": "x"}, [(1000, "0.25")])  # empty value: no label
 
 
 def test_a_2_0_request_resolves_its_symbols():
     body = snappy(request_v2([(UP, [(1000, 1.5)])], kind=v2.Metadata.METRIC_TYPE_COUNTER))
     got = received(body, f"application/x-protobuf;proto={d.V2}")
     assert got.message == d.V2
-    assert got.series == [d.Series(UP, "counter", [(1000, "1.5")])]
+    assert got.series == [d.Series(UP, [(1000, "1.5")])]
 
 
 @pytest.mark.parametrize("value, text", [

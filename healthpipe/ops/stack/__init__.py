@@ -5,7 +5,7 @@ This machine has no Docker engine, so `healthpipe stack up` installs (once, cach
 ~/.cache/healthpipe keyed by version) and starts each service from `scripts/stack/`, keeping its data,
 pid and log under `.stack/`. `down` stops exactly the processes whose pids it recorded.
 
-    healthpipe stack up [--kafka-brokers 1|3] [--with s3]
+    healthpipe stack up [--kafka-brokers 1|3] [--with s3] [--with remote-write]
     healthpipe stack kill-broker N / start-broker N      (N = the broker's node id: 1, 2, 3)
 
 Ports, org and bucket come from one place: `paths.PORTS` and the config defaults (healthpipe/common/config.py).
@@ -32,6 +32,7 @@ from healthpipe.ops.stack.kafka import (
 from healthpipe.ops.stack.paths import CACHE, INFLUXDB_VERSION, KAFKA_VERSION, MAX_BROKERS, PORTS, ROOT, STACK_DIR
 from healthpipe.ops.stack.pipeline import pipeline_down, pipeline_up
 from healthpipe.ops.stack.prometheus import render_prometheus_config
+from healthpipe.ops.stack.prometheus3 import PROMETHEUS3
 from healthpipe.ops.stack.s3 import S3, s3_credentials
 from healthpipe.ops.stack.security import is_secure, provision_kafka, set_secure
 from healthpipe.ops.stack.supervise import Service, kill, start, stop
@@ -60,7 +61,8 @@ def _switch(brokers: int, secure: bool) -> None:
     brokers_file().write_text(str(brokers))
 
 
-def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False, secure: bool = False) -> None:
+def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False, secure: bool = False,
+       with_remote_write: bool = False) -> None:
     """Start the stack (or the services named): `brokers` Kafka nodes; `secure`: SASL_SSL + ACLs, InfluxDB over
     https with a token per role (healthpipe.ops.stack.security)."""
     if brokers not in (1, MAX_BROKERS):
@@ -70,7 +72,9 @@ def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False, 
         _switch(brokers, secure)
     elif any(n.startswith("kafka") for n in names):  # a broker restarted by a test: the stack as it is
         brokers = kafka_brokers()
-    wanted = services(brokers, with_s3=with_s3 or S3.pid() is not None or bool(names and "s3" in names))
+    wanted = services(brokers, with_s3=with_s3 or S3.pid() is not None or bool(names and "s3" in names),
+                      with_remote_write=with_remote_write or PROMETHEUS3.pid() is not None
+                      or bool(names and {"receive", "prometheus3"} & set(names)))
     kafka = [s for s in wanted if s.name.startswith("kafka") and (names is None or s.name in names or "kafka" in names)]
     # The nodes of a cluster wait for each other's votes: start them all, then wait for each.
     for svc in kafka:
@@ -84,12 +88,13 @@ def up(names: list[str] | None = None, brokers: int = 1, with_s3: bool = False, 
             start(svc)
     env = write_env_file()
     print(f"stack up in {time.monotonic() - t0:.1f}s ({brokers} Kafka broker{'s' if brokers > 1 else ''}"
-          f"{', S3' if S3.pid() else ''}{', secured: SASL_SSL, ACLs, InfluxDB https' if is_secure() else ''}); "
+          f"{', S3' if S3.pid() else ''}{', Prometheus 3 -> receive' if PROMETHEUS3.pid() else ''}"
+          f"{', secured: SASL_SSL, ACLs, InfluxDB https' if is_secure() else ''}); "
           f"connection settings in {env}", flush=True)
 
 
 def down(names: list[str] | None = None) -> None:
-    for svc in reversed(services(with_s3=True)):
+    for svc in reversed(services(with_s3=True, with_remote_write=True)):
         if names is None or svc.name in names:
             stop(svc)
 

@@ -6,11 +6,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from healthpipe.common.config import ArchiveSettings, ConsumerSettings, InfluxSettings, ProducerSettings, VerifySettings
+from healthpipe.common.config import (
+    ArchiveSettings,
+    ConsumerSettings,
+    InfluxSettings,
+    ProducerSettings,
+    ReceiveSettings,
+    VerifySettings,
+)
 
 KAFKA_VERSION = "3.9.1"
 INFLUXDB_VERSION = "2.7.12"
 SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+PROMETHEUS3_VERSION = "v0.316.0"  # the Go module of Prometheus 3.16.0 (`stack up --with remote-write`)
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: scripts/ and config/ are read from it
 SCRIPTS = ROOT / "scripts" / "stack"
 PROMETHEUS_TEMPLATE = ROOT / "config" / "prometheus" / "prometheus.yml"
@@ -26,6 +34,8 @@ class Ports:
     kafka: tuple[int, ...] = (9092, 9094, 9096)  # broker listener of node id 1, 2, 3
     kafka_controller: tuple[int, ...] = (9093, 9095, 9097)
     prometheus: int = 9090
+    prometheus3: int = 9091  # Prometheus 3, remote-writing to the receiver (`--with remote-write`)
+    receive: int = ReceiveSettings().port
     influxdb: int = 8086
     demo_app: int = 8000
     s3: int = 8333

@@ -12,6 +12,7 @@ from healthpipe.ops.stack.influxdb import influx_service, influx_token, influx_u
 from healthpipe.ops.stack.kafka import bootstrap_servers, kafka_brokers, kafka_services
 from healthpipe.ops.stack.paths import INFLUX, PORTS, ROOT, S3_BUCKET, STACK_DIR
 from healthpipe.ops.stack.prometheus import prometheus_service
+from healthpipe.ops.stack.prometheus3 import PROMETHEUS3
 from healthpipe.ops.stack.s3 import S3, s3_credentials
 from healthpipe.ops.stack.security import is_secure, operator_env, role_env, write_role_env_files
 from healthpipe.ops.stack.supervise import Service, http_ok
@@ -27,11 +28,16 @@ def _base_services() -> list[Service]:
     ]
 
 
-def services(brokers: int | None = None, with_s3: bool | None = None) -> list[Service]:
-    """The stack's services in start order (Kafka first, the optional S3 server last)."""
+def services(brokers: int | None = None, with_s3: bool | None = None,
+             with_remote_write: bool | None = None) -> list[Service]:
+    """The stack's services in start order (Kafka first, the optional ones last: the S3 server; the receiver and
+    the Prometheus 3 that pushes to it)."""
     brokers = brokers or kafka_brokers()
     with_s3 = S3.pid() is not None if with_s3 is None else with_s3
-    return kafka_services(brokers) + _base_services() + ([S3] if with_s3 else [])
+    if with_remote_write is None:
+        with_remote_write = PROMETHEUS3.pid() is not None
+    return (kafka_services(brokers) + _base_services() + ([S3] if with_s3 else [])
+            + ([RECEIVE, PROMETHEUS3] if with_remote_write else []))
 
 
 def _pipeline_env(role: Role) -> dict[str, str]:
@@ -54,10 +60,18 @@ PIPELINE: list[Service] = [
 ]
 
 
+# What Prometheus 3 pushes to (`--with remote-write`): the pipeline's topic, so `make up`'s consumer stores it.
+# On the secured stack it runs as the producer's principal, whose rights (WRITE on the data topic, idempotence)
+# are all it needs.
+RECEIVE = Service("receive", command=lambda: [sys.executable, "-m", "healthpipe", "receive"],
+                  env=lambda: _pipeline_env("producer"),
+                  ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.receive}/readyz"))
+
+
 def service(name: str) -> Service:
     if name == "kafka" or name.startswith("kafka-") and name[6:].isdigit():
         return broker_node(1 if name == "kafka" else int(name[6:]))
-    others = _base_services() + [S3] + PIPELINE
+    others = _base_services() + [S3, RECEIVE, PROMETHEUS3] + PIPELINE
     for s in others:
         if s.name == name:
             return s
