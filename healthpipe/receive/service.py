@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from healthpipe.common import observability
 from healthpipe.common.config import HealthpipeConfig
@@ -54,6 +54,8 @@ class ReceiveMetrics:
                                   "contract), exemplars, staleness markers", ["kind"], registry=self.registry)
         self.messages = Counter("healthpipe_receive_messages_total", "Kafka records acknowledged",
                                 registry=self.registry)
+        self.in_flight = Gauge("healthpipe_receive_requests_in_flight",
+                               "Requests read and not yet answered (waiting for Kafka, mostly)", registry=self.registry)
         self.latency = Histogram("healthpipe_receive_request_seconds", "Time from request to answer",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                  registry=self.registry)
@@ -250,12 +252,15 @@ class ReceiveService:
                     service.metrics.rejected.labels("truncated").inc()
                     self._send(400, {}, b"the body ended before Content-Length\n", close=True)
                     return
+                service.metrics.in_flight.inc()
                 try:
                     status, extra, text = service.handle_write(self.headers.get("Content-Type"),
                                                                self.headers.get("Content-Encoding"), body)
                 except Exception:  # a bug: the client still gets an answer (and retries), the log the trace
                     log.exception("receive_request_failed")
                     status, extra, text = 500, {}, b"internal error (logged)\n"
+                finally:
+                    service.metrics.in_flight.dec()
                 service.metrics.requests.labels(str(status), self.headers.get("Content-Type", "")[:80]).inc()
                 service.metrics.latency.observe(time.perf_counter() - t0)
                 self._send(status, extra, text)
