@@ -36,10 +36,11 @@ FROM ${PYTHON_IMAGE} AS runtime
 COPY --from=build /usr/bin/tini-static /usr/bin/tini
 COPY --from=build /opt/healthpipe /opt/healthpipe
 # a numeric user needs no passwd entry (minimal bases have no useradd); HOME and matplotlib's cache in /tmp,
-# the one place a read-only root filesystem (Kubernetes' securityContext) leaves writable
+# the one place a read-only root filesystem (Kubernetes' securityContext) leaves writable; the metrics ports and
+# the receiver listen beyond the container (Prometheus and the kubelet come from outside it)
 ENV PATH=/opt/healthpipe/bin:$PATH PYTHONUNBUFFERED=1 HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib \
     HEALTHPIPE_PROBE_FILE=/tmp/healthpipe-status-port HEALTHPIPE_CONFIG=/etc/healthpipe/healthpipe.yaml \
-    HEALTHPIPE_PIPELINE__METRICS_HOST=0.0.0.0
+    HEALTHPIPE_PIPELINE__METRICS_HOST=0.0.0.0 HEALTHPIPE_RECEIVE__HOST=0.0.0.0
 COPY config/healthpipe.yaml /etc/healthpipe/healthpipe.yaml
 USER 10001:10001
 WORKDIR /tmp
