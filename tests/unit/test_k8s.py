@@ -73,7 +73,8 @@ def test_every_workload_is_hardened_and_bounded():
     if not RENDERED:
         pytest.skip("kustomize could not be built (needs Go)")
     workloads = [d for d in RENDERED if d["kind"] in ("Deployment", "Job")]
-    assert {d["metadata"]["name"] for d in workloads} == {"producer", "consumer", "archive", "verify", "receive", "tiers-apply"}
+    assert {d["metadata"]["name"] for d in workloads} == {"producer", "consumer", "archive", "verify", "receive",
+                                                          "tiers-apply"}
     for d in workloads:
         pod = d["spec"]["template"]["spec"]
         (c,) = pod["containers"]
