@@ -165,7 +165,7 @@ def telegraf_binary() -> Path:
     """The Telegraf built by scripts/stack/build-telegraf.sh (built now if missing: ~30 s with a warm Go cache)."""
     subprocess.run(["bash", str(SCRIPTS / "build-telegraf.sh")], check=True, stdout=subprocess.DEVNULL,
                    env=clean_env(HEALTHPIPE_CACHE=str(CACHE), TELEGRAF_VERSION=TELEGRAF_VERSION))
-    return CACHE / f"telegraf-{TELEGRAF_VERSION}" / "telegraf"
+    return CACHE / f"telegraf-{TELEGRAF_VERSION}-b2-b11" / "telegraf"
 
 
 def b2_telegraf(cfg, ledger, tmp: Path, telegraf: Path) -> dict:

@@ -157,12 +157,23 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def _samples(samples: Sequence, decoded: Decoded) -> list[tuple[int, str]]:
+    # The hot loop of a request (profiled: three quarters of its CPU): repr is already the shortest round-trip
+    # text; only a trailing ".0", an exponent, NaN and the infinities need format_value's rules.
     out = []
     for s in samples:
-        if _is_stale(s.value):
-            decoded.stale_markers += 1
+        value = s.value
+        if value != value:  # NaN: a staleness marker is counted, not stored
+            if _is_stale(value):
+                decoded.stale_markers += 1
+                continue
+            out.append((s.timestamp, "NaN"))
             continue
-        out.append((s.timestamp, format_value(s.value)))
+        text = repr(value)
+        if text[-2:] == ".0":
+            text = text[:-2]
+        elif "e" in text or "n" in text:  # 1e-07, inf
+            text = format_value(value)
+        out.append((s.timestamp, text))
     return out
 
 

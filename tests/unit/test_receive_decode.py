@@ -82,10 +82,13 @@ def test_a_2_0_request_resolves_its_symbols():
 @pytest.mark.parametrize("value, text", [
     (1.0, "1"), (0.1, "0.1"), (-2.5, "-2.5"), (1e-07, "0.0000001"), (1.5e20, "150000000000000000000"),
     (123456789.125, "123456789.125"), (-2.5e-05, "-0.000025"), (float("inf"), "+Inf"), (float("-inf"), "-Inf"),
-    (float("nan"), "NaN"), (5e-324, "0." + "0" * 323 + "5"), (0.0, "0")])
+    (float("nan"), "NaN"), (5e-324, "0." + "0" * 323 + "5"), (0.0, "0"), (-0.0, "-0"), (1e16, "10000000000000000"),
+    (123.0, "123"), (0.30000000000000004, "0.30000000000000004")])
 def test_values_are_written_as_prometheus_query_api_writes_them(value, text):
     """Go's strconv.FormatFloat(v, 'f', -1, 64): what the producer stores for the same sample."""
     assert d.format_value(value) == text
+    # and the decoder's own fast path writes the same
+    assert received(snappy(request_v1([(UP, [(1000, value)])]))).series[0].samples == [(1000, text)]
     if not math.isnan(value):
         assert float(text.replace("+Inf", "inf")) == value
 
