@@ -7,7 +7,7 @@ set -euo pipefail
 
 VERSION=${TELEGRAF_VERSION:-1.37.2}
 CACHE=${HEALTHPIPE_CACHE:-$HOME/.cache/healthpipe}
-PLUGINS="inputs.kafka_consumer,outputs.influxdb_v2,parsers.xpath,inputs.http_listener_v2,parsers.prometheusremotewrite,outputs.kafka"
+PLUGINS="inputs.kafka_consumer,outputs.influxdb_v2,parsers.xpath,inputs.http_listener_v2,parsers.prometheusremotewrite,outputs.kafka,serializers.influx"
 OUT=$CACHE/telegraf-$VERSION-b2-b11  # another set of plugins is another binary
 [ -x "$OUT/telegraf" ] && { echo "telegraf $VERSION: cached at $OUT/telegraf"; exit 0; }
 
