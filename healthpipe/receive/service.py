@@ -98,7 +98,7 @@ class ReceiveService:
         self._last_error = ""  # why not ready (Kafka's last refusal), "" when the last publish was acknowledged
         self.fatal: HealthpipeError | None = None  # what stopped the process, raised by main (its exit code)
         self.producer = Producer({**client_config(cfg.kafka), "enable.idempotence": True, "acks": "all",
-                                  "compression.type": "zstd", "linger.ms": 5,
+                                  "compression.type": "zstd", "linger.ms": 1,
                                   "message.max.bytes": max(cfg.producer.max_message_bytes * 2, 1_000_000),
                                   "error_cb": self._on_error})
         self.httpd = ThreadingHTTPServer((cfg.receive.host, cfg.receive.port), self._handler())
