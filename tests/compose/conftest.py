@@ -49,6 +49,7 @@ class Compose(DockerCompose):
 
     name: str  # the project's name (COMPOSE_PROJECT_NAME): its volumes are <name>_<volume>
     secrets: dict[str, str]  # the generated .env
+    started_ms: int  # when this project's `up` began: its Prometheus holds nothing older
 
     def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([*self.compose_command_property, *args], cwd=ROOT, capture_output=True, text=True,
@@ -84,6 +85,7 @@ def compose_project(tmp_path_factory: pytest.TempPathFactory, project_name: str,
     project.secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
                            if "=" in line and not line.startswith("#"))
     project.run("down", "--volumes", "--remove-orphans", check=False)  # a previous run's leftovers
+    project.started_ms = int(time.time() * 1000)
     try:
         project.start()  # `docker compose ... up --detach` (the images exist: nothing is built or pulled)
         yield project

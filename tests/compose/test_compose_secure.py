@@ -24,7 +24,7 @@ from tests.compose.test_compose_up import _caught_up
 from tests.support import influx
 from tests.support.influx import iso
 
-STARTED_MS = int(time.time() * 1000)
+STARTED_MS = int(time.time() * 1000)  # at import: only a lower bound (an hour of margin below)
 PROJECT = "hp-compose-secure"
 ROLES = {"producer": "producer", "consumer": "consumer", "archive": "archive", "verify": "reader",
          "tiers-init": "tiers"}
@@ -77,7 +77,8 @@ def _one_shots_succeeded(compose: Compose) -> dict[str, str]:
 
 def _verify(compose: Compose, until_ms: int) -> dict:
     """`healthpipe verify` in the verify service's container: as hp-reader, with the reader's InfluxDB token."""
-    out = compose.run("run", "--rm", "--no-deps", "-T", "verify", "verify", "--from", iso(STARTED_MS - 60_000),
+    out = compose.run("run", "--rm", "--no-deps", "-T", "verify", "verify",
+                      "--from", iso(compose.started_ms - 60_000),
                       "--to", iso(until_ms), "--json", check=False, timeout=300)
     assert out.returncode == 0, f"verify exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}"
     doc = json.loads(out.stdout)
@@ -86,7 +87,8 @@ def _verify(compose: Compose, until_ms: int) -> dict:
 
 
 def test_the_secured_pipeline_is_exact(secure, operator):
-    mark = wait(lambda: _caught_up(operator, STARTED_MS + 20_000), 300, "the secured pipeline to load 20 s", secure)
+    mark = wait(lambda: _caught_up(operator, secure.started_ms + 20_000), 300, "the secured pipeline to load 20 s",
+                secure)
     assert _one_shots_succeeded(secure) == {s: "exited 0" for s in
                                             ("secure-init", "secure-grant", "kafka-init", "influxdb-init",
                                              "tiers-init")}

@@ -18,7 +18,7 @@ from tests.support.influx import iso
 from tests.support.kafka import committed_offsets, end_offsets
 from tests.support.pipeline import committed_all
 
-STARTED_MS = int(time.time() * 1000)
+STARTED_MS = int(time.time() * 1000)  # at import: only a lower bound (an hour of margin below)
 
 
 def _watermark(cfg) -> int:
@@ -35,7 +35,8 @@ def _caught_up(cfg, after_ms: int) -> int:
 
 def _verify(compose, cfg, until_ms: int) -> dict:
     """`healthpipe verify` in the image, over everything since the test started."""
-    out = compose.run("run", "--rm", "--no-deps", "-T", "verify", "verify", "--from", iso(STARTED_MS - 60_000),
+    out = compose.run("run", "--rm", "--no-deps", "-T", "verify", "verify",
+                      "--from", iso(compose.started_ms - 60_000),
                       "--to", iso(until_ms), "--json", check=False, timeout=300)
     assert out.returncode == 0, f"verify exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}"
     doc = json.loads(out.stdout)
@@ -49,7 +50,8 @@ def _points(cfg) -> int:
 
 
 def test_data_flows_and_influxdb_equals_prometheus(compose, cfg):
-    mark = wait(lambda: _caught_up(cfg, STARTED_MS + 20_000), 300, "the pipeline to publish and load 20 s", compose)
+    mark = wait(lambda: _caught_up(cfg, compose.started_ms + 20_000), 300, "the pipeline to publish and load 20 s",
+                compose)
     assert _points(cfg) > 0
     _verify(compose, cfg, mark)
 
@@ -97,7 +99,8 @@ def test_kafka_killed_with_work_in_flight_loses_nothing(compose, cfg):
 
 
 def test_down_and_up_keeps_every_acknowledged_sample(compose, cfg):
-    before_mark = wait(lambda: _caught_up(cfg, STARTED_MS + 20_000), 300, "20 s published and committed", compose)
+    before_mark = wait(lambda: _caught_up(cfg, compose.started_ms + 20_000), 300, "20 s published and committed",
+                       compose)
     points_before = _points(cfg)
     offsets_before = committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic)
     compose.run("down", "--timeout", "60")  # containers removed, named volumes kept
