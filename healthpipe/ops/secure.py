@@ -24,7 +24,6 @@ from healthpipe.common.errors import ConfigError
 from healthpipe.common.principals import ROLES, USERNAMES, influx_grants
 
 ADMIN = "hp-admin"
-SERVICES = ("kafka", "influxdb", "operator")
 
 
 def _password(path: Path) -> str:

@@ -93,7 +93,6 @@ class ReceiveService:
     def __init__(self, cfg: HealthpipeConfig):
         self.cfg = cfg
         self.metrics = ReceiveMetrics()
-        self.status_server = None  # the receiver serves /metrics, /healthz and /readyz itself
         self._stop = threading.Event()
         self._last_error = ""  # why not ready (Kafka's last refusal), "" when the last publish was acknowledged
         self.fatal: HealthpipeError | None = None  # what stopped the process, raised by main (its exit code)
