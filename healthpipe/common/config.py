@@ -388,6 +388,30 @@ class S3Settings(_Section):
         return self
 
 
+class IcebergSettings(_Section):
+    """`archive.format: iceberg`: the table and its catalog (docs/tiers.md, "The Iceberg table")."""
+
+    # namespace.table; its files live under archive.target (or the S3 bucket and prefix) at <namespace>/<table>/
+    table: str = Field("healthpipe.samples", pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+    # "sql": a SQLAlchemy database (the default, a SQLite file: one host only); "rest": an Iceberg REST catalog
+    # (Polaris, Nessie, Lakekeeper, ...), which N archivers on N hosts can share.
+    catalog: Literal["sql", "rest"] = "sql"
+    # sql: a SQLAlchemy URI; empty: sqlite:///<archive.target>/iceberg-catalog.db (a local target), or
+    # sqlite:///data/iceberg-catalog.db (an S3 target). rest: the catalog's URL.
+    catalog_uri: str = ""
+    # rest: the bearer token, if the catalog wants one
+    catalog_token: SecretStr = SecretStr("")
+    catalog_token_file: FilePath = None
+    # compaction: files of one day are rewritten into files of at most this many rows, sorted by (series, ts)
+    compact_file_rows: int = Field(20_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> IcebergSettings:
+        if self.catalog_token_file is not None:
+            self.catalog_token = _read_secret_file(self.catalog_token_file, "catalog_token_file")
+        return self
+
+
 class ArchiveSettings(_Section):
     """The cold tier: `healthpipe archive`, a consumer group of its own writing Parquet."""
 
@@ -395,6 +419,10 @@ class ArchiveSettings(_Section):
     # Where the files go: a local directory, or "s3" for the object store below.
     target: str = "data/archive"
     s3: S3Settings = Field(default_factory=S3Settings)
+    # "parquet": hive-partitioned Parquet files (date=/hour=), exactly once by file names; "iceberg": an Apache
+    # Iceberg table (partitioned by day(ts)), exactly once by the Kafka offsets each snapshot records.
+    format: Literal["parquet", "iceberg"] = "parquet"
+    iceberg: IcebergSettings = Field(default_factory=IcebergSettings)
     # A file closes (and its offsets commit) at this many rows or this age, whichever comes first.
     max_file_rows: int = Field(500_000, ge=1)
     max_file_age_seconds: float = Field(300, gt=0)

@@ -52,6 +52,14 @@ def committed_offsets(cfg: HealthpipeConfig, group: str, topic: str) -> dict[int
     return {tp.partition: tp.offset for tp in committed}
 
 
+def reset_offsets(cfg: HealthpipeConfig, group: str, topic: str, offset: int) -> None:
+    """Commit `offset` for every partition of `topic` in `group` (no member may be running)."""
+    consumer = Consumer({**cfg.kafka.as_librdkafka_dict(), "group.id": group, "enable.auto.commit": False})
+    meta = consumer.list_topics(topic, timeout=30).topics[topic]
+    consumer.commit(offsets=[TopicPartition(topic, p, offset) for p in meta.partitions], asynchronous=False)
+    consumer.close()
+
+
 def open_transactions(cfg: HealthpipeConfig, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
     """Partitions whose last stable offset is behind the high watermark: an unfinished transaction holds
     records there. {(topic, partition): (last stable offset, high watermark)}."""

@@ -10,6 +10,7 @@ metric_type, series (the message key), labels (map).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,10 +77,9 @@ def timestamps_of(raw: list) -> np.ndarray | None:
 
 
 
-def build_files(r: OpenRange) -> dict[str, bytes]:
-    """A sealed range's Parquet files, one per hour its samples fall in: path → bytes. The same range always gives
-    the same bytes (rows in offset order, dictionaries in first-seen order), which is what makes a re-cut after a
-    crash write exactly the files it replaces."""
+def range_tables(r: OpenRange, bucket_ms: int, ts_unit: str = "ms") -> Iterator[tuple[int, pa.Table]]:
+    """A sealed range's rows split by time bucket (an hour for the hive layout, a day for Iceberg's day(ts)):
+    (bucket start in ms, rows), rows in offset order, dictionaries in first-seen order (deterministic)."""
     ts = np.concatenate([c[0] for c in r.chunks])
     values = np.concatenate([c[1] for c in r.chunks])
     nulls = np.concatenate([c[2] if c[2] is not None else np.zeros(len(c[0]), dtype=bool) for c in r.chunks])
@@ -92,13 +92,13 @@ def build_files(r: OpenRange) -> dict[str, bytes]:
     labels = pa.MapArray.from_arrays(arrays.numeric(offsets, pa.int32()),
                                      arrays.strings([k for m in label_maps for k in m]),
                                      arrays.strings([v for m in label_maps for v in m.values()]))
-    hours = ts // layout.HOUR_MS * layout.HOUR_MS
-    files = {}
-    for hour in np.unique(hours):
-        rows = np.nonzero(hours == hour)[0]
+    buckets = ts // bucket_ms * bucket_ms
+    scale = {"ms": 1, "us": 1000}[ts_unit]  # Iceberg's timestamptz is microseconds
+    for bucket in np.unique(buckets):
+        rows = np.nonzero(buckets == bucket)[0]
         idx = arrays.numeric(index[rows], pa.int32())
-        table = pa.table({
-            "ts": arrays.numeric(ts[rows], pa.timestamp("ms", tz="UTC")),
+        yield int(bucket), pa.table({
+            "ts": arrays.numeric(ts[rows] * scale, pa.timestamp(ts_unit, tz="UTC")),
             "value": arrays.numeric(values[rows], pa.float64(), nulls[rows]),
             "metric": pa.DictionaryArray.from_arrays(idx, dictionaries[3]),
             "query": pa.DictionaryArray.from_arrays(idx, dictionaries[1]),
@@ -106,16 +106,28 @@ def build_files(r: OpenRange) -> dict[str, bytes]:
             "series": pa.DictionaryArray.from_arrays(idx, dictionaries[0]),
             "labels": labels.take(idx),
         })
-        buf = io.BytesIO()
-        # bench/archive.py measured: PLAIN values under zstd level 6 take about half the bytes of
-        # BYTE_STREAM_SPLIT for Prometheus-like values (few significant digits), at ~9 M samples/s
-        pq.write_table(table, buf, compression="zstd", compression_level=6,
-                       use_dictionary=["metric", "query", "metric_type", "series", "labels.key_value.key",
-                                       "labels.key_value.value"],
-                       column_encoding={"ts": "DELTA_BINARY_PACKED", "value": "PLAIN"},
-                       # min/max where readers prune (time, query, series); not for every label key and value
-                       # of every row, which was 28% of writing a file (bench/archive.py's data)
-                       write_statistics=["ts", "value", "metric", "query", "metric_type", "series"])
-        key = layout.FileKey(int(hour), r.topic, r.partition, r.first, r.last)
-        files[key.path] = buf.getvalue()
-    return files
+
+
+def encode(table: pa.Table, store_schema: bool = True) -> bytes:
+    """One Parquet file's bytes, with the archive's encodings. store_schema=False: no Arrow schema in the footer
+    (Iceberg files: readers take the table's schema, and Iceberg has no dictionary type to restore)."""
+    buf = io.BytesIO()
+    # bench/archive.py measured: PLAIN values under zstd level 6 take about half the bytes of
+    # BYTE_STREAM_SPLIT for Prometheus-like values (few significant digits), at ~9 M samples/s
+    pq.write_table(table, buf, compression="zstd", compression_level=6, store_schema=store_schema,
+                   use_dictionary=["metric", "query", "metric_type", "series", "labels.key_value.key",
+                                   "labels.key_value.value"],
+                   column_encoding={"ts": "DELTA_BINARY_PACKED", "value": "PLAIN"},
+                   # min/max where readers prune (time, query, series); not for every label key and value
+                   # of every row, which was 28% of writing a file (bench/archive.py's data)
+                   write_statistics=["ts", "value", "metric", "query", "metric_type", "series"],
+                   row_group_size=1 << 20)
+    return buf.getvalue()
+
+
+def build_files(r: OpenRange) -> dict[str, bytes]:
+    """A sealed range's Parquet files, one per hour its samples fall in: path → bytes. The same range always gives
+    the same bytes (rows in offset order, dictionaries in first-seen order), which is what makes a re-cut after a
+    crash write exactly the files it replaces."""
+    return {layout.FileKey(hour, r.topic, r.partition, r.first, r.last).path: encode(table)
+            for hour, table in range_tables(r, layout.HOUR_MS)}

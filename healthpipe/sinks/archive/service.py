@@ -19,7 +19,13 @@ from healthpipe.sinks.archive.store import Store
 
 def archiver(cfg: HealthpipeConfig) -> ConsumerService:
     metrics = ConsumerMetrics()
-    sink = ParquetSink(cfg.archive, Store(cfg.archive), metrics.registry)
+    sink: ParquetSink
+    if cfg.archive.format == "iceberg":
+        from healthpipe.sinks.archive.iceberg_sink import IcebergSink
+
+        sink = IcebergSink(cfg.archive, Store(cfg.archive), metrics.registry, cfg.archive.group_id)
+    else:
+        sink = ParquetSink(cfg.archive, Store(cfg.archive), metrics.registry)
     settings = cfg.consumer.model_copy(update={
         "writers": 1, "metrics_port": cfg.archive.metrics_port,
         # a batch only feeds the open files; files close by rows or age (archive.max_file_*)

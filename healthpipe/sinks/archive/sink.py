@@ -93,6 +93,7 @@ MAX_BUILDING = 4  # sealed ranges waiting for their files before write() waits t
 
 class ParquetSink(Sink[ArchiveBatch]):
     name = "archive"
+    build_files = staticmethod(build_files)  # a sealed range → {path: Parquet bytes} (the hive layout's)
 
     def __init__(self, settings: ArchiveSettings, store: Store, registry: CollectorRegistry, clock=time.monotonic):
         self.settings = settings
@@ -272,7 +273,7 @@ class ParquetSink(Sink[ArchiveBatch]):
 
     def _seal(self, key: TopicPartitionKey, why: str) -> None:
         r = self._open.pop(key)
-        build = self._builder.submit(build_files, r)
+        build = self._builder.submit(self.build_files, r)
         self._sealed.append(_Sealed(r.topic, r.partition, r.first, r.last, build, r.rows))
         self.metrics.ranges.labels(why).inc()
 
