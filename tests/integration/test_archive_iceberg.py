@@ -70,7 +70,11 @@ def test_an_archiver_whose_offsets_were_not_committed_resumes_from_the_table(ser
     """The crash between a snapshot's commit and the offsets' commit, made exact: the snapshots are in the table,
     then the group's offsets are put back to where they were before (as if the process died before committing).
     A new archiver re-reads those records; it must skip every one (the table says it holds them) and commit the
-    table's offsets: no row twice. Without the table's offsets (the group's alone) every row comes out twice."""
+    table's offsets: no row twice, no new snapshot. Two defences stand in the way (the skip on reading, and the
+    commit leaving out ranges the table holds); with both gone (mutant iceberg_resumes_from_the_group) the ranges
+    are cut and committed again, and only pyiceberg's refusal of files the table already names stops a re-cut that
+    happens to give the same names (a different cut would not be stopped). The count of skipped records catches
+    the skip gone, whichever defence is left."""
     cfg = iceberg_config(services, "local", tmp_path)
     ensure_topics(cfg)
     ledger = generate(52, 20, 1000, per_message=100)

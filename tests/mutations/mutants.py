@@ -37,6 +37,16 @@ MUTANTS = [
             (SERVICE, "        # Flushed even when no batch is open or in flight",
              "        if not self.batch and not self.checkpoint:\n            return\n"
              "        # Flushed even when no batch is open or in flight")]),
+    Mutant("iceberg_resumes_from_the_group",
+           "the Iceberg archiver trusts the group's committed offsets, not the table's (a crash between snapshot "
+           "and offset commit writes every row again)",
+           ["tests/integration/test_archive_iceberg.py::"
+            "test_an_archiver_whose_offsets_were_not_committed_resumes_from_the_table"], "integration",
+           [("healthpipe/sinks/archive/iceberg_sink.py", "        if p.source.offset < self._skip_below.get(key, -1):",
+             "        if False:"),
+            # and the commit's own check (a range the table already holds is left out), the second defence
+            ("healthpipe/sinks/archive/iceberg.py", "                if held.get(r.key, -1) > r.first:",
+             "                if False:")]),
     Mutant("schema_drops_the_instance_tag", "the stored schema leaves out the `instance` tag",
            ["tests/unit/test_transformer.py"], "unit",
            [("healthpipe/schema/__init__.py", '''    if labels.get("instance"):
