@@ -5,7 +5,16 @@ table, not from the group."""
 
 from __future__ import annotations
 
+import json
+import signal as signal_module
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from healthpipe.common.kafka import ensure_topics
@@ -15,7 +24,7 @@ from healthpipe.sinks.archive.store import Store
 from tests.chaos.ledger import generate
 from tests.integration.test_archive import archive_config, truth
 from tests.support import kafka
-from tests.support.pipeline import ConsumerThread, committed_all, wait_until
+from tests.support.pipeline import ConsumerThread, committed_all, process_env, wait_until, write_config
 
 
 def iceberg_config(services, target, tmp_path, **archive):
@@ -93,3 +102,106 @@ def test_an_archiver_whose_offsets_were_not_committed_resumes_from_the_table(ser
     assert table_of(cfg).snapshot_id() == snapshot  # nothing new was committed
     assert archived(cfg) == truth(ledger)
     assert second.metric("healthpipe_archive_records_skipped_total") == len(ledger.messages)
+
+
+def compact_cli(cfg, tmp_path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    config_file = write_config(cfg, tmp_path / "compact.yaml")
+    return subprocess.Popen([sys.executable, "-m", "healthpipe", "archive", "compact", "--config", str(config_file),
+                             "--json", *args], env={**process_env(cfg), **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def pause_env(moment: str, paused: Path, resume: Path | None = None) -> dict[str, str]:
+    env = {"PYTHONPATH": str(Path(__file__).parents[1] / "support" / "pause_compaction"),
+           "HP_TEST_COMPACT_PAUSE": moment, "HP_TEST_COMPACT_SIGNAL": str(paused)}
+    return env | ({"HP_TEST_COMPACT_RESUME": str(resume)} if resume else {})
+
+
+def archive_twice(services, tmp_path, seed: int):
+    """A ledger archived twice over (the same messages produced again, as a replay does): every sample two rows."""
+    cfg = iceberg_config(services, "local", tmp_path)
+    ensure_topics(cfg)
+    ledger = generate(seed, 20, 1000, per_message=100)
+    kafka.produce(cfg, cfg.kafka.topic, ledger.messages + ledger.messages)
+    replica = ConsumerThread(cfg, service=archiver(cfg))
+    wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 120, what="the archive group to commit everything")
+    return cfg, ledger, replica
+
+
+def all_rows(cfg, snapshot_id=None) -> list[tuple]:
+    return rows(table_of(cfg).read(["ts", "value", "labels"], snapshot_id=snapshot_id))
+
+
+def test_compaction_removes_duplicates_in_one_snapshot_while_the_archiver_writes(services, tmp_path):
+    """A replayed ledger (every sample twice) is compacted by `healthpipe archive compact` while the archiver
+    keeps adding a second ledger: one overwrite snapshot per day replaces the day's files by sorted ones without a
+    duplicate; the archiver's snapshots land before, during and after it; in the end the table is both ledgers
+    exactly, and the snapshot before the compaction still reads every row twice (readers keep their snapshot)."""
+    cfg, ledger, replica = archive_twice(services, tmp_path, 53)
+    before = table_of(cfg).snapshot_id()
+    assert sorted(all_rows(cfg)) == sorted(list(truth(ledger)) * 2)
+    second = generate(54, 20, 1000, per_message=100)
+
+    def feed():  # the second ledger, ten messages at a time, while compaction runs
+        for i in range(0, len(second.messages), 10):
+            kafka.produce(cfg, cfg.kafka.topic, second.messages[i:i + 10])
+            time.sleep(0.2)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    # the compaction stops once its files are written, before its commit, until the archiver has committed some
+    # of the second ledger on top of the snapshot it planned from: the two writers really interleave
+    paused, resume = tmp_path / "paused", tmp_path / "resume"
+    compaction = compact_cli(cfg, tmp_path, env=pause_env("before_commit", paused, resume))
+    wait_until(paused.exists, 60, what="compaction to write its files")
+    planned = table_of(cfg).snapshot_id()
+    wait_until(lambda: table_of(cfg).snapshot_id() != planned, 60, what="the archiver to commit meanwhile")
+    resume.touch()
+    out, err = compaction.communicate(timeout=120)
+    feeder.join()
+    assert compaction.returncode == 0, err
+    results = json.loads(out)
+    assert results and sum(r["duplicates_removed"] for r in results) == len(ledger.truth)
+    assert all(r["snapshot"] is not None for r in results)
+    wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 120, what="the second ledger to be archived")
+    replica.stop()
+    table = table_of(cfg).table(refresh=True)
+    assert archived(cfg) == truth(ledger) | truth(second)
+    assert sorted(all_rows(cfg, snapshot_id=before)) == sorted(list(truth(ledger)) * 2)  # time travel
+    compacted = [s for s in table.snapshots() if s.summary.operation.value == "overwrite"]
+    assert len(compacted) == len(results)
+    assert all(s.summary.additional_properties.get("healthpipe.offsets." + cfg.archive.group_id) for s in compacted)
+    for p in table_of(cfg).partitions():  # each compacted file sorted by (series, ts)
+        for f in p.files:
+            if "/compacted-" in f.file_path:
+                t = pq.read_table(f.file_path.removeprefix("file://"), columns=["series", "ts"])
+                keys = list(zip(t["series"].to_pylist(), t["ts"].to_pylist(), strict=True))
+                assert keys == sorted(keys) and len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("moment", ["reading", "before_commit", "after_commit"])
+def test_kill_9_during_compaction_leaves_the_table_as_it_was_or_compacted(services, tmp_path, moment):
+    """kill -9 of `archive compact` stopped at a moment (tests/support/pause_compaction): while reading the day's
+    files, with the compacted files written but not committed (work in flight: files on disk no snapshot names),
+    and right after the commit. The table is exactly as before (the same files, every row twice) or exactly
+    compacted (the ledger once); a second compaction then finishes the job."""
+    cfg, ledger, replica = archive_twice(services, tmp_path, 55)
+    replica.stop()
+    files_before = {f.file_path for p in table_of(cfg).partitions() for f in p.files}
+    signal = tmp_path / "paused"
+    compaction = compact_cli(cfg, tmp_path, env=pause_env(moment, signal))
+    wait_until(signal.exists, 60, what=f"compaction to reach {moment}")
+    compaction.send_signal(signal_module.SIGKILL)
+    compaction.wait(10)
+    files_now = {f.file_path for p in table_of(cfg).partitions() for f in p.files}
+    on_disk = {f"file://{Store(cfg.archive).root}/{p}" for p, _ in Store(cfg.archive).list() if p.endswith(".parquet")}
+    if moment == "after_commit":
+        assert archived(cfg) == truth(ledger) and not files_now & files_before
+    else:
+        assert files_now == files_before and sorted(all_rows(cfg)) == sorted(list(truth(ledger)) * 2)
+        if moment == "before_commit":  # the kill hit written, uncommitted files
+            assert [f for f in on_disk - files_now if "/compacted-" in f]
+    finish = compact_cli(cfg, tmp_path)
+    out, err = finish.communicate(timeout=120)
+    assert finish.returncode == 0, err
+    assert archived(cfg) == truth(ledger)

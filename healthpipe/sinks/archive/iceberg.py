@@ -167,7 +167,11 @@ class IcebergTable:
                 partition_spec=PartitionSpec(PartitionField(1, 1000, DayTransform(), "ts_day")),
                 sort_order=SortOrder(SortField(6, IdentityTransform()), SortField(1, IdentityTransform())),
                 # the archiver writes Parquet itself (files.py); these are for writers that use pyiceberg's
-                properties={"write.parquet.compression-codec": "zstd", "format-version": "2"})
+                properties={"write.parquet.compression-codec": "zstd", "format-version": "2",
+                            # the files carry no min/max for label keys and values (files.py: too dear to write),
+                            # so the table keeps none either
+                            "write.metadata.metrics.column.labels.key": "none",
+                            "write.metadata.metrics.column.labels.value": "none"})
 
         self._table = self._call("opening the table", create)
         return self._table

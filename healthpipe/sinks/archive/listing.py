@@ -1,14 +1,17 @@
-"""`healthpipe archive ls`: the archive's hive partitions, with row counts and the offsets their files hold."""
+"""`healthpipe archive ls`: the archive's partitions (hive date/hour, or the Iceberg table's days), with row counts
+and the offsets their files hold."""
 
 from __future__ import annotations
 
 import io
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 
 from healthpipe.common.times import iso
 from healthpipe.sinks.archive import layout
+from healthpipe.sinks.archive.iceberg import DAY_MS, IcebergTable
 from healthpipe.sinks.archive.store import Store
 
 
@@ -34,6 +37,25 @@ def partitions(store: Store, start_ms: int | None = None, end_ms: int | None = N
             span[0], span[1] = min(span[0], key.first), max(span[1], key.last)
         out.append({"partition": layout.hour_dir(hour), "start": iso(hour), "files": len(files), "rows": rows,
                     "bytes": sum(size for _, size in files), "offsets": offsets})
+    return out
+
+
+def iceberg_partitions(ice: IcebergTable, start_ms: int | None = None, end_ms: int | None = None) -> list[dict]:
+    """The same entries for the Iceberg table's days (from its current snapshot: no file is opened). Offsets come
+    from the archiver's file names; a compacted file's rows are counted but name no offsets."""
+    out = []
+    for p in ice.partitions():
+        day = int(datetime.strptime(p.day, "ts_day=%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000)
+        if (start_ms is not None and day + DAY_MS <= start_ms) or (end_ms is not None and day > end_ms):
+            continue
+        offsets: dict[str, list[int]] = {}
+        for f in p.files:
+            key = layout.parse(f"{layout.hour_dir(day)}/{f.file_path.rpartition('/')[2]}")
+            if key is not None:
+                span = offsets.setdefault(f"{key.topic}/{key.partition}", [key.first, key.last])
+                span[0], span[1] = min(span[0], key.first), max(span[1], key.last)
+        out.append({"partition": p.day, "start": iso(day), "files": len(p.files), "rows": p.rows, "bytes": p.bytes,
+                    "offsets": offsets})
     return out
 
 
