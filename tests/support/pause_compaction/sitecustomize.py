@@ -14,7 +14,7 @@ MOMENT = os.environ.get("HP_TEST_COMPACT_PAUSE")
 
 
 def _pause(moment: str) -> None:
-    if MOMENT == moment:
+    if moment == MOMENT:
         pathlib.Path(os.environ["HP_TEST_COMPACT_SIGNAL"]).write_text(moment)
         resume = os.environ.get("HP_TEST_COMPACT_RESUME")
         deadline = time.monotonic() + 600
