@@ -21,6 +21,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", action="append", default=None, metavar="NAME", help="only this query (repeatable)")
     p.add_argument("--step", default=None, metavar="DURATION", help="a regular grid (last observation within 5m)")
     p.add_argument("--as-of", dest="as_of", default=None, metavar="T", help="only samples with timestamp <= T")
+    p.add_argument("--snapshot", type=int, default=None, metavar="ID",
+                   help="read the whole range from this snapshot of the Iceberg archive (archive.format: iceberg): "
+                        "the manifest's iceberg_snapshot rebuilds a training set bit for bit")
     p.add_argument("--wide", action="store_true", help="one column per series on the time grid")
     p.add_argument("--rate-counters", action="store_true", help="counters as per-second rates (reset rule)")
     p.add_argument("--features", default=None, metavar="WINDOW",
@@ -45,7 +48,8 @@ def run_export(args: argparse.Namespace) -> int:
                       Path(args.out), step_ms=_step_ms(args.step), as_of_ms=parse_time(args.as_of) if args.as_of
                       else None, wide=args.wide, rate_counters=args.rate_counters,
                       feature_window_ms=_step_ms(args.features), fmt=args.format, overwrite=args.overwrite,
-                      progress=True, argv=["healthpipe", *sys.argv[1:]], step_text=args.step)
+                      progress=True, argv=["healthpipe", *sys.argv[1:]], step_text=args.step,
+                      snapshot_id=args.snapshot)
     print(json.dumps({"out": args.out, "rows": manifest["rows"], "files": len(manifest["files"]),
                       "series": manifest["series"], "tiers": manifest["tiers"]}))
     return 0

@@ -63,20 +63,23 @@ CHUNK_ROWS = 300_000  # rows a chunk aims at: memory is bounded by this, whateve
 
 def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, step_ms: int | None,
            as_of_ms: int | None = None, rate_counters: bool = False, feature_window_ms: int | None = None,
-           now_ms: int | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[Part, pd.DataFrame]]:
+           now_ms: int | None = None, chunk_rows: int = CHUNK_ROWS,
+           snapshot_id: int | None = None) -> Iterator[tuple[Part, pd.DataFrame]]:
     """The export, chunk by chunk per query and tier: memory bounded by about `chunk_rows` rows. Chunks are whole
     UTC hours, the first one hour long, each next one sized from the rows the last one had (1 hour to 7 days)."""
     now_ms = now_ms or int(time.time() * 1000)
     cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms  # nothing newer than as-of is read at all
+    parts = plan(cfg, start_ms, end_ms, step_ms, now_ms, snapshot_id)  # once: every query reads one snapshot
     for q in queries:
         hours = 1
-        for part in plan(cfg, start_ms, end_ms, step_ms, now_ms):
+        for part in parts:
             a = part.start_ms
             while a < part.end_ms:
                 b = min((a // HOUR_MS + hours) * HOUR_MS, part.end_ms)
-                frame = _chunk(cfg, q, Part(part.tier, a, b), step_ms, cut_ms, rate_counters, feature_window_ms,
+                chunk = Part(part.tier, a, b, part.detail, part.snapshot_id)
+                frame = _chunk(cfg, q, chunk, step_ms, cut_ms, rate_counters, feature_window_ms,
                                continued=a > start_ms)
-                yield Part(part.tier, a, b, part.detail), frame
+                yield chunk, frame
                 if len(frame):
                     hours = int(min(168, max(1, chunk_rows * (b - a) / len(frame) / HOUR_MS)))
                 a = b
@@ -95,7 +98,8 @@ def _chunk(cfg: HealthpipeConfig, q: QuerySettings, part: Part, step_ms: int | N
     if read_to <= part.start_ms - lookback:
         return shape.finish(pd.DataFrame())
     pushdown = step_ms if (step_ms and not feature_window_ms and part.tier != "cold") else None
-    raw = read(cfg, q, Part(part.tier, part.start_ms - lookback, read_to), last_every_ms=pushdown)
+    raw = read(cfg, q, Part(part.tier, part.start_ms - lookback, read_to, snapshot_id=part.snapshot_id),
+               last_every_ms=pushdown)
     frame = shape.identify(raw, q)
     if step_ms and not pushdown and not feature_window_ms:
         frame = shape.reduce_to_step(frame, step_ms)  # raw (cold) samples: the same reduction InfluxDB does

@@ -137,7 +137,8 @@ class Coverage:
 def export(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, out: Path,
            step_ms: int | None = None, as_of_ms: int | None = None, wide: bool = False, rate_counters: bool = False,
            feature_window_ms: int | None = None, fmt: str = "parquet", overwrite: bool = False,
-           progress: bool = True, argv: list[str] | None = None, step_text: str | None = None) -> dict:
+           progress: bool = True, argv: list[str] | None = None, step_text: str | None = None,
+           snapshot_id: int | None = None) -> dict:
     data.check_range(start_ms, end_ms, as_of_ms)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} exists and is not empty (pass --overwrite to replace it)")
@@ -145,7 +146,7 @@ def export(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
     (tmp / "data").mkdir(parents=True)
     try:
         manifest = _write(cfg, queries, start_ms, end_ms, tmp, step_ms, as_of_ms, wide, rate_counters,
-                          feature_window_ms, fmt, progress)
+                          feature_window_ms, fmt, progress, snapshot_id)
         manifest |= {"command": argv or sys.argv, "queries": [q.name for q in queries], "from": iso(start_ms),
                      "to": iso(end_ms), "step": step_text, "as_of": iso(as_of_ms) if as_of_ms else None,
                      "wide": wide, "rate_counters": rate_counters, "format": fmt,
@@ -173,18 +174,21 @@ def _one_ahead(items: Iterator[T]) -> Iterator[T]:
 
 
 def _write(cfg, queries, start_ms, end_ms, tmp: Path, step_ms, as_of_ms, wide, rate_counters, feature_window_ms,
-           fmt, progress) -> dict:
+           fmt, progress, snapshot_id=None) -> dict:
     coverage = Coverage(start_ms, end_ms, step_ms)
     files: list[dict] = []
     tiers: dict[tuple[str, str], dict] = {}
     rows_total = part = 0
     stream = _one_ahead(data.chunks(cfg, queries, start_ms, end_ms, step_ms, as_of_ms, rate_counters,
-                                    feature_window_ms))
+                                    feature_window_ms, snapshot_id=snapshot_id))
+    read_snapshots = set()
     span = max(1, (end_ms - start_ms) * len(queries))
     done = 0
     steps = Steps()
     for chunk_part, frame in stream:
         done += chunk_part.end_ms - chunk_part.start_ms
+        if chunk_part.snapshot_id is not None:
+            read_snapshots.add(chunk_part.snapshot_id)
         key = (chunk_part.tier, chunk_part.detail)
         tier = tiers.setdefault(key, {"tier": chunk_part.tier, "detail": chunk_part.detail,
                                       "from": iso(chunk_part.start_ms), "to": iso(chunk_part.end_ms), "rows": 0})
@@ -213,4 +217,6 @@ def _write(cfg, queries, start_ms, end_ms, tmp: Path, step_ms, as_of_ms, wide, r
     coverage.picture(tmp / "completeness.png", f"coverage {iso(start_ms)} .. {iso(end_ms)}"
                      + (f", step {step_ms // 1000}s" if step_ms else ""))
     return {"rows": rows_total, "files": files, "tiers": list(tiers.values()),
+            # the Iceberg snapshot the cold tier was read at: `export --snapshot` with it rebuilds these files
+            "iceberg_snapshot": next(iter(read_snapshots), None),
             "series": len(coverage.expected)}

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from healthpipe.common.config import HealthpipeConfig, QuerySettings, WarmTier
-from healthpipe.common.errors import SinkUnavailable
+from healthpipe.common.errors import ConfigError, SinkUnavailable
 from healthpipe.common.flux import query_predicate, read_frame
 from healthpipe.common.messages import SeriesWindow
 from healthpipe.schema import stored_tags
@@ -32,6 +33,7 @@ class Part:
     start_ms: int  # exclusive
     end_ms: int  # inclusive
     detail: str = ""
+    snapshot_id: int | None = None  # cold, archive.format iceberg: the table snapshot every read of it uses
 
 
 def series_id(tags: dict[str, str]) -> str:
@@ -47,17 +49,43 @@ def warm_for(cfg: HealthpipeConfig, step_ms: int | None) -> WarmTier | None:
     return max(fitting, key=lambda w: w.every.ms) if fitting else None
 
 
-def plan(cfg: HealthpipeConfig, start_ms: int, end_ms: int, step_ms: int | None, now_ms: int) -> list[Part]:
+def plan(cfg: HealthpipeConfig, start_ms: int, end_ms: int, step_ms: int | None, now_ms: int,
+         snapshot_id: int | None = None) -> list[Part]:
+    """snapshot_id: the whole range from that snapshot of the Iceberg table (a training set rebuilt as it was)."""
+    if snapshot_id is not None:
+        if cfg.archive.format != "iceberg":
+            raise ConfigError(f"a snapshot ({snapshot_id}) is read from an Iceberg archive; this config's "
+                              f"archive.format is {cfg.archive.format}")
+        if _iceberg(cfg).table(refresh=True).snapshot_by_id(snapshot_id) is None:
+            raise ConfigError(f"the Iceberg table {cfg.archive.iceberg.table} has no snapshot {snapshot_id} (it may "
+                              f"have been expired); an export's manifest names the one it read (iceberg_snapshot)")
+        return [Part("cold", start_ms, end_ms, f"iceberg {cfg.archive.iceberg.table} snapshot {snapshot_id}",
+                     snapshot_id)]
     hot_from = now_ms - cfg.tiers.hot.retention.ms
     parts = []
     if start_ms < min(hot_from, end_ms):
         older_end = min(hot_from, end_ms)
         warm = warm_for(cfg, step_ms)
         parts.append(Part("warm", start_ms, older_end, f"bucket {warm.bucket}, aggregate last of {warm.every}")
-                     if warm else Part("cold", start_ms, older_end, f"archive {cfg.archive.target}"))
+                     if warm else _cold(cfg, start_ms, older_end))
     if end_ms > hot_from:
         parts.append(Part("hot", max(start_ms, hot_from), end_ms, f"bucket {cfg.load.influxdb.bucket}"))
     return parts
+
+
+def _cold(cfg: HealthpipeConfig, start_ms: int, end_ms: int) -> Part:
+    """The archive's part; an Iceberg table's current snapshot is pinned here, so every chunk reads the same one."""
+    if cfg.archive.format != "iceberg":
+        return Part("cold", start_ms, end_ms, f"archive {cfg.archive.target}")
+    snapshot = _iceberg(cfg).snapshot_id()
+    return Part("cold", start_ms, end_ms, f"iceberg {cfg.archive.iceberg.table} snapshot {snapshot}", snapshot)
+
+
+def _iceberg(cfg: HealthpipeConfig):
+    from healthpipe.sinks.archive.iceberg import IcebergTable
+    from healthpipe.sinks.archive.store import Store
+
+    return IcebergTable(cfg.archive, Store(cfg.archive))
 
 
 def read(cfg: HealthpipeConfig, query: QuerySettings, part: Part, last_every_ms: int | None = None) -> pd.DataFrame:
@@ -73,24 +101,40 @@ def read(cfg: HealthpipeConfig, query: QuerySettings, part: Part, last_every_ms:
                            part.end_ms - warm.every.ms)
         frame["ts"] = frame["ts"] + warm.every.ms  # observed at the window's end, like a hot step window
         return frame
-    return read_cold(cfg, query, part.start_ms, part.end_ms)
+    return read_cold(cfg, query, part.start_ms, part.end_ms, part.snapshot_id)
 
 
-def read_cold(cfg: HealthpipeConfig, query: QuerySettings, start_ms: int, end_ms: int) -> pd.DataFrame:
+def read_cold(cfg: HealthpipeConfig, query: QuerySettings, start_ms: int, end_ms: int,
+              snapshot_id: int | None = None) -> pd.DataFrame:
     """Raw samples from the archive, with each series' tags computed the way the consumer writes them."""
-    from healthpipe.sinks.archive.store import Store
+    columns = ["ts", "value", "query", "metric_type", "labels"]
+    if cfg.archive.format == "iceberg":
+        from pyiceberg.expressions import And, EqualTo, GreaterThan, LessThanOrEqual
 
-    store = Store(cfg.archive)
-    try:
-        dataset = ds.dataset(store.root, filesystem=store.fs, format="parquet", partitioning="hive")
-    except (FileNotFoundError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            return pd.DataFrame(columns=["ts", "value"])
-        raise SinkUnavailable(f"the archive {store.describe} cannot be read: {exc}") from None
-    lo = pd.Timestamp(start_ms + 1, unit="ms", tz="UTC")
-    hi = pd.Timestamp(end_ms, unit="ms", tz="UTC")
-    table = dataset.to_table(columns=["ts", "value", "query", "metric_type", "labels"],
-                             filter=(pc.field("query") == query.name) & (pc.field("ts") >= lo) & (pc.field("ts") <= hi))
+        if snapshot_id is None:
+            return pd.DataFrame(columns=["ts", "value"])  # an empty table: no snapshot yet
+        # expressions, not text: the query's name is a literal, never parsed (no quoting to get wrong)
+        # (mypy's pydantic plugin does not see these predicates' own __init__(term, literal))
+        named = EqualTo("query", query.name)  # type: ignore[call-arg,misc]
+        after = GreaterThan("ts", start_ms * 1000)  # type: ignore[call-arg,misc]
+        until = LessThanOrEqual("ts", end_ms * 1000)  # type: ignore[call-arg,misc]
+        where = And(named, after, until)
+        table = _iceberg(cfg).read(columns, where, snapshot_id)
+        table = table.set_column(0, "ts", table["ts"].cast(pa.timestamp("ms", tz="UTC")))
+    else:
+        from healthpipe.sinks.archive.store import Store
+
+        store = Store(cfg.archive)
+        try:
+            dataset = ds.dataset(store.root, filesystem=store.fs, format="parquet", partitioning="hive")
+        except (FileNotFoundError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                return pd.DataFrame(columns=["ts", "value"])
+            raise SinkUnavailable(f"the archive {store.describe} cannot be read: {exc}") from None
+        lo = pd.Timestamp(start_ms + 1, unit="ms", tz="UTC")
+        hi = pd.Timestamp(end_ms, unit="ms", tz="UTC")
+        table = dataset.to_table(columns=columns, filter=(pc.field("query") == query.name) & (pc.field("ts") >= lo)
+                                 & (pc.field("ts") <= hi))
     if table.num_rows == 0:
         return pd.DataFrame(columns=["ts", "value"])
     transformer = DataTransformer(cfg.transform)

@@ -219,11 +219,27 @@ def test_csv_holds_the_same_rows_as_parquet(loaded, tmp_path):
     np.testing.assert_array_equal(csv["value"].to_numpy(), parquet["value"].to_numpy())
 
 
-@pytest.mark.parametrize("target", ["local", "s3"])
-def test_the_cold_tier_serves_what_hot_no_longer_holds_and_agrees_with_hot(loaded, services, target):
+def iceberg_archive(cfg, tmp_path):
+    """The loaded data archived again, into an Iceberg table of its own (a group of its own)."""
+    folder = tmp_path / "iceberg"
+    archive = cfg.archive.model_copy(update={
+        "format": "iceberg", "target": str(folder), "group_id": f"ml-iceberg-{uuid.uuid4().hex[:8]}",
+        "iceberg": cfg.archive.iceberg.model_copy(update={"catalog_uri": f"sqlite:///{folder}.db"})})
+    cfg = cfg.model_copy(update={"archive": archive})
+    arch = ConsumerThread(cfg, service=archiver(cfg))
+    wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 120, what="the Iceberg archive")
+    return cfg, arch
+
+
+@pytest.mark.parametrize("target", ["local", "s3", "iceberg"])
+def test_the_cold_tier_serves_what_hot_no_longer_holds_and_agrees_with_hot(loaded, services, target, tmp_path):
     """Hot's retention cut to leave the range's first minute to the cold tier: the frame read across cold and hot
-    equals the frame read from hot alone, with the archive in a directory and on the stack's S3 server."""
+    equals the frame read from hot alone, with the archive in a directory, on the stack's S3 server, and as an
+    Iceberg table."""
     cfg, start, end = loaded
+    if target == "iceberg":
+        cfg, arch = iceberg_archive(cfg, tmp_path)
+        arch.stop()
     if target == "s3":
         if not services.s3:
             pytest.skip("no S3 server in the stack (make stack-up starts one)")
@@ -243,6 +259,50 @@ def test_the_cold_tier_serves_what_hot_no_longer_holds_and_agrees_with_hot(loade
     key = ["series_id", "ts"]
     pd.testing.assert_frame_equal(mixed.sort_values(key).reset_index(drop=True)[["series_id", "ts", "value"]],
                                   hot.sort_values(key).reset_index(drop=True)[["series_id", "ts", "value"]])
+
+
+def test_an_export_at_an_iceberg_snapshot_is_rebuilt_bit_for_bit_after_more_data_lands(loaded, tmp_path):
+    """export records the Iceberg snapshot its cold part read; `--snapshot` with it, after the archiver has added
+    samples inside the range, gives the same files (SHA-256 each), while an export at the new snapshot does not
+    (the control: the new samples are in the range)."""
+    from healthpipe.cli import main
+    from healthpipe.common.messages import SeriesWindow, headers
+    from tests.support import kafka
+    from tests.support.pipeline import write_config
+
+    cfg, start, end = loaded
+    cfg, arch = iceberg_archive(cfg, tmp_path)
+    now = int(time.time() * 1000)
+    cfg.tiers.hot.retention = cfg.tiers.hot.retention.parse(f"{(now - start - 60_000) // 1000}s")
+    first = export(cfg, cfg.select_queries(["availability"]), start, end, tmp_path / "first", progress=False)
+    pinned = first["iceberg_snapshot"]
+    assert pinned is not None and any(t["tier"] == "cold" and str(pinned) in t["detail"] for t in first["tiers"])
+    config_file = write_config(cfg, tmp_path / "cfg.yaml")
+
+    def export_at(snapshot, out) -> dict:
+        assert main(["export", "--config", str(config_file), "--from", str(start / 1000), "--to", str(end / 1000),
+                     "--query", "availability", "--snapshot", str(snapshot), "--out", str(out)]) == 0
+        doc = json.loads((out / "manifest.json").read_text())
+        assert doc["iceberg_snapshot"] == snapshot and [t["tier"] for t in doc["tiers"]] == ["cold"]
+        return {f["path"]: f["sha256"] for f in doc["files"]}
+
+    before = export_at(pinned, tmp_path / "at-pinned")
+    assert before
+    # more samples inside the range arrive and are archived: a new snapshot
+    late = SeriesWindow("availability", "availability", {"__name__": "up", "instance": "late:1", "job": "late"},
+                        start, end, [(start + 1000 * i, "1") for i in range(1, 60)])
+    kafka.produce(cfg, cfg.kafka.topic, [(late.key, late.to_json(), headers())])
+    wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 120, what="the late samples to be archived")
+    arch.stop()
+    from healthpipe.sinks.archive.iceberg import IcebergTable
+    from healthpipe.sinks.archive.store import Store
+
+    newest = IcebergTable(cfg.archive, Store(cfg.archive)).snapshot_id()
+    assert newest != pinned
+    assert export_at(pinned, tmp_path / "again") == before
+    assert export_at(newest, tmp_path / "newest") != before
+    assert main(["export", "--config", str(config_file), "--from", str(start / 1000), "--to", str(end / 1000),
+                 "--snapshot", "12345", "--out", str(tmp_path / "none")]) == 2
 
 
 def test_bad_input_exits_2_and_an_unreachable_influxdb_3_leaving_no_directory(loaded, tmp_path, capsys, monkeypatch):
