@@ -79,10 +79,12 @@ def process_env(cfg: HealthpipeConfig) -> dict[str, str]:
             "HEALTHPIPE_ARCHIVE__S3__SECRET_KEY": cfg.archive.s3.secret_key.get_secret_value()}
 
 
-def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: str, log: Path | None = None):
+def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: str, log: Path | None = None,
+                  env: dict[str, str] | None = None):
+    """env: more variables for the process (a test's pause hook, say)."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the process)
     return subprocess.Popen([sys.executable, "-m", "healthpipe", kind, "--config", str(config_file), *args],
-                            env=process_env(cfg), stdout=out, stderr=subprocess.STDOUT)
+                            env={**process_env(cfg), **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
 
 def free_port() -> int:
@@ -112,12 +114,13 @@ class ConsumerProcess:
     """`python -m healthpipe consumer` (or `archive`) as a subprocess with its own /metrics port: for kill -9 and
     SIGTERM."""
 
-    def __init__(self, cfg: HealthpipeConfig, workdir: Path, log: Path, *args: str, kind: str = "consumer"):
+    def __init__(self, cfg: HealthpipeConfig, workdir: Path, log: Path, *args: str, kind: str = "consumer",
+                 env: dict[str, str] | None = None):
         self.port = free_port()
         section = "archive" if kind == "archive" else "consumer"
         mine = cfg.model_copy(update={section: getattr(cfg, section).model_copy(update={"metrics_port": self.port})})
         config_file = write_config(mine, workdir / f"{kind}-{self.port}.yaml")
-        self.proc = start_process(kind, config_file, cfg, *args, log=log)
+        self.proc = start_process(kind, config_file, cfg, *args, log=log, env=env)
 
     def metrics(self) -> dict[str, float]:
         return scrape(self.port)
