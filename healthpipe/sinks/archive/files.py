@@ -108,20 +108,22 @@ def range_tables(r: OpenRange, bucket_ms: int, ts_unit: str = "ms") -> Iterator[
         })
 
 
-def encode(table: pa.Table, store_schema: bool = True) -> bytes:
+def encode(table: pa.Table, store_schema: bool = True, value_encoding: str = "PLAIN", level: int = 6,
+           row_group_rows: int = 1 << 20) -> bytes:
     """One Parquet file's bytes, with the archive's encodings. store_schema=False: no Arrow schema in the footer
-    (Iceberg files: readers take the table's schema, and Iceberg has no dictionary type to restore)."""
+    (Iceberg files: readers take the table's schema, and Iceberg has no dictionary type to restore). The other
+    arguments are what bench/cold_tier.py varies; the defaults are what it measured best."""
     buf = io.BytesIO()
     # bench/archive.py measured: PLAIN values under zstd level 6 take about half the bytes of
     # BYTE_STREAM_SPLIT for Prometheus-like values (few significant digits), at ~9 M samples/s
-    pq.write_table(table, buf, compression="zstd", compression_level=6, store_schema=store_schema,
+    pq.write_table(table, buf, compression="zstd", compression_level=level, store_schema=store_schema,
                    use_dictionary=["metric", "query", "metric_type", "series", "labels.key_value.key",
                                    "labels.key_value.value"],
-                   column_encoding={"ts": "DELTA_BINARY_PACKED", "value": "PLAIN"},
+                   column_encoding={"ts": "DELTA_BINARY_PACKED", "value": value_encoding},
                    # min/max where readers prune (time, query, series); not for every label key and value
                    # of every row, which was 28% of writing a file (bench/archive.py's data)
                    write_statistics=["ts", "value", "metric", "query", "metric_type", "series"],
-                   row_group_size=1 << 20)
+                   row_group_size=row_group_rows)
     return buf.getvalue()
 
 

@@ -1,0 +1,310 @@
+"""B6b: the cold tier's bytes per sample against Prometheus' own storage, on the same samples; and the archiver
+writing Iceberg against the hive layout, side by side.
+
+**Bytes** (`python -m bench.cold_tier bytes`). Two sets of samples:
+- *real*: a Prometheus scraping itself, the stack's Prometheus and the demo app every second
+  (`python -m bench.cold_tier collect` starts it, ~/.cache/healthpipe/b6-realdata, port 9096; leave it running
+  for hours), read back raw through its HTTP API (range selectors, 30-minute slices) over the last `--hours`;
+- *synthetic*: bench/archive.py's demo-like series (`up` = 1, slowly moving rates and latencies, 1 s apart).
+
+For each set: the cold tier's compacted form (one file per day, rows sorted by (series, ts), the archiver's
+columns and encodings, files.encode) in bytes per sample, under each encoding choice the issue names; and
+Prometheus' TSDB blocks for exactly those samples (an OpenMetrics export of them through `promtool tsdb
+create-blocks-from openmetrics`: the chunks and the index of the blocks it writes).
+
+**Formats** (`python -m bench.cold_tier formats --samples N --runs R`): one pre-filled topic (B2's ledger), the
+archiver with `archive.format: parquet` and with `iceberg`, alternating who goes first: samples/s, CPU-s per
+million samples, peak RSS, bytes per sample; each output read back and equal to the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import requests
+
+from bench.support import RESULTS
+
+REAL = Path.home() / ".cache" / "healthpipe" / "b6-realdata"
+REAL_PORT = 9096
+JOBS = ("prometheus", "stack-prometheus", "demo-app")
+SLICE_S = 1800
+PROMETHEUS_CONFIG = """# bench/cold_tier.py's real data set: Prometheus' own metrics and the demo app, scraped every second
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{targets: ["127.0.0.1:9096"]}]
+  - job_name: stack-prometheus
+    static_configs: [{targets: ["127.0.0.1:9090"]}]
+  - job_name: demo-app
+    static_configs: [{targets: ["127.0.0.1:8000"]}]
+"""
+
+
+# --- the sample sets --------------------------------------------------------------------------------------------
+
+Series = dict[tuple[tuple[str, str], ...], tuple[list[int], list[float]]]
+
+
+def collect() -> int:
+    """Start the 1 s scraping Prometheus (once; it keeps running, its TSDB outside the work tree)."""
+    REAL.mkdir(parents=True, exist_ok=True)
+    (REAL / "prometheus.yml").write_text(PROMETHEUS_CONFIG)
+    pid = REAL / "pid"
+    if pid.exists() and Path(f"/proc/{pid.read_text().strip()}").exists():
+        print(f"already collecting (pid {pid.read_text().strip()}, {REAL})")
+        return 0
+    proc = subprocess.Popen(["prometheus", f"--config.file={REAL / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={REAL / 'tsdb'}", f"--web.listen-address=127.0.0.1:{REAL_PORT}",
+                             "--storage.tsdb.retention.time=30d"], stdout=subprocess.DEVNULL,
+                            stderr=open(REAL / "prometheus.log", "ab"), start_new_session=True)  # noqa: SIM115
+    pid.write_text(str(proc.pid))
+    print(f"collecting: pid {proc.pid}, http://127.0.0.1:{REAL_PORT}, {REAL}")
+    return 0
+
+
+def real_samples(hours: float, end_s: float | None = None) -> tuple[Series, float, float]:
+    """Every raw sample the collecting Prometheus holds for the last `hours`, per series."""
+    end_s = end_s or time.time() - 60  # a minute back: every target's last scrape is in
+    start_s = end_s - hours * 3600
+    series: Series = {}
+    for job in JOBS:  # fixed job names, not input: no quoting needed beyond the literal below
+        since = start_s
+        while since < end_s:
+            t = min(since + SLICE_S, end_s)
+            span_ms = round((t - since) * 1000)  # a range selector holds (t - span, t]: slices do not overlap
+            answer = requests.get(f"http://127.0.0.1:{REAL_PORT}/api/v1/query", timeout=300,
+                                  params={"query": f'{{job="{job}"}}[{span_ms}ms]', "time": f"{t:.3f}"})
+            answer.raise_for_status()
+            for result in orjson.loads(answer.content)["data"]["result"]:
+                key = tuple(sorted(result["metric"].items()))
+                ts, values = series.setdefault(key, ([], []))
+                for stamp, value in result["values"]:
+                    ts.append(round(stamp * 1000))
+                    values.append(float(value))
+            since = t
+    return series, start_s, end_s
+
+
+def synthetic_samples(series_count: int = 300, points: int = 3600) -> Series:
+    """bench/archive.py's demo-like data, as series."""
+    from bench.archive import demo_like
+
+    series: Series = {}
+    for _key, value, _headers in demo_like("b6b", series_count, points, 1_764_000_000_000):
+        doc = orjson.loads(value)
+        key = tuple(sorted(doc["labels"].items()))
+        ts, values = series.setdefault(key, ([], []))
+        for stamp, v in doc["samples"]:
+            ts.append(stamp)
+            values.append(float(v))
+    return series
+
+
+# --- the cold tier's bytes ----------------------------------------------------------------------------------------
+
+def cold_table(series: Series, order: str = "series") -> pa.Table:
+    """The rows the compaction writes: the archiver's columns, ts in microseconds (Iceberg), sorted by
+    (series, ts); order="time": as the archiver appends them before compaction (by time across series)."""
+    from healthpipe.common.messages import SeriesWindow
+
+    keys, ts_parts, value_parts, index_parts = [], [], [], []
+    for i, (labels, (ts, values)) in enumerate(sorted(series.items())):
+        d = dict(labels)
+        window = SeriesWindow("tsdb", "untyped", d, 0, 0, [])
+        keys.append((window.key.decode(), d.get("__name__", ""), orjson.dumps(d).decode()))
+        ts_parts.append(np.asarray(ts, dtype=np.int64))
+        value_parts.append(np.asarray(values, dtype=np.float64))
+        index_parts.append(np.full(len(ts), i, dtype=np.int32))
+    ts_all, values_all, index = np.concatenate(ts_parts), np.concatenate(value_parts), np.concatenate(index_parts)
+    order_rows = np.lexsort((ts_all, index)) if order == "series" else np.lexsort((index, ts_all))
+    ts_all, values_all, index = ts_all[order_rows], values_all[order_rows], index[order_rows]
+    idx = pa.array(index)
+    label_maps = [orjson.loads(k[2]) for k in keys]
+    labels = pa.MapArray.from_arrays(pa.array(np.cumsum([0] + [len(m) for m in label_maps]).astype(np.int32)),
+                                     pa.array([k for m in label_maps for k in m]),
+                                     pa.array([v for m in label_maps for v in m.values()]))
+    return pa.table({
+        "ts": pa.array(ts_all * 1000, pa.timestamp("us", tz="UTC")),
+        "value": pa.array(values_all),
+        "metric": pa.DictionaryArray.from_arrays(idx, pa.array([k[1] for k in keys])),
+        "query": pa.DictionaryArray.from_arrays(idx, pa.array(["tsdb"] * len(keys))),
+        "metric_type": pa.DictionaryArray.from_arrays(idx, pa.array(["untyped"] * len(keys))),
+        "series": pa.DictionaryArray.from_arrays(idx, pa.array([k[0] for k in keys])),
+        "labels": labels.take(idx),
+    })
+
+
+VARIANTS = {  # name → (row order, files.encode keyword arguments)
+    "today (sorted, PLAIN values, zstd 6)": ("series", {}),
+    "unsorted (arrival order), zstd 6": ("time", {}),
+    "BYTE_STREAM_SPLIT values, zstd 6": ("series", {"value_encoding": "BYTE_STREAM_SPLIT"}),
+    "PLAIN values, zstd 3": ("series", {"level": 3}),
+    "PLAIN values, zstd 9": ("series", {"level": 9}),
+    "PLAIN values, zstd 19": ("series", {"level": 19}),
+    "BYTE_STREAM_SPLIT values, zstd 19": ("series", {"value_encoding": "BYTE_STREAM_SPLIT", "level": 19}),
+    "PLAIN values, zstd 6, 128k-row groups": ("series", {"row_group_rows": 131_072}),
+}
+
+
+def cold_bytes(series: Series) -> dict[str, dict]:
+    from healthpipe.sinks.archive.files import encode
+
+    out = {}
+    tables = {order: cold_table(series, order) for order in ("series", "time")}
+    n = tables["series"].num_rows
+    for name, (order, kwargs) in VARIANTS.items():
+        t0 = time.process_time()
+        data = encode(tables[order], store_schema=False, **kwargs)
+        out[name] = {"bytes": len(data), "bytes_per_sample": len(data) / n,
+                     "encode_cpu_s_per_million": (time.process_time() - t0) / n * 1e6}
+    return out
+
+
+# --- Prometheus' bytes ----------------------------------------------------------------------------------------------
+
+def openmetrics(series: Series, path: Path) -> int:
+    """The samples as OpenMetrics text (families together, `# EOF` last); the number of samples."""
+    n = 0
+    with open(path, "w") as f:
+        for labels, (ts, values) in sorted(series.items(), key=lambda kv: (dict(kv[0]).get("__name__", ""), kv[0])):
+            d = dict(labels)
+            name = d.pop("__name__", "unnamed")
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(d.items()))
+            head = f"{name}{{{text}}}" if text else name
+            for stamp, value in zip(ts, values, strict=True):
+                f.write(f"{head} {_value(value)} {stamp / 1000:.3f}\n")
+            n += len(ts)
+        f.write("# EOF\n")
+    return n
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _value(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)
+
+
+def prometheus_bytes(series: Series, work: Path) -> dict:
+    """Blocks promtool builds from exactly these samples: chunks + index bytes."""
+    text, blocks = work / "samples.om", work / "blocks"
+    n = openmetrics(series, text)
+    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(text), str(blocks)], check=True,
+                   stdout=subprocess.DEVNULL)
+    chunks = sum(f.stat().st_size for f in blocks.glob("*/chunks/*"))
+    index = sum(f.stat().st_size for f in blocks.glob("*/index"))
+    text.unlink()
+    return {"samples": n, "blocks": len(list(blocks.glob("*/meta.json"))), "chunks_bytes": chunks,
+            "index_bytes": index, "bytes_per_sample": (chunks + index) / n,
+            "chunks_bytes_per_sample": chunks / n}
+
+
+def bytes_report(hours: float) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="hp-b6b-") as tmp:
+        sets = {}
+        if Path(f"/proc/{(REAL / 'pid').read_text().strip()}").exists() if (REAL / "pid").exists() else False:
+            sets["real"], start_s, end_s = real_samples(hours)
+            out["real_window"] = {"from": start_s, "to": end_s, "hours": hours}
+        else:
+            print("no collecting Prometheus (python -m bench.cold_tier collect): the real set is skipped")
+        sets["synthetic"] = synthetic_samples()
+        for name, series in sets.items():
+            work = Path(tmp) / name
+            work.mkdir()
+            samples = sum(len(ts) for ts, _ in series.values())
+            prom = prometheus_bytes(series, work)
+            assert prom["samples"] == samples
+            cold = cold_bytes(series)
+            best = min(cold, key=lambda k: cold[k]["bytes_per_sample"])
+            out[name] = {"series": len(series), "samples": samples, "prometheus": prom, "cold": cold,
+                         "best": best,
+                         "today_vs_prometheus": cold[next(iter(VARIANTS))]["bytes_per_sample"]
+                         / prom["bytes_per_sample"],
+                         "best_vs_prometheus": cold[best]["bytes_per_sample"] / prom["bytes_per_sample"]}
+            shutil.rmtree(work)
+    return out
+
+
+# --- parquet against iceberg ----------------------------------------------------------------------------------------
+
+def formats_report(samples: int, runs: int) -> dict:
+    from bench.archive import run_archive
+    from bench.run import prefill
+    from healthpipe.sinks.archive.iceberg import IcebergTable
+    from healthpipe.sinks.archive.store import Store
+    from tests.integration import test_archive, test_archive_iceberg
+    from tests.support.services import native_or_exit
+
+    services = native_or_exit()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hp-b6f-") as tmp:
+        for run in range(runs):
+            cfg, ledger = prefill(services, samples, seed=6000 + run)
+            row: dict = {"run": run}
+            for fmt in (["parquet", "iceberg"] if run % 2 == 0 else ["iceberg", "parquet"]):
+                target = Path(tmp) / f"{fmt}-{run}"
+                archive = {"target": str(target), "max_file_rows": 100_000, "max_file_age_seconds": 1,
+                           "format": fmt, "group_id": f"bench-{fmt}-{run}-{os.getpid()}",
+                           "iceberg": {"catalog_uri": f"sqlite:///{target}.db"}}
+                mine = services.config(kafka={"topic": cfg.kafka.topic}, archive=archive)
+                result = run_archive(mine, Path(tmp))
+                if fmt == "iceberg":
+                    got = test_archive_iceberg.archived(mine)
+                    size = sum(p.bytes for p in IcebergTable(mine.archive, Store(mine.archive)).partitions())
+                else:
+                    got = test_archive.archived(mine, ledger)
+                    size = sum(s for p, s in Store(mine.archive).list() if p.endswith(".parquet"))
+                assert got == test_archive.truth(ledger), f"{fmt}: archive incomplete or with extra rows"
+                row[fmt] = result | {"samples_per_s": samples / result["seconds"],
+                                     "cpu_s_per_million": result["cpu_s"] / samples * 1e6,
+                                     "bytes_per_sample": size / samples}
+                shutil.rmtree(target, ignore_errors=True)
+            row["iceberg_vs_parquet_samples_per_s"] = row["iceberg"]["samples_per_s"] / row["parquet"]["samples_per_s"]
+            row["iceberg_vs_parquet_cpu"] = row["iceberg"]["cpu_s_per_million"] / row["parquet"]["cpu_s_per_million"]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return {"samples": samples, "runs": rows,
+            "median_iceberg_vs_parquet_samples_per_s": statistics.median(
+                r["iceberg_vs_parquet_samples_per_s"] for r in rows),
+            "median_iceberg_vs_parquet_cpu": statistics.median(r["iceberg_vs_parquet_cpu"] for r in rows)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["collect", "bytes", "formats"])
+    parser.add_argument("--hours", type=float, default=6.0, help="bytes: the real set's length (default 6)")
+    parser.add_argument("--samples", type=int, default=1_000_000, help="formats: samples per run")
+    parser.add_argument("--runs", type=int, default=2, help="formats: runs")
+    args = parser.parse_args()
+    if args.what == "collect":
+        return collect()
+    RESULTS.mkdir(exist_ok=True)
+    report = bytes_report(args.hours) if args.what == "bytes" else formats_report(args.samples, args.runs)
+    (RESULTS / f"cold-tier-{args.what}-{int(time.time())}.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
