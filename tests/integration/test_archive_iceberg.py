@@ -205,3 +205,36 @@ def test_kill_9_during_compaction_leaves_the_table_as_it_was_or_compacted(servic
     out, err = finish.communicate(timeout=120)
     assert finish.returncode == 0, err
     assert archived(cfg) == truth(ledger)
+
+
+def test_a_reader_during_compaction_sees_a_whole_snapshot_every_time(services, tmp_path):
+    """Readers loop over the table while `archive compact` runs: every read is the table before (every row
+    twice) or after (once), never a mix; both kinds are seen. And a reader that planned its scan before the commit
+    and reads its files after it still gets the old snapshot whole (the replaced files are not deleted)."""
+    cfg, ledger, replica = archive_twice(services, tmp_path, 56)
+    replica.stop()
+    before, after = sorted(list(truth(ledger)) * 2), sorted(truth(ledger))
+    paused, resume = tmp_path / "paused", tmp_path / "resume"
+    compaction = compact_cli(cfg, tmp_path, env=pause_env("before_commit", paused, resume))
+    seen = {"before": 0, "after": 0, "torn": 0}
+
+    def read_until_done():
+        while compaction.poll() is None or not seen["after"]:
+            got = sorted(all_rows(cfg))
+            seen["before" if got == before else "after" if got == after else "torn"] += 1
+
+    reader = threading.Thread(target=read_until_done)
+    reader.start()
+    wait_until(paused.exists, 60, what="compaction to write its files")
+    table = table_of(cfg).table(refresh=True)
+    planned = [task.file.file_path for task in table.scan().plan_files()]  # a scan planned before the commit
+    wait_until(lambda: seen["before"] >= 2, 60, what="reads before the commit")
+    resume.touch()
+    out, err = compaction.communicate(timeout=120)
+    reader.join(120)
+    assert compaction.returncode == 0, err
+    assert seen["torn"] == 0 and seen["before"] >= 2 and seen["after"] >= 1, seen
+    late = pa.concat_tables([pq.read_table(path.removeprefix("file://"), columns=["ts", "value", "labels"])
+                             for path in planned])
+    assert sorted(rows(late)) == before  # read after the commit: the old snapshot, whole
+    assert sorted(all_rows(cfg)) == after
