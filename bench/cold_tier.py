@@ -41,7 +41,7 @@ REAL = Path.home() / ".cache" / "healthpipe" / "b6-realdata"
 REAL_PORT = 9096
 JOBS = ("prometheus", "stack-prometheus", "demo-app")
 SLICE_S = 1800
-PROMETHEUS_CONFIG = """# bench/cold_tier.py's real data set: Prometheus' own metrics and the demo app, scraped every second
+PROMETHEUS_CONFIG = """# bench/cold_tier.py's real set: Prometheus' own metrics and the demo app, scraped every second
 global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -246,14 +246,46 @@ def bytes_report(hours: float) -> dict:
     return out
 
 
+def plot(report: dict, path: Path) -> None:
+    """One panel per sample set: the cold tier's bytes per sample under each encoding, Prometheus' as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [name for name in ("real", "synthetic") if name in report]
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.6), squeeze=False)
+    for ax, name in zip(axes[0], sets, strict=True):
+        data = report[name]
+        names = list(data["cold"])
+        values = [data["cold"][n]["bytes_per_sample"] for n in names]
+        prom = data["prometheus"]["bytes_per_sample"]
+        colours = ["tab:green" if v <= prom else "tab:red" for v in values]
+        ax.barh(range(len(names)), values, color=colours)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(prom, color="black", linestyle="--")
+        ax.text(prom, len(names) - 0.4, f" Prometheus TSDB {prom:.2f}", fontsize=8, va="bottom")
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+        ax.set_xlabel("bytes per sample (lower is better)")
+        ax.set_title(f"{name}: {data['series']:,} series, {data['samples']:,} samples", fontsize=10)
+    fig.suptitle("Cold tier (Parquet, float64 value) vs Prometheus' blocks for the same samples", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 # --- parquet against iceberg ----------------------------------------------------------------------------------------
 
 def formats_report(samples: int, runs: int) -> dict:
     from bench.archive import run_archive
-    from bench.run import prefill
+    from bench.run import b2_consumer, prefill
+    from healthpipe.sinks.archive.compact import compact
     from healthpipe.sinks.archive.iceberg import IcebergTable
     from healthpipe.sinks.archive.store import Store
     from tests.integration import test_archive, test_archive_iceberg
+    from tests.support.influx import temporary_bucket
     from tests.support.services import native_or_exit
 
     services = native_or_exit()
@@ -262,32 +294,49 @@ def formats_report(samples: int, runs: int) -> dict:
         for run in range(runs):
             cfg, ledger = prefill(services, samples, seed=6000 + run)
             row: dict = {"run": run}
-            for fmt in (["parquet", "iceberg"] if run % 2 == 0 else ["iceberg", "parquet"]):
-                target = Path(tmp) / f"{fmt}-{run}"
-                archive = {"target": str(target), "max_file_rows": 100_000, "max_file_age_seconds": 1,
-                           "format": fmt, "group_id": f"bench-{fmt}-{run}-{os.getpid()}",
-                           "iceberg": {"catalog_uri": f"sqlite:///{target}.db"}}
+            order = ["parquet", "iceberg", "consumer"]
+            for name in order[run % 3:] + order[:run % 3]:  # who goes first rotates
+                if name == "consumer":
+                    with temporary_bucket(cfg.load.influxdb, "bench-b6b") as bucket:
+                        target = cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": bucket})})
+                        row["consumer"] = b2_consumer(target, ledger, RESULTS)
+                    continue
+                folder = Path(tmp) / f"{name}-{run}"
+                archive = {"target": str(folder), "max_file_rows": 100_000, "max_file_age_seconds": 1,
+                           "format": name, "group_id": f"bench-{name}-{run}-{os.getpid()}",
+                           "iceberg": {"catalog_uri": f"sqlite:///{folder}.db"}}
                 mine = services.config(kafka={"topic": cfg.kafka.topic}, archive=archive)
                 result = run_archive(mine, Path(tmp))
-                if fmt == "iceberg":
+                if name == "iceberg":
                     got = test_archive_iceberg.archived(mine)
-                    size = sum(p.bytes for p in IcebergTable(mine.archive, Store(mine.archive)).partitions())
+                    table = IcebergTable(mine.archive, Store(mine.archive))
+                    size = sum(p.bytes for p in table.partitions())
+                    done = compact(table, None, mine.archive.iceberg.compact_file_rows)
+                    result |= {"compaction_s_per_million_rows": sum(c.seconds for c in done)
+                               / sum(c.rows_before for c in done) * 1e6,
+                               "compacted_bytes_per_sample": sum(p.bytes for p in table.partitions()) / samples}
                 else:
                     got = test_archive.archived(mine, ledger)
                     size = sum(s for p, s in Store(mine.archive).list() if p.endswith(".parquet"))
-                assert got == test_archive.truth(ledger), f"{fmt}: archive incomplete or with extra rows"
-                row[fmt] = result | {"samples_per_s": samples / result["seconds"],
-                                     "cpu_s_per_million": result["cpu_s"] / samples * 1e6,
-                                     "bytes_per_sample": size / samples}
-                shutil.rmtree(target, ignore_errors=True)
+                assert got == test_archive.truth(ledger), f"{name}: archive incomplete or with extra rows"
+                row[name] = result | {"samples_per_s": samples / result["seconds"],
+                                      "cpu_s_per_million": result["cpu_s"] / samples * 1e6,
+                                      "bytes_per_sample": size / samples}
+                shutil.rmtree(folder, ignore_errors=True)
             row["iceberg_vs_parquet_samples_per_s"] = row["iceberg"]["samples_per_s"] / row["parquet"]["samples_per_s"]
             row["iceberg_vs_parquet_cpu"] = row["iceberg"]["cpu_s_per_million"] / row["parquet"]["cpu_s_per_million"]
+            for name in ("parquet", "iceberg"):
+                row[f"{name}_vs_consumer_samples_per_s"] = (row[name]["samples_per_s"]
+                                                            / row["consumer"]["samples_per_s"])
             print(json.dumps(row), flush=True)
             rows.append(row)
     return {"samples": samples, "runs": rows,
-            "median_iceberg_vs_parquet_samples_per_s": statistics.median(
-                r["iceberg_vs_parquet_samples_per_s"] for r in rows),
-            "median_iceberg_vs_parquet_cpu": statistics.median(r["iceberg_vs_parquet_cpu"] for r in rows)}
+            **{f"median_{k}": statistics.median(r[k] for r in rows) for k in (
+                "iceberg_vs_parquet_samples_per_s", "iceberg_vs_parquet_cpu", "parquet_vs_consumer_samples_per_s",
+                "iceberg_vs_consumer_samples_per_s")},
+            "iceberg_peak_rss_mb_max": max(r["iceberg"]["peak_rss_mb"] for r in rows),
+            "compaction_s_per_million_rows": statistics.median(
+                r["iceberg"]["compaction_s_per_million_rows"] for r in rows)}
 
 
 def main() -> int:
@@ -301,6 +350,8 @@ def main() -> int:
         return collect()
     RESULTS.mkdir(exist_ok=True)
     report = bytes_report(args.hours) if args.what == "bytes" else formats_report(args.samples, args.runs)
+    if args.what == "bytes":
+        plot(report, Path(__file__).resolve().parents[1] / "docs" / "perf" / "cold-tier-bytes.png")
     (RESULTS / f"cold-tier-{args.what}-{int(time.time())}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0

@@ -3,6 +3,7 @@ exactly the ledger, no duplicate row, no partial or temporary file visible."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -184,7 +185,9 @@ def test_31_iceberg_archiver_killed_9_at_10_moments_including_between_snapshot_a
             if kill in (4, 9):
                 signal = tmp_path / f"snapshot-{kill}"
                 replica = ConsumerProcess(cfg, tmp_path, log, kind="archive", env={
-                    "PYTHONPATH": str(Path(__file__).parents[1] / "support" / "pause_archive"),
+                    "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1] / "support" /
+                                                                  "pause_archive"),
+                                                              os.environ.get("PYTHONPATH", "")) if p),
                     "HP_TEST_ARCHIVE_PAUSE_SIGNAL": str(signal)})
                 wait_until(signal.exists, 120, what="a snapshot committed")
                 replica.kill_9()

@@ -6,6 +6,7 @@ table, not from the group."""
 from __future__ import annotations
 
 import json
+import os
 import signal as signal_module
 import subprocess
 import sys
@@ -112,7 +113,10 @@ def compact_cli(cfg, tmp_path, *args: str, env: dict | None = None) -> subproces
 
 
 def pause_env(moment: str, paused: Path, resume: Path | None = None) -> dict[str, str]:
-    env = {"PYTHONPATH": str(Path(__file__).parents[1] / "support" / "pause_compaction"),
+    # ahead of the caller's PYTHONPATH, not instead of it (the mutation runner puts the mutated tree there)
+    path = os.pathsep.join(p for p in (str(Path(__file__).parents[1] / "support" / "pause_compaction"),
+                                       os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path,
            "HP_TEST_COMPACT_PAUSE": moment, "HP_TEST_COMPACT_SIGNAL": str(paused)}
     return env | ({"HP_TEST_COMPACT_RESUME": str(resume)} if resume else {})
 
@@ -209,8 +213,10 @@ def test_kill_9_during_compaction_leaves_the_table_as_it_was_or_compacted(servic
 
 def test_a_reader_during_compaction_sees_a_whole_snapshot_every_time(services, tmp_path):
     """Readers loop over the table while `archive compact` runs: every read is the table before (every row
-    twice) or after (once), never a mix; both kinds are seen. And a reader that planned its scan before the commit
-    and reads its files after it still gets the old snapshot whole (the replaced files are not deleted)."""
+    twice) or after (once), never a mix; both kinds are seen. A reader that planned its scan before the commit
+    and reads its files after it still gets the old snapshot whole (the replaced files are not deleted). And every
+    snapshot of the history is whole: a compaction that took a day's files out in one commit and put the new ones
+    in with another would leave one that is neither (mutant compaction_commits_in_two_snapshots)."""
     cfg, ledger, replica = archive_twice(services, tmp_path, 56)
     replica.stop()
     before, after = sorted(list(truth(ledger)) * 2), sorted(truth(ledger))
@@ -227,6 +233,7 @@ def test_a_reader_during_compaction_sees_a_whole_snapshot_every_time(services, t
     reader.start()
     wait_until(paused.exists, 60, what="compaction to write its files")
     table = table_of(cfg).table(refresh=True)
+    planned_at = table.current_snapshot().snapshot_id
     planned = [task.file.file_path for task in table.scan().plan_files()]  # a scan planned before the commit
     wait_until(lambda: seen["before"] >= 2, 60, what="reads before the commit")
     resume.touch()
@@ -238,3 +245,7 @@ def test_a_reader_during_compaction_sees_a_whole_snapshot_every_time(services, t
                              for path in planned])
     assert sorted(rows(late)) == before  # read after the commit: the old snapshot, whole
     assert sorted(all_rows(cfg)) == after
+    # and whichever snapshot a reader happened to get, there is none in between: each is before or after, whole
+    history = [s.snapshot_id for s in table_of(cfg).table(refresh=True).snapshots()]
+    history = history[history.index(planned_at):]  # from the one the compaction planned from
+    assert all(sorted(all_rows(cfg, snapshot_id=s)) in (before, after) for s in history), history

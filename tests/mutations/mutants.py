@@ -47,6 +47,25 @@ MUTANTS = [
             # and the commit's own check (a range the table already holds is left out), the second defence
             ("healthpipe/sinks/archive/iceberg.py", "                if held.get(r.key, -1) > r.first:",
              "                if False:")]),
+    Mutant("compaction_keeps_duplicates", "archive compact sorts a day but keeps every repeated (series, ts) row",
+           ["tests/integration/test_archive_iceberg.py::"
+            "test_compaction_removes_duplicates_in_one_snapshot_while_the_archiver_writes"], "integration",
+           [("healthpipe/sinks/archive/compact.py", "    return table.filter(pc.fill_null(keep, True))",
+             "    return table")]),
+    Mutant("compaction_commits_in_two_snapshots",
+           "archive compact deletes a day's old files in one commit and adds the new ones in another (readers see "
+           "the day empty in between)",
+           ["tests/integration/test_archive_iceberg.py::"
+            "test_a_reader_during_compaction_sees_a_whole_snapshot_every_time"], "integration",
+           [("healthpipe/sinks/archive/iceberg.py", """                    for f in old:
+                        ow.delete_data_file(current[f.file_path])
+                    for f in added:
+                        ow.append_data_file(f)""", """                    for f in old:
+                        ow.delete_data_file(current[f.file_path])
+                with table.transaction() as tx, \\
+                        tx.update_snapshot(snapshot_properties=self._carried(table) | properties).fast_append() as ow:
+                    for f in added:
+                        ow.append_data_file(f)""")]),
     Mutant("schema_drops_the_instance_tag", "the stored schema leaves out the `instance` tag",
            ["tests/unit/test_transformer.py"], "unit",
            [("healthpipe/schema/__init__.py", '''    if labels.get("instance"):

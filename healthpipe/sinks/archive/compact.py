@@ -27,6 +27,9 @@ from healthpipe.sinks.archive.iceberg import DAY_MS, IcebergTable, Partition
 
 log = logging.getLogger(__name__)
 COMPACTED = "compacted-"
+# Compacted files are written once and kept for good: zstd 19 took 10% fewer bytes than the archiver's 6 on both
+# of B6b's sets (real 1 s scrapes, synthetic), for ~3x the encoding CPU (~1.9 CPU-s per million rows), paid once
+COMPACT_ZSTD_LEVEL = 19
 
 
 @dataclass
@@ -76,7 +79,7 @@ def compact_partition(table: IcebergTable, partition: Partition, file_rows: int)
     written = []
     for n, start in enumerate(range(0, out.num_rows, file_rows)):
         path = f"{folder}/{COMPACTED}{run}-{n}.parquet"
-        data = encode(out.slice(start, file_rows), store_schema=False)
+        data = encode(out.slice(start, file_rows), store_schema=False, level=COMPACT_ZSTD_LEVEL)
         table.store.put(path, data)
         written.append((path, len(data)))
     snapshot = table.replace(partition.files, [p for p, _ in written], {
