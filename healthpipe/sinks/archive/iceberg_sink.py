@@ -101,12 +101,7 @@ class IcebergSink(ParquetSink):
         if not ready:
             return
         for s in ready:
-            for path, data in sorted(s.files.items()):
-                if path not in s.published:
-                    self.store.put(path, data)
-                    s.published.add(path)
-                    self.metrics.files.inc()
-                    self.metrics.bytes.inc(len(data))
+            self._put_files(s)
         started = time.monotonic()
         snapshot = self.table.append(self.group_id, [RangeFiles((s.topic, s.partition), s.first, s.last,
                                                                 sorted(s.files)) for s in ready])

@@ -277,6 +277,15 @@ class ParquetSink(Sink[ArchiveBatch]):
         self._sealed.append(_Sealed(r.topic, r.partition, r.first, r.last, build, r.rows))
         self.metrics.ranges.labels(why).inc()
 
+    def _put_files(self, s: _Sealed) -> None:
+        """Write a sealed range's files not yet written (a retry resumes after the last one that went in)."""
+        for path, data in sorted(s.files.items()):
+            if path not in s.published:
+                self.store.put(path, data)
+                s.published.add(path)
+                self.metrics.files.inc()
+                self.metrics.bytes.inc(len(data))
+
     def _publish_sealed(self, wait: bool = True) -> None:
         """Write sealed ranges in order: intent, then files; a failure raises and the next call resumes.
         wait=False: stop at the first range whose files are still being built."""
@@ -290,12 +299,7 @@ class ParquetSink(Sink[ArchiveBatch]):
                 self.store.put(layout.marker_path(s.topic, s.partition, s.first, s.last), orjson.dumps(intent))
                 s.marker_written = True
                 self._intents.setdefault((s.topic, s.partition), []).append((s.first, s.last))
-            for path, data in sorted(s.files.items()):
-                if path not in s.published:
-                    self.store.put(path, data)
-                    s.published.add(path)
-                    self.metrics.files.inc()
-                    self.metrics.bytes.inc(len(data))
+            self._put_files(s)
             self.metrics.rows.inc(s.rows)
             self._sealed.pop(0)
             self._durable[(s.topic, s.partition)] = s.last + 1
