@@ -115,9 +115,9 @@ def read_cold(cfg: HealthpipeConfig, query: QuerySettings, start_ms: int, end_ms
             return pd.DataFrame(columns=["ts", "value"])  # an empty table: no snapshot yet
         # expressions, not text: the query's name is a literal, never parsed (no quoting to get wrong)
         # (mypy's pydantic plugin does not see these predicates' own __init__(term, literal))
-        named = EqualTo("query", query.name)  # type: ignore[call-arg,misc]
-        after = GreaterThan("ts", start_ms * 1000)  # type: ignore[call-arg,misc]
-        until = LessThanOrEqual("ts", end_ms * 1000)  # type: ignore[call-arg,misc]
+        named = EqualTo("query", query.name)  # type: ignore[call-arg]
+        after = GreaterThan("ts", start_ms * 1000)  # type: ignore[call-arg]
+        until = LessThanOrEqual("ts", end_ms * 1000)  # type: ignore[call-arg]
         where = And(named, after, until)
         table = _iceberg(cfg).read(columns, where, snapshot_id)
         table = table.set_column(0, "ts", table["ts"].cast(pa.timestamp("ms", tz="UTC")))
