@@ -227,6 +227,10 @@ class TransformSettings(_Section):
     # Labels copied to tags besides service/instance/metric_type/metric. None = all.
     include_labels: list[str] | None = None
     exclude_labels: list[str] = Field(default_factory=list)
+    # Series whose line-protocol tag strings the consumer keeps (~2 KB each; least recently used pushed out).
+    # Past it a series costs one tag-set rebuild per batch: raise it when healthpipe_cache_evictions_total
+    # {cache="series_prefixes"} climbs steadily (docs/scaling.md).
+    series_cache_size: int = Field(20_000, ge=1)
 
 
 class InfluxSettings(_Section):
@@ -436,6 +440,9 @@ class FeaturesSettings(_Section):
     port: int = Field(8010, ge=0, le=65535)
     # The longest `window` a request may ask for: one request reads at most this much of every selected series.
     max_window: Duration = Span.parse("1d")
+    # Selectors (a query and its label matches) whose recent samples the server keeps in memory, each at most two
+    # windows of its series; the least recently asked for is pushed out (healthpipe_cache_*{cache="feature_windows"}).
+    window_cache_selectors: int = Field(64, ge=1)
     # When set, /features and /metrics answer only requests with `Authorization: Bearer <token>` (401 otherwise);
     # /healthz and /readyz stay open for probes.
     token: SecretStr = SecretStr("")

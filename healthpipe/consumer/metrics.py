@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from healthpipe.common.bounded import CacheCollector
+
 
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -45,5 +47,8 @@ class ConsumerMetrics:
                                         "Sink writes handed to a writer thread that have not returned", registry=r)
         self.paused = Gauge("healthpipe_consumer_paused", "1 while partitions are paused for InfluxDB",
                             registry=r)
+        # the sink's bounded caches (the service fills the list in)
+        self.caches = CacheCollector([])
+        r.register(self.caches)
         self.rebalances = Counter("healthpipe_consumer_rebalances_total", "Rebalance events", ["kind"],
                                   registry=r)

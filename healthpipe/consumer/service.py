@@ -63,6 +63,7 @@ class ConsumerService:
         # Partitions we own, kept by the rebalance callbacks: safe to read from any thread.
         self.assigned: frozenset[TopicPartitionKey] = frozenset()
         self.status_server: StatusServer | None = None
+        self.metrics.caches.caches = list(sink.caches())
         self.metrics.uncommitted.set_function(self._uncommitted_messages)
         self.metrics.writes_outstanding.set_function(
             lambda: self.checkpoint.writes_outstanding() if self.checkpoint is not None else 0)

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from healthpipe.common import observability
+from healthpipe.common.bounded import CacheCollector
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.errors import ConfigError, HealthpipeError, Retryable
 from healthpipe.common.times import parse_duration_arg, parse_time
@@ -83,6 +84,7 @@ class FeatureServer:
                                "/features windows by how they were read: cached (counts only), newest, whole",
                                ["how"], registry=self.registry)
         self.cache = WindowCache(cfg, on_read=lambda how: window_reads.labels(how).inc())
+        self.registry.register(CacheCollector([self.cache.entries]))
         self.latency = Histogram("healthpipe_features_request_seconds", "Time to answer /features",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.requests = Counter("healthpipe_features_requests_total", "/features requests by outcome", ["outcome"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,12 @@ def read(cfg: HealthpipeConfig, query: QuerySettings, part: Part, last_every_ms:
     return read_cold(cfg, query, part.start_ms, part.end_ms, part.snapshot_id)
 
 
+def _predicate(kind: Any, column: str, literal: object) -> Any:
+    """pyiceberg's `kind(term, literal)`; typed loosely because mypy's pydantic plugin reads these predicates'
+    fields instead of their __init__, and what it flags differs between runs (a clean cache or not)."""
+    return kind(column, literal)
+
+
 def read_cold(cfg: HealthpipeConfig, query: QuerySettings, start_ms: int, end_ms: int,
               snapshot_id: int | None = None) -> pd.DataFrame:
     """Raw samples from the archive, with each series' tags computed the way the consumer writes them."""
@@ -114,11 +121,8 @@ def read_cold(cfg: HealthpipeConfig, query: QuerySettings, start_ms: int, end_ms
         if snapshot_id is None:
             return pd.DataFrame(columns=["ts", "value"])  # an empty table: no snapshot yet
         # expressions, not text: the query's name is a literal, never parsed (no quoting to get wrong)
-        # (mypy's pydantic plugin does not see these predicates' own __init__(term, literal))
-        named = EqualTo("query", query.name)  # type: ignore[call-arg]
-        after = GreaterThan("ts", start_ms * 1000)  # type: ignore[call-arg]
-        until = LessThanOrEqual("ts", end_ms * 1000)  # type: ignore[call-arg]
-        where = And(named, after, until)
+        where = And(_predicate(EqualTo, "query", query.name), _predicate(GreaterThan, "ts", start_ms * 1000),
+                    _predicate(LessThanOrEqual, "ts", end_ms * 1000))
         table = _iceberg(cfg).read(columns, where, snapshot_id)
         table = table.set_column(0, "ts", table["ts"].cast(pa.timestamp("ms", tz="UTC")))
     else:

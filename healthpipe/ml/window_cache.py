@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import TypeVar, cast
 import pandas as pd
 import requests
 
+from healthpipe.common.bounded import BoundedCache
 from healthpipe.common.config import HealthpipeConfig, QuerySettings
 from healthpipe.common.flux import count_frame, query_predicate, read_frame
 from healthpipe.ml import shape
@@ -49,12 +49,13 @@ class _Entry:
 
 class WindowCache:
     def __init__(self, cfg: HealthpipeConfig, overlap_ms: int = 60_000, refresh_seconds: float = 300,
-                 max_selectors: int = 64, on_read: Callable[[str], None] | None = None):
+                 on_read: Callable[[str], None] | None = None):
         self.cfg = cfg
         self.overlap_ms = overlap_ms
         self.refresh_seconds = refresh_seconds
-        self.max_selectors = max_selectors
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        # one entry per selector, each holding at most ~2 windows of its series' samples (compute() trims it)
+        self.entries: BoundedCache[tuple, _Entry] = BoundedCache("feature_windows",
+                                                                 cfg.features.window_cache_selectors)
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._counting = ThreadPoolExecutor(4, thread_name_prefix="window-count")
@@ -92,12 +93,9 @@ class WindowCache:
 
     def _entry(self, key: tuple, end_ms: int) -> _Entry:
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self.entries.get(key)
             if entry is None:
-                entry = self._entries[key] = _Entry(pd.DataFrame(), end_ms, end_ms, float("-inf"))
-                while len(self._entries) > self.max_selectors:
-                    self._entries.popitem(last=False)
-            self._entries.move_to_end(key)
+                entry = self.entries.put(key, _Entry(pd.DataFrame(), end_ms, end_ms, float("-inf")))
             return entry
 
     def _catch_up(self, entry: _Entry, query: QuerySettings, predicate: str, start_ms: int, end_ms: int,

@@ -21,6 +21,7 @@ durable when they return (InfluxDB's).
     assigned(committed)  partitions arrived, with the group's committed offsets (a sink may recover from them)
     committed(offsets)   the checkpoint committed these offsets (a sink may clean up what it kept for recovery)
     tick()               the loop is idle: seal what is due; returns offsets newly durable (or None)
+    caches()             the sink's bounded per-series caches (common/bounded.py), exported as metrics
     close()              the process is stopping: release connections (after the last flush)
 
 A new sink subclasses `Sink`; nothing in the loop changes (docs/architecture.md, "Where a newcomer adds").
@@ -32,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from healthpipe.common.bounded import BoundedCache
 from healthpipe.common.messages import SeriesWindow
 from healthpipe.common.records import Source, TopicPartitionKey
 
@@ -97,6 +99,10 @@ class Sink(Generic[P]):
 
     def write(self, prepared: P) -> WriteOutcome:
         raise NotImplementedError(f"{type(self).__name__} must implement write()")
+
+    def caches(self) -> Sequence[BoundedCache]:
+        """The sink's per-series caches, so the process exports their size and evictions."""
+        return ()
 
     def flush(self, partitions: set[TopicPartitionKey] | None = None) -> dict[TopicPartitionKey, int] | None:
         return self.durable()

@@ -71,6 +71,15 @@ MUTANTS = [
            [("healthpipe/schema/__init__.py", '''    if labels.get("instance"):
         tags["instance"] = labels["instance"]
 ''', "")]),
+    Mutant("caches_grow_without_bound", "a bounded cache never pushes an entry out",
+           ["tests/unit/test_bounded_caches.py"], "unit",
+           [("healthpipe/common/bounded.py", "        while len(self._entries) > self.limit:",
+             "        while False:")]),
+    Mutant("caches_push_out_the_first_in", "a bounded cache pushes out the oldest insert, not the least recently used",
+           ["tests/unit/test_bounded_caches.py"], "unit",
+           [("healthpipe/common/bounded.py", """        if value is not None:
+            self._entries.move_to_end(key)
+        return value""", "        return value")]),
     Mutant("consumer_imports_a_sink", "the generic loop imports the InfluxDB sink (an import contract broken)",
            ["tests/unit/test_layering.py::test_the_import_contracts_hold"], "unit",
            [(SERVICE, "from healthpipe.sinks.base import Sink\n",

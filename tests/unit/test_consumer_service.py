@@ -14,7 +14,7 @@ from healthpipe.common.config import load_config
 from healthpipe.common.errors import DeadLetterError, SinkUnavailable
 from healthpipe.common.messages import SeriesWindow, headers
 from healthpipe.consumer.service import ConsumerService
-from healthpipe.sinks.base import Rejected, WriteOutcome
+from healthpipe.sinks.base import Rejected, Sink, WriteOutcome
 
 NOW_MS = int(time.time() * 1000) - 60_000
 
@@ -91,8 +91,9 @@ class FakeBatch:
     done: bool = False
 
 
-class FakeSink:
-    """A sink that is up or down at the test's word, and refuses the windows it is told to."""
+class FakeSink(Sink):
+    """A sink that is up or down at the test's word, and refuses the windows it is told to (the base class's
+    defaults for the rest)."""
 
     name = "fake"
     batch_size = 5000
@@ -117,27 +118,6 @@ class FakeSink:
         rejected = [Rejected(i, b"x", "refused") for i, w in enumerate(prepared.windows)
                     if w.labels["instance"] in self.refuse]
         return WriteOutcome(len(prepared.windows) - len(rejected), rejected)
-
-    def flush(self, partitions=None):
-        return None
-
-    def durable(self):
-        return None
-
-    def drop(self, partitions):
-        return {}
-
-    def assigned(self, committed):
-        pass
-
-    def committed(self, offsets):
-        pass
-
-    def tick(self):
-        return None
-
-    def close(self):
-        pass
 
 
 class FakeDeadLetters:

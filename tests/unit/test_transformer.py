@@ -61,12 +61,11 @@ def test_same_sample_always_same_line():
     assert a == b
 
 
-def test_tag_strings_cached_for_a_bounded_number_of_series(monkeypatch):
-    monkeypatch.setattr("healthpipe.sinks.influx.transformer.PREFIX_CACHE_SERIES", 3)
-    tr = transformer()
+def test_tag_strings_cached_for_a_bounded_number_of_series():
+    tr = transformer(series_cache_size=3)
     batch = [w([(NOW_MS - 1, "1")], instance=f"h:{i}") for i in range(5)]
     first = tr.transform(batch).lines
-    assert len(tr._prefix_cache) == 3
+    assert len(tr.prefix_cache) == 3
     assert tr.transform(batch).lines == first == [
         f"health_metrics,instance=h:{i},job=test-app,metric=up,metric_type=availability,service=test-app "
         f"value=1.0 {NOW_MS - 1}" for i in range(5)]

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from healthpipe.common.bounded import BoundedCache
 from healthpipe.common.config import InfluxSettings, TransformSettings
 from healthpipe.common.messages import SeriesWindow
 from healthpipe.common.records import Source
@@ -81,6 +82,9 @@ class InfluxSink(Sink[InfluxBatch]):
 
     def check(self) -> None:
         self.loader.check_bucket()
+
+    def caches(self) -> Sequence[BoundedCache]:
+        return (self.transformer.prefix_cache,)
 
     def prepare(self, windows: Sequence[SeriesWindow], sources: Sequence[Source]) -> InfluxBatch:
         result = self.transformer.transform_bodies(windows)

@@ -30,12 +30,9 @@ from healthpipe.common.config import TransformSettings
 if TYPE_CHECKING:
     import pandas as pd
 from healthpipe import schema as line_protocol
+from healthpipe.common.bounded import BoundedCache
 from healthpipe.common.messages import RawSamples, SeriesWindow
 from healthpipe.schema import fastline as _fastline  # the compiled hot path, or None where it was not built
-
-# Series whose tag strings are kept (~2 KB each, measured by bench/memory.py): this caps the consumer's memory
-# under high cardinality; a series pushed out only costs one tag-set rebuild when it comes back.
-PREFIX_CACHE_SERIES = 20_000
 
 
 @dataclass
@@ -64,7 +61,9 @@ class DataTransformer:
         self.settings = settings or TransformSettings()
         self.clock = clock
         self._valid = set(self.settings.valid_metrics)
-        self._prefix_cache: dict[tuple, str] = {}
+        # Series whose tag strings are kept (~2 KB each, bench/memory.py): caps the consumer's memory under high
+        # cardinality and churn; a series pushed out only costs one tag-set rebuild when it comes back.
+        self.prefix_cache: BoundedCache[tuple, str] = BoundedCache("series_prefixes", self.settings.series_cache_size)
 
     # --- the plan's API ----------------------------------------------------------------------------
 
@@ -231,12 +230,10 @@ class DataTransformer:
 
     def prefix_of(self, window: SeriesWindow) -> tuple[str, bool]:
         """The series' line-protocol prefix (cached), and whether its metric may enter InfluxDB."""
-        cache_key = (window.query, window.metric_type, tuple(sorted(window.labels.items())))
-        prefix = self._prefix_cache.get(cache_key)
+        cache_key = series_key(window)
+        prefix = self.prefix_cache.get(cache_key)
         if prefix is None:
-            if len(self._prefix_cache) >= PREFIX_CACHE_SERIES:
-                del self._prefix_cache[next(iter(self._prefix_cache))]  # the oldest entry (dicts keep order)
-            prefix = self._prefix_cache[cache_key] = line_protocol.series_prefix(self.tags(window).items())
+            prefix = self.prefix_cache.put(cache_key, line_protocol.series_prefix(self.tags(window).items()))
         metric = line_protocol.metric_of(window.query, window.labels)
         return prefix, (not self._valid or metric in self._valid)
 
@@ -255,6 +252,11 @@ class DataTransformer:
                 values.append(v)
         return pd.DataFrame({"prefix": prefixes, "allowed": allowed, "src": src,
                              "ts": pd.Series(ts, dtype=object), "value": pd.Series(values, dtype=object)})
+
+
+def series_key(window: SeriesWindow) -> tuple:
+    """What identifies a series to the tag cache: the query, its metric type and its labels in order."""
+    return (window.query, window.metric_type, tuple(sorted(window.labels.items())))
 
 
 def _compiled_window(prefix: str, w: SeriesWindow, horizon_ms: float, body: bool) -> tuple | None:
