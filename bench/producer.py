@@ -45,22 +45,23 @@ def openmetrics(path: Path, n_series: int, start_s: int, n_points: int, every_s:
     return n_series * n_points
 
 
-class BenchPrometheus:
-    """A Prometheus serving only the generated blocks."""
+class BlockPrometheus:
+    """A Prometheus serving only the blocks promtool builds from an OpenMetrics file (`flags`: more command-line
+    flags, e.g. its query limits). No scraping: it holds exactly the file's samples."""
 
-    def __init__(self, workdir: Path, n_series: int, start_s: int, n_points: int, every_s: int):
+    def __init__(self, workdir: Path, source: Path, flags: tuple[str, ...] = ()):
         from tests.support.pipeline import free_port
 
         port = free_port()  # (9095 would collide with the 3-broker stack's controllers)
         self.url = f"http://127.0.0.1:{port}"
-        data, source = workdir / "data", workdir / "data.om"
-        self.samples = openmetrics(source, n_series, start_s, n_points, every_s)
+        data = workdir / "data"
         subprocess.run([shutil.which("promtool") or "/usr/bin/promtool", "tsdb", "create-blocks-from", "openmetrics",
                         str(source), str(data)], check=True, stdout=subprocess.DEVNULL)
         (workdir / "prometheus.yml").write_text("global: {}\n")
         self.proc = subprocess.Popen([shutil.which("prometheus") or "/usr/bin/prometheus",
                                       f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
-                                      f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
+                                      f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d",
+                                      *flags],
                                      stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "w"))  # noqa: SIM115
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -76,6 +77,15 @@ class BenchPrometheus:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+class BenchPrometheus(BlockPrometheus):
+    """The benchmarks' data set (`openmetrics`) served by a BlockPrometheus."""
+
+    def __init__(self, workdir: Path, n_series: int, start_s: int, n_points: int, every_s: int,
+                 flags: tuple[str, ...] = ()):
+        self.samples = openmetrics(workdir / "data.om", n_series, start_s, n_points, every_s)
+        super().__init__(workdir, workdir / "data.om", flags)
 
 
 def add_data_set_args(parser: argparse.ArgumentParser, series: int, hours: float) -> None:

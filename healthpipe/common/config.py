@@ -201,6 +201,9 @@ class ExtractSettings(_Section):
     # (the watermark stays). Set true only for a Prometheus whose warnings are known to be harmless.
     accept_warnings: bool = False
     max_retries: int = Field(4, ge=0)
+    # A window Prometheus refuses as too large (--query.max-samples) is split in time down to 1 s (raw) or one
+    # step (range); a raw window still too large is read in groups of series by the values of this label.
+    split_label: str = Field("instance", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
     queries: list[QuerySettings] = Field(default_factory=default_queries)
 
     @model_validator(mode="after")

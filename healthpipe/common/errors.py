@@ -62,6 +62,11 @@ class PrometheusUnavailable(Retryable):
         self.query = query
 
 
+class PrometheusTooLarge(PrometheusUnavailable):
+    """Prometheus refused the answer's size (`--query.max-samples`, or 11,000 points per series): the same read in
+    smaller pieces succeeds, so the producer splits it (by time, then by series) instead of retrying it whole."""
+
+
 class PrometheusRejected(Fatal):
     """Prometheus refused the query itself (errorType bad_data): fix the PromQL, retrying will not help."""
 

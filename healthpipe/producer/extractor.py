@@ -23,8 +23,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from healthpipe.common import promql
 from healthpipe.common.config import QuerySettings, default_queries
-from healthpipe.common.errors import PrometheusRejected, PrometheusUnavailable
+from healthpipe.common.errors import PrometheusRejected, PrometheusTooLarge, PrometheusUnavailable
 from healthpipe.common.times import parse_duration
 from healthpipe.producer.windows import Window, range_points
 
@@ -33,12 +34,18 @@ from healthpipe.producer.windows import Window, range_points
 REJECTED_ERROR_TYPES = {"bad_data", "not_acceptable", "not_found"}  # others: timeout, canceled, execution,
 #                                                                     unavailable, internal -> retry later
 
-PrometheusError = PrometheusRejected | PrometheusUnavailable
+PrometheusError = PrometheusRejected | PrometheusUnavailable  # PrometheusTooLarge is a PrometheusUnavailable
+
+
+# Prometheus' words for an answer too large to give (promql/engine.go, web/api/v1/api.go): a smaller read succeeds
+TOO_LARGE_ERRORS = ("would load too many samples", "exceeded maximum resolution")
 
 
 def api_error(query: str, error_type: str | None, error: str | None) -> PrometheusError:
-    """The exception for an API error answer, by its errorType."""
+    """The exception for an API error answer, by its errorType (and, for a size limit, its text)."""
     detail = f"{error_type}: {error}"
+    if any(words in (error or "") for words in TOO_LARGE_ERRORS):
+        return PrometheusTooLarge(query, detail)
     if error_type in REJECTED_ERROR_TYPES:
         return PrometheusRejected(query, detail)
     return PrometheusUnavailable(query, detail)
@@ -168,11 +175,49 @@ class PrometheusExtractor:
         series = self.extract_metrics(q.promql, points[0] / 1000, points[1] / 1000, str(q.step))
         return _within(series, window)  # query_range only returns grid points in [first, last]: explicit anyway
 
-    def _read_raw(self, q: QuerySettings, window: Window) -> list[Series]:
+    def _read_raw(self, q: QuerySettings, window: Window, selector: str | None = None) -> list[Series]:
         span = window.end_ms - window.start_ms
-        series = self._get("/api/v1/query", q.name, {"query": f"{q.promql}[{span}ms]",
+        series = self._get("/api/v1/query", q.name, {"query": f"{selector or q.promql}[{span}ms]",
                                                      "time": f"{window.end_ms / 1000:.3f}"})
         return _within(series, window)
+
+    def read_window_by_series(self, q: QuerySettings, window: Window, label: str) -> list[Series]:
+        """A raw window too large for one answer, read in groups of series: those whose `label` is in one part
+        of the values Prometheus lists for the window (the series without it join the first group), halving a
+        group while Prometheus still refuses it. The groups are disjoint and cover every series, so the result is
+        what `read_window` would have returned. PrometheusTooLarge when one value's series alone are too many."""
+        if q.mode != "raw":
+            raise PrometheusTooLarge(q.name, "a range-mode query cannot be split by series (its PromQL is an "
+                                             "expression, not a selector): lower its step or its series count")
+        values = ["", *self.label_values(q, window, label)]
+        half = len(values) // 2
+        groups = [values[:half], values[half:]] if half else [values]
+        return [s for group in groups for s in self._read_group(q, window, label, group)]
+
+    def _read_group(self, q: QuerySettings, window: Window, label: str, values: list[str]) -> list[Series]:
+        try:
+            return self._read_raw(q, window, promql.with_label_in(q.promql, label, values))
+        except PrometheusTooLarge:
+            if len(values) < 2:
+                raise
+            half = len(values) // 2
+            return self._read_group(q, window, label, values[:half]) + \
+                self._read_group(q, window, label, values[half:])
+
+    def label_values(self, q: QuerySettings, window: Window, label: str) -> list[str]:
+        """The values of `label` among the query's series in the window (Prometheus' index: no samples read)."""
+        if not promql.LABEL_NAME.fullmatch(label):
+            raise ValueError(f"label name {label!r} is not [a-zA-Z_][a-zA-Z0-9_]*")
+        try:
+            resp = self.session.get(f"{self.prometheus_url}/api/v1/label/{label}/values", timeout=self.timeout,
+                                    params={"match[]": q.promql, "start": f"{window.start_ms / 1000:.3f}",
+                                            "end": f"{window.end_ms / 1000:.3f}"})
+            payload = resp.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise PrometheusUnavailable(q.name, f"label values of {label}: {type(exc).__name__}: {exc}") from None
+        if payload.get("status") != "success":
+            raise api_error(q.name, payload.get("errorType"), payload.get("error"))
+        return sorted(v for v in payload.get("data") or [] if v)
 
     def check_query(self, q: QuerySettings) -> None:
         """Evaluate `q` once; PrometheusRejected (Fatal) naming it if Prometheus rejects the PromQL."""

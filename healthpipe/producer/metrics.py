@@ -17,6 +17,9 @@ class ProducerMetrics:
                                           "Kafka messages in committed transactions", ["query"], registry=r)
         self.query_errors = Counter("healthpipe_producer_query_errors_total",
                                     "Windows that failed (Prometheus or Kafka)", ["query", "stage"], registry=r)
+        self.window_splits = Counter("healthpipe_producer_window_splits_total",
+                                     "Windows Prometheus refused as too large, read in smaller pieces instead",
+                                     ["query", "by"], registry=r)
         self.prometheus_latency = Histogram("healthpipe_producer_prometheus_request_seconds",
                                             "Prometheus API request latency", ["endpoint", "outcome"], registry=r)
         self.watermark_age = Gauge("healthpipe_producer_watermark_age_seconds",

@@ -8,6 +8,7 @@ and counted and does not stop the others; its watermark stays put, so the next c
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
@@ -17,6 +18,7 @@ from healthpipe.common.errors import (
     ConfigError,
     HealthpipeError,
     PrometheusRejected,
+    PrometheusTooLarge,
     PrometheusUnavailable,
     PublishError,
     Retryable,
@@ -30,7 +32,15 @@ from healthpipe.producer import watermarks
 from healthpipe.producer.extractor import PrometheusExtractor
 from healthpipe.producer.metrics import ProducerMetrics
 from healthpipe.producer.publisher import TransactionalPublisher
-from healthpipe.producer.windows import Window, chunk_ms, first_watermark, pending_windows, read_limit
+from healthpipe.producer.windows import (
+    RAW_MIN_CHUNK_MS,
+    Window,
+    chunk_ms,
+    first_watermark,
+    pending_windows,
+    read_limit,
+    split_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +58,8 @@ class ProducerService:
                                              accept_warnings=cfg.extract.accept_warnings)
         self.publisher: TransactionalPublisher | None = None
         self.watermarks: dict[str, int] = {}
+        # per query: the longest window Prometheus answered after refusing a longer one as too large
+        self.window_limit_ms: dict[str, int] = {}
         self._stop = threading.Event()
         self._ready = False
         self._kafka_ok = True
@@ -158,7 +170,8 @@ class ProducerService:
             self.metrics.query_errors.labels(q.name, "backfill_truncated").inc()
             watermark = oldest
         limit = read_limit(now_ms, int(self.cfg.extract.lag_seconds * 1000), grid)
-        size = chunk_ms(q.mode, q.step_ms, self.cfg.extract.raw_chunk.ms)
+        size = min(chunk_ms(q.mode, q.step_ms, self.cfg.extract.raw_chunk.ms),
+                   self.window_limit_ms.get(q.name, sys.maxsize))
         windows = pending_windows(watermark, limit, size)
         if len(windows) > 1:
             log.info("backfill query=%s windows=%d from_ms=%d to_ms=%d", q.name, len(windows), watermark, limit)
@@ -167,7 +180,7 @@ class ProducerService:
             if self._stop.is_set():
                 break
             try:
-                total += self.publish_window(q, window, advance_watermark=True)
+                total += self.publish_splitting(q, window)
                 self._kafka_ok = True
             except (Retryable, PrometheusRejected) as exc:
                 stage = "kafka" if isinstance(exc, PublishError) else "prometheus"
@@ -194,10 +207,37 @@ class ProducerService:
                 self._cycle_prometheus_now = fallback_ms
         return self._cycle_prometheus_now
 
-    def publish_window(self, q: QuerySettings, window: Window, advance_watermark: bool) -> int:
-        """Read one window from Prometheus and publish it in one transaction; return samples published."""
+    def publish_splitting(self, q: QuerySettings, window: Window) -> int:
+        """publish_window, in smaller pieces while Prometheus refuses a read as too large: halves in time, each
+        its own transaction advancing the watermark (consecutive windows: exactly once holds); a raw window of
+        1 s that is still too large is read in groups of series and published whole, in one transaction."""
+        try:
+            return self.publish_window(q, window, advance_watermark=True)
+        except PrometheusTooLarge as exc:
+            smallest = q.step_ms if q.mode == "range" else RAW_MIN_CHUNK_MS
+            halves = split_window(window, q.grid_ms, smallest)
+            if halves is None:
+                self.metrics.window_splits.labels(q.name, "series").inc()
+                log.warning("window_split query=%s by=series label=%s start_ms=%d end_ms=%d error=%s", q.name,
+                            self.cfg.extract.split_label, window.start_ms, window.end_ms, exc)
+                return self.publish_window(q, window, advance_watermark=True, by_series=True)
+        self.metrics.window_splits.labels(q.name, "time").inc()
+        log.warning("window_split query=%s by=time start_ms=%d end_ms=%d halves_ms=%d", q.name, window.start_ms,
+                    window.end_ms, halves[0].end_ms - halves[0].start_ms)
+        total = self.publish_splitting(q, halves[0])
+        self.window_limit_ms[q.name] = min(self.window_limit_ms.get(q.name, sys.maxsize),
+                                           halves[0].end_ms - halves[0].start_ms)
+        return total + self.publish_splitting(q, halves[1])
+
+    def publish_window(self, q: QuerySettings, window: Window, advance_watermark: bool,
+                       by_series: bool = False) -> int:
+        """Read one window from Prometheus and publish it in one transaction; return samples published.
+        by_series: read it in groups of series (`extract.split_label`), for a window too large for one answer."""
         assert self.publisher is not None
-        series = self.extractor.read_window(q, window)
+        if by_series:
+            series = self.extractor.read_window_by_series(q, window, self.cfg.extract.split_label)
+        else:
+            series = self.extractor.read_window(q, window)
         samples = sum(len(s.samples) for s in series)
         self.metrics.samples_extracted.labels(q.name).inc(samples)
         messages = [SeriesWindow(q.name, q.metric_type, s.labels, window.start_ms, window.end_ms, s.samples)

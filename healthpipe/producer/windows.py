@@ -63,3 +63,14 @@ def range_points(window: Window, step_ms: int) -> tuple[int, int] | None:
     first = align_up(window.start_ms + 1, step_ms)
     last = align_down(window.end_ms, step_ms)
     return (first, last) if first <= last else None
+
+
+def split_window(window: Window, grid_ms: int, smallest_ms: int) -> tuple[Window, Window] | None:
+    """Two consecutive windows covering `window`, split on the grid near its middle; None when a half would be
+    shorter than `smallest_ms` or no grid point lies strictly inside it (a read cannot get smaller by time)."""
+    if window.end_ms - window.start_ms < 2 * smallest_ms:
+        return None
+    middle = align_down(window.start_ms + (window.end_ms - window.start_ms) // 2, grid_ms)
+    if not window.start_ms < middle < window.end_ms:
+        return None
+    return Window(window.start_ms, middle), Window(middle, window.end_ms)

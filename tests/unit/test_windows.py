@@ -49,3 +49,19 @@ def test_range_points_are_left_open_right_closed():
     assert range_points(Window(15_000, 29_999), 15_000) is None
     # a watermark off the grid (the step changed) still never repeats a point
     assert range_points(Window(16_000, 60_000), 15_000) == (30_000, 60_000)
+
+
+@given(st.integers(0, 10**12), st.integers(1, 10**8), st.sampled_from([1, 1000, 15_000]))
+def test_a_split_window_is_two_consecutive_windows_on_the_grid(start, span, grid):
+    from healthpipe.producer.windows import split_window
+
+    start = align_down(start, grid)
+    window = Window(start, start + span)
+    halves = split_window(window, grid, smallest_ms=1000)
+    middle = align_down(start + span // 2, grid)
+    if halves is None:  # too short, or no grid point strictly inside
+        assert span < 2000 or not start < middle < start + span
+        return
+    first, second = halves
+    assert (first.start_ms, first.end_ms, second.end_ms) == (window.start_ms, second.start_ms, window.end_ms)
+    assert first.end_ms % grid == 0 and window.start_ms < first.end_ms < window.end_ms
