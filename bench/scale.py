@@ -1,4 +1,4 @@
-"""B12: how cost grows with the work — cardinality, series churn and backlog size (issue #29).
+"""B13: how cost grows with the work — cardinality, series churn and backlog size (issue #29).
 
     python -m bench.scale cardinality [--series 1000 10000 100000 1000000] [--samples 2000000]
     python -m bench.scale churn [--series 10000] [--minutes 30]
@@ -200,7 +200,7 @@ def cardinality(args: argparse.Namespace) -> dict:
     services = native_or_exit()
     rows = []
     start_ms = (int(time.time()) - 3 * 86_400) * 1000
-    with tempfile.TemporaryDirectory(prefix="hp-b12-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hp-b13-") as tmp:
         for n in args.series:
             caches = [DEFAULT_CACHE] + ([n + 1] if n > DEFAULT_CACHE and not args.default_cache_only else [])
             base = services.config(consumer={"metrics_port": 0})
@@ -274,7 +274,7 @@ def churn_producer(services, n_series: int, minutes: int) -> dict:
 
     end_s = int(time.time()) // 60 * 60 - 300
     start_ms = (end_s - minutes * 60) * 1000
-    with tempfile.TemporaryDirectory(prefix="hp-b12-churn-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hp-b13-churn-") as tmp:
         source = Path(tmp) / "churn.om"
         with source.open("w") as f:
             f.write("# TYPE up gauge\n")

@@ -80,6 +80,10 @@ MUTANTS = [
            [("healthpipe/common/bounded.py", """        if value is not None:
             self._entries.move_to_end(key)
         return value""", "        return value")]),
+    Mutant("split_skips_the_second_half", "a window split in time publishes its first half only",
+           ["tests/unit/test_producer_split.py"], "unit",
+           [("healthpipe/producer/service.py", "        return total + self.publish_splitting(q, halves[1])",
+             "        return total")]),
     Mutant("consumer_imports_a_sink", "the generic loop imports the InfluxDB sink (an import contract broken)",
            ["tests/unit/test_layering.py::test_the_import_contracts_hold"], "unit",
            [(SERVICE, "from healthpipe.sinks.base import Sink\n",
