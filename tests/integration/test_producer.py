@@ -284,3 +284,66 @@ def test_once_exits_3_within_extract_timeout_when_prometheus_is_unreachable(serv
     assert code == 3, (tmp_path / "p.log").read_text()[-2000:]
     assert took < 4 + 15, took  # extract.timeout, plus the process's start-up and one request
     assert "prometheus" in (tmp_path / "p.log").read_text().lower()
+
+
+# Label values a user's series may carry: every character PromQL strings and RE2 give a meaning to.
+HOSTILE_INSTANCES = ['quote"d', "back\\slash", "re.ge(x)|*+?[]{}^$", "new\nline", "ünï", 'x"}or{y="1', ""]
+
+
+def split_data_set(path, start_s: int, points: int) -> dict[tuple, list[int]]:
+    """60 series of `split_metric` every second (hostile instance values, one series without `instance`) as
+    OpenMetrics; returns each series' labels and timestamps (ms)."""
+    def escape(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    instances = [f"node-{i}" for i in range(60 - len(HOSTILE_INSTANCES))] + HOSTILE_INSTANCES
+    expected = {}
+    with path.open("w") as f:
+        f.write("# TYPE split_metric gauge\n")
+        for i, instance in enumerate(instances):
+            labels = {"__name__": "split_metric", "job": "split", **({"instance": instance} if instance else {})}
+            text = ",".join(f'{k}="{escape(v)}"' for k, v in labels.items() if k != "__name__")
+            f.writelines(f"split_metric{{{text}}} {i} {start_s + t}\n" for t in range(points))
+            expected[tuple(sorted(labels.items()))] = [(start_s + t) * 1000 for t in range(points)]
+        f.write("# EOF\n")
+    return expected
+
+
+@pytest.mark.parametrize("max_samples, splits", [(500, {"time"}), (40, {"time", "series"})])
+def test_a_window_too_large_for_prometheus_is_split_and_published_whole(services, tmp_path, max_samples, splits):
+    """Prometheus with a lowered --query.max-samples refuses the producer's window; the producer splits it (in
+    time; at 40 samples even 1 s of 60 series is too much, so by series too, through hostile label values) and
+    publishes every sample exactly once, in order of windows, the watermark at the end."""
+    from bench.producer import BlockPrometheus
+    from healthpipe.producer.metrics import ProducerMetrics
+
+    points, end_s = 300, int(time.time()) // 60 * 60 - 600
+    start_s = end_s - points + 1
+    expected = split_data_set(tmp_path / "data.om", start_s, points)
+    prom = BlockPrometheus(tmp_path, tmp_path / "data.om", flags=(f"--query.max-samples={max_samples}",))
+    try:
+        query = {"name": "split", "promql": 'split_metric{job="split"}', "mode": "raw", "metric_type": "gauge"}
+        cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "max_backfill": "30d",
+                                       "raw_chunk": "30m", "lag_seconds": 0}, transform={"valid_metrics": []})
+        # the fault hits: the producer's own window is refused whole
+        whole = requests.post(f"{prom.url}/api/v1/query", data={"query": f'split_metric{{job="split"}}[{points}s]',
+                                                               "time": end_s}, timeout=30)
+        assert whole.status_code == 422 and "too many samples" in whole.json()["error"]
+        metrics = ProducerMetrics()
+        service = ProducerService(cfg, metrics=metrics, clock=lambda: end_s)
+        service.initialize()
+        service.watermarks["split"] = (start_s - 1) * 1000
+        while service.watermarks["split"] < end_s * 1000:
+            before = service.watermarks["split"]
+            service.run_single_cycle()
+            assert service.watermarks["split"] > before, "a cycle made no progress"
+        service.close()
+    finally:
+        prom.close()
+    got: dict[tuple, list[int]] = {}
+    for labels, ts, _ in published_samples(cfg):
+        got.setdefault(labels, []).append(ts)
+    assert got == expected  # every series (hostile values, no instance) and sample, once, in time order
+    by = {s.labels["by"] for m in metrics.registry.collect() if m.name == "healthpipe_producer_window_splits"
+          for s in m.samples if s.name.endswith("_total") and s.value > 0}
+    assert by == splits
