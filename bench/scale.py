@@ -2,6 +2,7 @@
 
     python -m bench.scale cardinality [--series 1000 10000 100000 1000000] [--samples 2000000]
     python -m bench.scale churn [--series 10000] [--minutes 30]
+    python -m bench.scale replicas [--replicas 1 2 3 6]   # switches the stack to 3 brokers and back
     python -m bench.scale backlog [--samples 10000000 100000000]
     python -m bench.scale plot        # docs/perf/scale-*.png from the newest result of each
 
@@ -17,6 +18,8 @@
   minutes of scrapes (every 15 s); prefilled, then consumed, RSS sampled against progress; the producer backfills
   the same churn from a Prometheus of its own, one window per minute, RSS sampled. Minutes of data, not of wall
   time: memory depends on the series seen, not on the clock.
+- replicas: 1, 2, 3, 6 consumer replicas in one group over 6 partitions on the 3-broker cluster: the aggregate
+  rate and the CPU per sample. On 2 cores the wall rate saturates; the CPU per sample carries to other machines.
 - backlog: bench.memory's run (a topic of N samples drained by one consumer, RSS against progress) for each N.
 
 Every run checks completeness: the count in InfluxDB equals the samples sent. Results: bench/results/scale-*.json.
@@ -316,6 +319,53 @@ def churn_producer(services, n_series: int, minutes: int) -> dict:
     return {"rss": rss}
 
 
+def replicas(args: argparse.Namespace) -> dict:
+    """k consumer replicas in one group over a 6-partition topic on the 3-broker cluster (RF 3, min ISR 2): the
+    aggregate rate and CPU per sample (all replicas' CPU / samples), from the first start to the last commit."""
+    from healthpipe.ops import stack
+
+    services = native_or_exit()
+    original = stack.kafka_brokers()
+    rows = []
+    try:
+        stack.up(brokers=3, with_s3=stack.S3.pid() is not None)
+        start_ms = (int(time.time()) - 3 * 86_400) * 1000
+        for k in args.replicas:
+            base = services.config(kafka={"bootstrap_servers": stack.bootstrap_servers(3), "replication_factor": 3,
+                                          "partitions": 6}, consumer={"metrics_port": 0})
+            sent = produce_windows(base, spread(args.series, args.samples, start_ms))
+            with temporary_bucket(base.load.influxdb, "bench-scale") as bucket:
+                cfg = base.model_copy(update={"load": base.load.model_copy(update={"influxdb": bucket})})
+                config_file = write_config(cfg, RESULTS / f"scale-replicas-{k}.yaml")
+                env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=bucket.token.get_secret_value(),
+                                HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
+                influxd_settled()
+                influx_cpu0 = influxd_cpu_seconds()
+                procs = [subprocess.Popen(process_command("consumer", config_file), env=env,
+                                          stdout=subprocess.DEVNULL,
+                                          stderr=open(RESULTS / "scale-consumer.log", "ab"))  # noqa: SIM115
+                         for _ in range(k)]
+                try:
+                    seconds = run_until_committed(procs[0], cfg, cfg.kafka.group_id, "consumer replicas")
+                    cpu = [cpu_seconds(p.pid) for p in procs]
+                finally:
+                    for p in procs:
+                        p.send_signal(signal.SIGTERM)
+                    for p in procs:
+                        p.wait(60)
+                influx_cpu = influxd_cpu_seconds() - influx_cpu0
+                loaded = influx_count(bucket, 'r.job == "scale"', start="0")
+            assert loaded == sent, f"{k} replicas: {loaded} of {sent} points in InfluxDB"
+            rows.append({"replicas": k, "partitions": 6, "samples": sent, "seconds": seconds,
+                         "samples_per_s": sent / seconds, "cpu_s_per_million": sum(cpu) / sent * 1e6,
+                         "cpu_s_per_million_per_replica": [c / sent * 1e6 for c in cpu],
+                         "influxd_cpu_s_per_million": influx_cpu / sent * 1e6})
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        stack.up(brokers=original, with_s3=stack.S3.pid() is not None)
+    return {"kind": "replicas", "series": args.series, "rows": rows}
+
+
 def backlog(args: argparse.Namespace) -> dict:
     from bench import memory
 
@@ -409,6 +459,27 @@ def plot(_: argparse.Namespace) -> dict:
         fig.tight_layout()
         fig.savefig(PLOTS / "scale-churn.png", dpi=110)
         made.append("scale-churn.png")
+    if list(RESULTS.glob("scale-replicas-*.json")):
+        data = newest("replicas")
+        rows = sorted(data["rows"], key=lambda r: r["replicas"])
+        fig, (rate, cpu) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+        xs = [r["replicas"] for r in rows]
+        rate.plot(xs, [r["samples_per_s"] / 1000 for r in rows], "o-", label="all replicas together")
+        rate.set_ylabel("thousand samples/s")
+        cpu.plot(xs, [r["cpu_s_per_million"] for r in rows], "o-", label="consumers, all replicas' CPU")
+        cpu.plot(xs, [r["influxd_cpu_s_per_million"] for r in rows], "^:", color="tab:red", label="InfluxDB CPU")
+        cpu.set_ylabel("CPU-s per million samples")
+        cpu.set_xlabel("consumer replicas (one group, 6 partitions, 3 brokers)")
+        cpu.set_xticks(xs)
+        for ax in (rate, cpu):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            ax.set_ylim(bottom=0)
+        rate.set_title("Replicas on a 2-core machine: the wall rate saturates with the cores; CPU per sample is the "
+                       "figure that carries to bigger machines", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(PLOTS / "scale-replicas.png", dpi=110)
+        made.append("scale-replicas.png")
     if list(RESULTS.glob("scale-backlog-*.json")):
         data = newest("backlog")
         fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -439,12 +510,17 @@ def main() -> int:
     ch.add_argument("--series", type=int, default=10_000)
     ch.add_argument("--minutes", type=int, default=30)
     ch.add_argument("--no-producer", action="store_true")
+    r = sub.add_parser("replicas")
+    r.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3, 6])
+    r.add_argument("--series", type=int, default=2000)
+    r.add_argument("--samples", type=int, default=2_000_000)
     b = sub.add_parser("backlog")
     b.add_argument("--samples", type=int, nargs="+", default=[10_000_000, 100_000_000])
     sub.add_parser("plot")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    result = {"cardinality": cardinality, "churn": churn, "backlog": backlog, "plot": plot}[args.what](args)
+    result = {"cardinality": cardinality, "churn": churn, "replicas": replicas, "backlog": backlog,
+              "plot": plot}[args.what](args)
     if args.what != "plot":
         (RESULTS / f"scale-{args.what}-{int(time.time())}.json").write_text(json.dumps(result))
     print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "consumer", "producer")}, indent=2))
