@@ -300,7 +300,7 @@ def churn_producer(services, n_series: int, minutes: int) -> dict:
             proc = subprocess.Popen([*process_command("producer", config_file), "--once"],
                                     env=clean_env(HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING"), stdout=subprocess.DEVNULL,
                                     stderr=open(RESULTS / "scale-producer.log", "ab"))  # noqa: SIM115
-            rss: list[tuple[float, float]] = []  # (minutes of data published, RSS MB)
+            rss: list[tuple[float, float]] = []  # (1-minute windows published, RSS MB)
             while proc.poll() is None:
                 try:
                     mb = status_mb(proc.pid, "VmRSS")
@@ -308,10 +308,12 @@ def churn_producer(services, n_series: int, minutes: int) -> dict:
                 except (requests.RequestException, FileNotFoundError, ProcessLookupError):
                     time.sleep(0.2)
                     continue
-                mark = [float(line.split()[-1]) for line in text.splitlines()
-                        if line.startswith("healthpipe_producer_watermark_timestamp_seconds{")]
-                if mark:
-                    rss.append(((mark[0] * 1000 - start_ms) / 60_000, mb))
+                # one transaction per 1-minute window, the first ending at minute 1 (the watermark gauge is set
+                # only when the cycle's windows are all done)
+                done = [float(line.split()[-1]) for line in text.splitlines()
+                        if line.startswith('healthpipe_producer_transactions_total{outcome="committed"}')]
+                if done:
+                    rss.append((done[0], mb))
                 time.sleep(0.2)
             assert proc.returncode == 0, "producer --once failed; see bench/results/scale-producer.log"
         finally:
