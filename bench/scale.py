@@ -477,8 +477,9 @@ def plot(_: argparse.Namespace) -> dict:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
             ax.set_ylim(bottom=0)
-        rate.set_title("Replicas on a 2-core machine: the wall rate saturates with the cores; CPU per sample is the "
-                       "figure that carries to bigger machines", fontsize=9)
+        rate.set_title("Replicas on 2 cores shared with InfluxDB: each replica adds its start and its share of the\n"
+                       "rebalance, so the wall rate does not rise here; CPU per sample is what carries to bigger "
+                       "machines", fontsize=9)
         fig.tight_layout()
         fig.savefig(PLOTS / "scale-replicas.png", dpi=110)
         made.append("scale-replicas.png")
