@@ -41,7 +41,7 @@ from pathlib import Path
 import requests
 from confluent_kafka import Producer
 
-from bench.producer import BlockPrometheus
+from bench.producer import QUERY, BlockPrometheus, openmetrics
 from bench.support import (
     RESULTS,
     clean_env,
@@ -157,12 +157,7 @@ def run_producer_window(services, tmp: Path, n_series: int, every_s: int = 10, m
     end_s = int(time.time()) // 60 * 60 - 300
     start_s = end_s - points * every_s
     source = tmp / f"card-{n_series}.om"
-    with source.open("w") as f:
-        f.write("# TYPE up gauge\n")
-        for s in range(n_series):
-            prefix = f'up{{instance="node-{s}",job="scale",zone="z{s % 7}"}} '
-            f.writelines(f"{prefix}{(s + i) % 100} {start_s + (i + 1) * every_s}\n" for i in range(points))
-        f.write("# EOF\n")
+    samples = openmetrics(source, n_series, start_s + every_s, points, every_s)  # B1's data set, n_series wide
     workdir = tmp / f"prom-{n_series}"
     workdir.mkdir()
     t_blocks = time.perf_counter()
@@ -170,8 +165,7 @@ def run_producer_window(services, tmp: Path, n_series: int, every_s: int = 10, m
     blocks_s = time.perf_counter() - t_blocks
     source.unlink()
     try:
-        query = {"name": "scale", "promql": 'up{job="scale"}', "mode": "raw", "metric_type": "availability"}
-        cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "lag_seconds": 1,
+        cfg = services.config(extract={"prometheus_url": prom.url, "queries": [QUERY.model_dump()], "lag_seconds": 1,
                                        "raw_chunk": "1h", "request_timeout_seconds": 600,
                                        "max_backfill": f"{int(time.time()) - start_s + 1}s"})
         config_file = write_config(cfg, tmp / f"producer-{n_series}.yaml")
@@ -185,7 +179,7 @@ def run_producer_window(services, tmp: Path, n_series: int, every_s: int = 10, m
         assert proc.returncode == 0, f"producer --once exited {proc.returncode}; see bench/results/scale-producer.log"
         t1 = time.perf_counter()
         answer = requests.post(f"{prom.url}/api/v1/query", timeout=600,
-                               data={"query": f'up{{job="scale"}}[{minutes * 60}s]', "time": end_s})
+                               data={"query": f"{QUERY.promql}[{minutes * 60}s]", "time": end_s})
         answer.raise_for_status()
         prometheus_s = time.perf_counter() - t1
     finally:
@@ -193,7 +187,8 @@ def run_producer_window(services, tmp: Path, n_series: int, every_s: int = 10, m
     from tests.support.kafka import end_offsets
 
     messages = sum(end_offsets(cfg, cfg.kafka.topic).values())
-    return {"series": n_series, "samples": n_series * points, "seconds": seconds,
+    assert messages >= n_series, f"{messages} records on the topic for {n_series} series"
+    return {"series": n_series, "samples": samples, "seconds": seconds,
             "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
             "prometheus_answer_s": prometheus_s, "answer_mb": len(answer.content) / 1e6,
             "topic_records": messages, "blocks_s": blocks_s}
