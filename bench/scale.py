@@ -389,6 +389,19 @@ def newest(kind: str) -> dict:
     return json.loads(files[-1].read_text())
 
 
+def finish(ax) -> None:
+    """A linear panel: from zero, light grid, small legend."""
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def save(fig, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(PLOTS / name, dpi=110)
+    return name
+
+
 def plot(_: argparse.Namespace) -> dict:
     import matplotlib
 
@@ -432,9 +445,7 @@ def plot(_: argparse.Namespace) -> dict:
             ax.legend(fontsize=7)
         rate.set_title(f"Cost against cardinality: {data['samples']:,} samples per run over 1k ... 1M series "
                        "(2 cores)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(PLOTS / "scale-cardinality.png", dpi=110)
-        made.append("scale-cardinality.png")
+        made.append(save(fig, "scale-cardinality.png"))
     if list(RESULTS.glob("scale-churn-*.json")):
         data = newest("churn")
         fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -447,15 +458,11 @@ def plot(_: argparse.Namespace) -> dict:
         ax.axhspan(at10 * 0.9, at10 * 1.1, color="tab:green", alpha=0.12, label="consumer at minute 10 ± 10 %")
         ax.set_xlabel("minutes of churned data processed")
         ax.set_ylabel("RSS, MB")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        finish(ax)
         ax.set_title(f"Series churn: {data['series']:,} live series, 10 % replaced every minute "
                      f"({data['distinct_series']:,} distinct over {data['minutes']} min): memory levels off",
                      fontsize=9)
-        fig.tight_layout()
-        fig.savefig(PLOTS / "scale-churn.png", dpi=110)
-        made.append("scale-churn.png")
+        made.append(save(fig, "scale-churn.png"))
     if list(RESULTS.glob("scale-replicas-*.json")):
         data = newest("replicas")
         rows = sorted(data["rows"], key=lambda r: r["replicas"])
@@ -475,9 +482,7 @@ def plot(_: argparse.Namespace) -> dict:
         rate.set_title("Replicas on 2 cores shared with InfluxDB: each replica adds its start and its share of the\n"
                        "rebalance, so the wall rate does not rise here; CPU per sample is what carries to bigger "
                        "machines", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(PLOTS / "scale-replicas.png", dpi=110)
-        made.append("scale-replicas.png")
+        made.append(save(fig, "scale-replicas.png"))
     if list(RESULTS.glob("scale-backlog-*.json")):
         data = newest("backlog")
         fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -486,14 +491,10 @@ def plot(_: argparse.Namespace) -> dict:
                     label=f"{row['samples'] / 1e6:.0f} M samples: drained in {row['seconds']:.0f} s")
         ax.set_xlabel("backlog drained, %")
         ax.set_ylabel("consumer RSS, MB")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        finish(ax)
         peaks = ", ".join(f"{r['samples'] / 1e6:.0f} M: {r['peak_rss_mb']:.0f} MB" for r in data["rows"])
         ax.set_title(f"Backlog: the consumer's RSS while it drains; peak {peaks} (drain time linear)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(PLOTS / "scale-backlog.png", dpi=110)
-        made.append("scale-backlog.png")
+        made.append(save(fig, "scale-backlog.png"))
     return {"plots": made}
 
 
