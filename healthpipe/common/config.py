@@ -446,6 +446,16 @@ class FeaturesSettings(_Section):
     # Selectors (a query and its label matches) whose recent samples the server keeps in memory, each at most two
     # windows of its series; the least recently asked for is pushed out (healthpipe_cache_*{cache="feature_windows"}).
     window_cache_selectors: int = Field(64, ge=1)
+    # A window store fed by the topic itself (docs/ml.md, "Fresh from the stream"): the server reads `kafka.topic`
+    # on its own, keeps the newest `stream_span` of every series in memory and answers from there, without an
+    # InfluxDB round trip; a request reaching further back than the store holds reads InfluxDB as before.
+    stream: bool = True
+    stream_span: Duration = Span.parse("10m")
+    # The most series the store keeps; past it, the series that went quiet longest are pushed out (and the
+    # store then answers only windows after their newest sample: older ones read InfluxDB).
+    stream_max_series: int = Field(200_000, ge=1)
+    # /readyz fails when the store has not caught up with the topic for this long (Kafka down, a slow server).
+    max_staleness_seconds: float = Field(30, gt=0)
     # When set, /features and /metrics answer only requests with `Authorization: Bearer <token>` (401 otherwise);
     # /healthz and /readyz stay open for probes.
     token: SecretStr = SecretStr("")

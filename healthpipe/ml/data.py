@@ -135,13 +135,32 @@ def feature_rows(frame: pd.DataFrame, grid: np.ndarray, window_ms: int) -> list[
     ends = np.r_[starts[1:], len(codes)]
     meta_cols = [c for c in frame.columns if c not in ("ts", "value")]
     metas = frame.iloc[order[starts]][meta_cols].to_dict("records")
+    # every (series, grid point) window as a run of sample indices, computed WINDOWS_PER_CALL at a time
+    runs = list(zip(starts, ends, strict=True))
+    lo = np.concatenate([a + np.searchsorted(ts_all[a:b], grid - window_ms, side="right") for a, b in runs])
+    hi = np.concatenate([a + np.searchsorted(ts_all[a:b], grid, side="right") for a, b in runs])
+    at = np.tile(grid, len(starts))
     rows: list[dict] = []
-    for meta, a, b in zip(metas, starts, ends, strict=True):
-        ts, values = ts_all[a:b], values_all[a:b]
-        for g in grid.tolist():
-            window = feature_fn.window_slice(ts, g, window_ms)
-            rows.append({**meta, "ts": g, **feature_fn.compute(ts[window], values[window], g)})
+    for first in range(0, len(lo), WINDOWS_PER_CALL):
+        part = slice(first, first + WINDOWS_PER_CALL)
+        taken = window_indices(lo[part], hi[part])
+        computed = feature_fn.compute_windows(ts_all[taken], values_all[taken], hi[part] - lo[part], at[part])
+        columns = {n: computed[n].tolist() for n in feature_fn.NAMES}
+        for j, g in enumerate(at[part].tolist()):
+            rows.append({**metas[(first + j) // len(grid)], "ts": g, **{n: columns[n][j] for n in feature_fn.NAMES}})
     return rows
+
+
+WINDOWS_PER_CALL = 2048  # windows of a grid overlap: their samples are copied per call, so memory stays bounded
+
+
+def window_indices(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The sample indices of runs [lo[i], hi[i]) one after another (runs may overlap)."""
+    lengths = hi - lo
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(total, dtype=np.int64) + np.repeat(lo - (np.cumsum(lengths) - lengths), lengths)
 
 
 def _feature_frame(rows: list[dict]) -> pd.DataFrame:
@@ -177,12 +196,15 @@ def latest_window(series_selector: dict[str, str], window: str = "5m", at=None,
 
 
 def latest_features(series_selector: dict[str, str], window: str = "5m", at=None,
-                    cfg: HealthpipeConfig | None = None, cache: WindowCache | None = None) -> list[dict]:
-    """latest_window's rows as dicts (the feature server answers from these without building a frame)."""
+                    cfg: HealthpipeConfig | None = None, cache: WindowCache | None = None,
+                    at_ms: int | None = None) -> list[dict]:
+    """latest_window's rows as dicts (the feature server answers from these without building a frame);
+    `at_ms` instead of `at`: the instant in epoch ms, as the server has it."""
     cfg = cfg or load_config()
     window_ms = _step_ms(window)
     assert window_ms is not None
-    at_ms = _ms(at) if at is not None else int(time.time() * 1000)
+    if at_ms is None:
+        at_ms = _ms(at) if at is not None else int(time.time() * 1000)
     assert at_ms is not None
     labels = {k: v for k, v in series_selector.items() if k != "query"}
     names = [series_selector["query"]] if "query" in series_selector else None

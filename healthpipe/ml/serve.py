@@ -3,18 +3,27 @@
     GET /features?query=request_rate&match[method]=GET&window=5m[&at=T]
       → {"at": ms, "window": "5m", "series": [{"series_id", "query", "metric", "metric_type", "labels": {...},
                                                 "features": {"last", "mean", "min", "max", "stddev", "slope",
-                                                             "count", "staleness_s"}}]}
-    GET /metrics   request latency (healthpipe_features_request_seconds) and counts
-    GET /healthz, /readyz
+                                                             "count", "staleness_s"}}],
+         "freshness": {"source": "stream" | "influxdb", "offsets": {"<partition>": next offset} | null,
+                       "staleness_s": s | null}}
+    POST /features  {"requests": [{"query": "request_rate", "match": {"method": "GET"}, "window": "5m",
+                                   "at": T}, ...]}   (query, match, window, at: each optional, as in GET)
+      → {"results": [one GET answer per request, in order]}: what a model server sends, answered in one pass
+    GET /metrics   request latency (healthpipe_features_request_seconds), counts, the store's size and freshness
+    GET /healthz; GET /readyz (503 while the stream store is behind the topic by over features.max_staleness_seconds)
 
 With features.token set, /features and /metrics need `Authorization: Bearer <token>` (else 401); with
 features.tls_cert_file/tls_key_file, the server speaks https only. Label names must be Prometheus label names and
 the query a configured one (else 400); label values are data, quoted into Flux by flux_string.
 
-The features are `healthpipe.ml.data.latest_window`'s (as rows: `latest_features`), computed by the one function
-the training export uses (`healthpipe.ml.features.compute`): served and trained values agree exactly
-(tests/integration/test_ml.py). A WindowCache keeps each selector's recent samples, so a request reads only
-what InfluxDB holds beyond them (healthpipe/ml/window_cache.py).
+Where the answers come from: with `features.stream` (the default), a window store fed by the topic
+(stream_store.py, stream_feed.py) answers every request whose window it holds, from memory, as fresh as the
+topic; `freshness.offsets` says up to where (Kafka's committed-offset convention: every message before it is in
+the answer) and `staleness_s` how long ago the store last had all the topic had. Other requests (a window reaching
+back past `features.stream_span`, or while the store fills) read InfluxDB: `latest_features`, through a
+WindowCache that keeps each selector's recent samples (window_cache.py). Both compute the one feature function the
+training export uses (`healthpipe.ml.features`): served and trained values agree exactly
+(tests/integration/test_ml.py).
 """
 
 from __future__ import annotations
@@ -27,10 +36,14 @@ import re
 import ssl
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+import msgspec
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from healthpipe.common import observability
 from healthpipe.common.bounded import CacheCollector
@@ -39,6 +52,8 @@ from healthpipe.common.errors import ConfigError, HealthpipeError, Retryable
 from healthpipe.common.times import parse_duration_arg, parse_time
 from healthpipe.ml import features as feature_fn
 from healthpipe.ml.data import latest_features
+from healthpipe.ml.stream_feed import StreamFeed
+from healthpipe.ml.stream_store import StreamStore, as_arrays
 from healthpipe.ml.window_cache import WindowCache
 
 log = logging.getLogger(__name__)
@@ -51,29 +66,135 @@ def _json_number(x: float) -> float | None:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCache | None = None) -> dict:
-    """The /features answer for the query string `params`; ConfigError for a bad request."""
-    selector = {k[len("match["):-1]: v[0] for k, v in params.items() if k.startswith("match[") and k.endswith("]")}
-    bad = [name for name in selector if not LABEL_NAME.fullmatch(name) or name == "query"]
+@dataclass(frozen=True)
+class FeatureRequest:
+    query: str | None  # None: every configured query
+    labels: dict[str, str]
+    window: str
+    window_ms: int
+    at_ms: int
+
+
+def parse_request(cfg: HealthpipeConfig, query: str | None, labels: dict[str, str], window: str = "5m",
+                  at: str | None = None) -> FeatureRequest:
+    """A checked request; ConfigError naming what is wrong with it."""
+    bad = [name for name in labels if not LABEL_NAME.fullmatch(name) or name == "query"]
     if bad:
         raise ConfigError(f"match[{bad[0][:100]!r}]: not a label name (letters, digits and _, not first a digit)")
-    if "query" in params:
-        selector["query"] = params["query"][0]
-        cfg.select_queries([selector["query"]])  # a ConfigError naming it when no such query is configured
-    window = params.get("window", ["5m"])[0]
-    at = params.get("at", [None])[0]
-    if parse_duration_arg(window, "window") > cfg.features.max_window.seconds:
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise ConfigError("match: label values are strings")
+    if query is not None:
+        cfg.select_queries([query])  # a ConfigError naming it when no such query is configured
+    window_s = parse_duration_arg(window, "window")
+    if window_s > cfg.features.max_window.seconds:
         raise ConfigError(f"window {window!r} is longer than features.max_window ({cfg.features.max_window})")
-    if at is not None:
-        parse_time(at)  # a ConfigError naming it, before anything is read
-    rows = latest_features(selector, window=window, at=at, cfg=cfg, cache=cache)
+    at_ms = parse_time(at) if at is not None else int(time.time() * 1000)  # a ConfigError naming a bad one
+    return FeatureRequest(query, labels, window, int(window_s * 1000), at_ms)
+
+
+def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCache | None = None,
+           feed: StreamFeed | None = None) -> dict:
+    """The GET /features answer for the query string `params`; ConfigError for a bad request."""
+    labels = {k[len("match["):-1]: v[0] for k, v in params.items() if k.startswith("match[") and k.endswith("]")}
+    at = params.get("at", [None])[0]
+    request = parse_request(cfg, params["query"][0] if "query" in params else None, labels,
+                            params.get("window", ["5m"])[0], at)
+    return answer_many(cfg, [request], cache, feed)[0]
+
+
+def answer_many(cfg: HealthpipeConfig, requests: list[FeatureRequest], cache: WindowCache | None = None,
+                feed: StreamFeed | None = None) -> list[dict]:
+    """Answers in the order asked. Requests the stream store covers are computed together, in one call of the
+    feature function; the others read InfluxDB (through the cache), one by one."""
+    stream_rows: list[list[dict] | None] = [None] * len(requests)
+    if feed is not None:
+        # read before the store: the feed publishes offsets after applying their messages, so the answer holds
+        # at least everything before them
+        offsets = {str(p): o for p, o in sorted(feed.offsets.items())}
+        freshness: dict[str, object] = {"source": "stream", "offsets": offsets, "staleness_s": feed.staleness_s()}
+        stream_rows = stream_features(cfg, feed.store, requests)
+    out = []
+    for request, rows in zip(requests, stream_rows, strict=True):
+        if rows is None:
+            selector = dict(request.labels)
+            if request.query is not None:
+                selector["query"] = request.query
+            rows = latest_features(selector, window=request.window, cfg=cfg, cache=cache, at_ms=request.at_ms)
+            fresh: dict[str, object] = {"source": "influxdb", "offsets": None, "staleness_s": None}
+        else:
+            fresh = freshness
+        out.append(_as_json(rows, request, fresh))
+    return out
+
+
+def _as_json(rows: list[dict], request: FeatureRequest, freshness: dict) -> dict:
     fixed = {"series_id", "ts", "query", "metric", "metric_type", *feature_fn.NAMES}
     series = [{"series_id": row["series_id"], "query": row["query"], "metric": row["metric"],
                "metric_type": row["metric_type"],
                "labels": {k: v for k, v in row.items() if k not in fixed and v not in ("", None)},
                "features": {n: _json_number(row[n]) for n in feature_fn.NAMES}} for row in rows]
-    at_ms = rows[0]["ts"] if rows else None
-    return {"at": at_ms, "window": window, "series": series}
+    return {"at": request.at_ms if rows else None, "window": request.window, "series": series,
+            "freshness": freshness}
+
+
+def stream_features(cfg: HealthpipeConfig, store: StreamStore,
+                    requests: list[FeatureRequest]) -> list[list[dict] | None]:
+    """Per request, its rows from the store (as latest_features gives them), or None where the store does not
+    hold the whole window."""
+    found: list[list[tuple] | None] = []
+    for request in requests:
+        per_query: list[tuple] | None = []
+        for q in cfg.select_queries([request.query] if request.query is not None else None):
+            windows = store.windows(q, request.labels, request.at_ms - request.window_ms, request.at_ms)
+            if windows is None:
+                per_query = None
+                break
+            assert per_query is not None
+            per_query += [(q.name, w) for w in windows]
+        found.append(per_query)
+    flat = [(i, name, w) for i, per_query in enumerate(found) if per_query for name, w in per_query]
+    ts, values, lengths = as_arrays([w for _, _, w in flat])
+    at = np.array([requests[i].at_ms for i, _, _ in flat], dtype=np.int64)
+    computed = feature_fn.compute_windows(ts, values, lengths, at)
+    columns = {n: computed[n].tolist() for n in feature_fn.NAMES}
+    out: list[list[dict] | None] = [None if f is None else [] for f in found]
+    for j, (i, name, (series, _, _)) in enumerate(flat):
+        rows = out[i]
+        assert rows is not None
+        rows.append({"series_id": series.series_id, "ts": requests[i].at_ms, "query": name, **series.tags,
+                     **{n: columns[n][j] for n in feature_fn.NAMES}})
+    return out
+
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_BATCH = 1000
+
+
+def parse_batch(cfg: HealthpipeConfig, body: bytes) -> list[FeatureRequest]:
+    """POST /features' body as checked requests; ConfigError naming the first bad one (by its index)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the body is not JSON: {exc}") from None
+    items = doc.get("requests") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ConfigError('the body must be {"requests": [{"query": ..., "match": {...}, "window": ..., "at": ...}]}')
+    if len(items) > MAX_BATCH:
+        raise ConfigError(f"{len(items)} requests in one body; at most {MAX_BATCH}")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            if not isinstance(item, dict) or set(item) - {"query", "match", "window", "at"}:
+                raise ConfigError("an object with query, match, window and at (each optional)")
+            match = item.get("match", {})
+            if not isinstance(match, dict):
+                raise ConfigError("match: an object of label names to values")
+            at = item.get("at")
+            out.append(parse_request(cfg, item.get("query"), match, str(item.get("window", "5m")),
+                                     None if at is None else str(at)))
+        except ConfigError as exc:
+            raise ConfigError(f"requests[{i}]: {exc}") from None
+    return out
 
 
 class FeatureServer:
@@ -84,7 +205,18 @@ class FeatureServer:
                                "/features windows by how they were read: cached (counts only), newest, whole",
                                ["how"], registry=self.registry)
         self.cache = WindowCache(cfg, on_read=lambda how: window_reads.labels(how).inc())
-        self.registry.register(CacheCollector([self.cache.entries]))
+        self.feed: StreamFeed | None = None
+        caches: list = [self.cache.entries]
+        if cfg.features.stream:
+            self.feed = StreamFeed(cfg, StreamStore(cfg.features.stream_span.ms, cfg.features.stream_max_series))
+            caches += [self.feed.store, self.feed.identities]
+            feed = self.feed
+            Gauge("healthpipe_features_stream_staleness_seconds", "Seconds since the stream store last held all the "
+                  "topic had (NaN before the first time)", registry=self.registry).set_function(
+                lambda: s if (s := feed.staleness_s()) is not None else math.nan)
+            Gauge("healthpipe_features_stream_fills", "Fills of the stream store from InfluxDB (start, breaks)",
+                  registry=self.registry).set_function(lambda: feed.fills)
+        self.registry.register(CacheCollector(caches))
         self.latency = Histogram("healthpipe_features_request_seconds", "Time to answer /features",
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.requests = Counter("healthpipe_features_requests_total", "/features requests by outcome", ["outcome"],
@@ -104,35 +236,63 @@ class FeatureServer:
                     self.end_headers()
                     return
                 if url.path == "/features":
-                    t0 = time.perf_counter()
-                    try:
-                        body, status = answer(server.cfg, parse_qs(url.query), server.cache), 200
-                        server.requests.labels("ok").inc()
-                    except ConfigError as exc:
-                        body, status = {"error": str(exc)}, 400
-                        server.requests.labels("bad_request").inc()
-                    except Retryable as exc:
-                        body, status = {"error": str(exc)}, 503
-                        server.requests.labels("unavailable").inc()
-                    except HealthpipeError as exc:
-                        body, status = {"error": str(exc)}, 500
-                        server.requests.labels("error").inc()
-                    except Exception:  # a bug, not the client's fault: it still gets an answer, the log the trace
-                        log.exception("features_request_failed path=%s", url.path)
-                        body, status = {"error": "internal error (logged)"}, 500
-                        server.requests.labels("error").inc()
-                    server.latency.observe(time.perf_counter() - t0)
-                    self._send(status, json.dumps(body).encode(), "application/json")
+                    self._answer(lambda: answer(server.cfg, parse_qs(url.query), server.cache, server.feed))
                 elif url.path == "/metrics":
                     self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
-                elif url.path in ("/healthz", "/readyz"):
+                elif url.path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")
+                elif url.path == "/readyz":
+                    why = server.not_ready()
+                    self._send(503 if why else 200, f"{why or 'ok'}\n".encode(), "text/plain")
                 else:
                     self._send(404, b"not found\n", "text/plain")
 
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
+            def do_POST(self) -> None:  # noqa: N802
+                url = urlparse(self.path)
+                if url.path != "/features":
+                    self._send(404, b"not found\n", "text/plain")
+                    return
+                if not server.authorized(self.headers.get("Authorization")):
+                    server.requests.labels("unauthorized").inc()
+                    self._send(401, b"", "text/plain", {"WWW-Authenticate": 'Bearer realm="healthpipe features"'})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:
+                    server.requests.labels("bad_request").inc()
+                    self._send(413, json.dumps({"error": f"body over {MAX_BODY_BYTES} bytes"}).encode(),
+                               "application/json")
+                    return
+                body = self.rfile.read(length)
+                self._answer(lambda: {"results": answer_many(server.cfg, parse_batch(server.cfg, body),
+                                                             server.cache, server.feed)})
+
+            def _answer(self, compute: Callable[[], dict]) -> None:
+                t0 = time.perf_counter()
+                try:
+                    body, status = compute(), 200
+                    server.requests.labels("ok").inc()
+                except ConfigError as exc:
+                    body, status = {"error": str(exc)}, 400
+                    server.requests.labels("bad_request").inc()
+                except Retryable as exc:
+                    body, status = {"error": str(exc)}, 503
+                    server.requests.labels("unavailable").inc()
+                except HealthpipeError as exc:
+                    body, status = {"error": str(exc)}, 500
+                    server.requests.labels("error").inc()
+                except Exception:  # a bug, not the client's fault: it still gets an answer, the log the trace
+                    log.exception("features_request_failed path=%s", self.path)
+                    body, status = {"error": "internal error (logged)"}, 500
+                    server.requests.labels("error").inc()
+                server.latency.observe(time.perf_counter() - t0)
+                self._send(status, msgspec.json.encode(body), "application/json")
+
+            def _send(self, status: int, body: bytes, content_type: str,
+                      headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -150,6 +310,18 @@ class FeatureServer:
             # the handshake in the handler thread (with its client timeout), not in the one accepting connections
             self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
 
+    def not_ready(self) -> str | None:
+        """Why /readyz fails, or None: the stream store filling, or behind the topic for too long."""
+        if self.feed is None:
+            return None
+        staleness = self.feed.staleness_s()
+        if staleness is None:
+            return "the stream store has not caught up with the topic yet"
+        if staleness > self.cfg.features.max_staleness_seconds:
+            return (f"the stream store is {staleness:.0f}s behind the topic "
+                    f"(features.max_staleness_seconds {self.cfg.features.max_staleness_seconds:g})")
+        return None
+
     def authorized(self, header: str | None) -> bool:
         """No token configured, or `Bearer <the token>` (compared in constant time)."""
         token = self.cfg.features.token.get_secret_value()
@@ -163,10 +335,14 @@ class FeatureServer:
         return self.httpd.server_address[1]
 
     def start(self) -> FeatureServer:
+        if self.feed is not None:
+            self.feed.start()
         threading.Thread(target=self.httpd.serve_forever, name="features", daemon=True).start()
         log.info("features_serving port=%d", self.port)
         return self
 
     def stop(self) -> None:
+        if self.feed is not None:
+            self.feed.stop()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -48,7 +48,7 @@ def _get(port: int, query: str) -> tuple[int, dict]:
 
 
 def test_the_server_answers_400_for_an_unrepresentable_instant_and_500_for_a_bug(monkeypatch):
-    server = FeatureServer(HealthpipeConfig(), port=0, host="127.0.0.1").start()
+    server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0, host="127.0.0.1").start()
     try:
         status, body = _get(server.port, "query=availability&at=inf")
         assert status == 400 and "inf" in body["error"], body
@@ -83,7 +83,7 @@ def test_an_idle_client_is_dropped_instead_of_holding_a_thread(monkeypatch, kind
 
     monkeypatch.setattr(observability, "CLIENT_TIMEOUT_SECONDS", 0.5)
     server = (observability.StatusServer(CollectorRegistry(), lambda: True, 0, host="127.0.0.1") if kind == "status"
-              else FeatureServer(HealthpipeConfig(), port=0)).start()
+              else FeatureServer(HealthpipeConfig(features={"stream": False}), port=0)).start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest of the request
@@ -95,7 +95,7 @@ def test_an_idle_client_is_dropped_instead_of_holding_a_thread(monkeypatch, kind
 
 
 def test_features_listens_on_loopback_unless_told_otherwise():
-    server = FeatureServer(HealthpipeConfig(), port=0)
+    server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0)
     try:
         assert server.httpd.server_address[0] == "127.0.0.1"
     finally:
@@ -123,7 +123,7 @@ def _status(url: str, token: str | None = None, **kwargs) -> int:
 
 
 def test_with_a_token_features_and_metrics_need_it_and_probes_do_not():
-    cfg = HealthpipeConfig(features={"token": "s3cret-t0ken"})
+    cfg = HealthpipeConfig(features={"token": "s3cret-t0ken", "stream": False})
     server = FeatureServer(cfg, port=0).start()
     base = f"http://127.0.0.1:{server.port}"
     try:
@@ -144,7 +144,8 @@ def test_with_a_certificate_features_speaks_https_only(tmp_path):
     from healthpipe.ops.stack.certs import certificates
 
     tls = certificates(tmp_path)
-    cfg = HealthpipeConfig(features={"tls_cert_file": str(tls.server_cert), "tls_key_file": str(tls.server_key)})
+    cfg = HealthpipeConfig(features={"tls_cert_file": str(tls.server_cert), "tls_key_file": str(tls.server_key),
+                                     "stream": False})
     server = FeatureServer(cfg, port=0).start()
     try:
         trusting = ssl.create_default_context(cafile=str(tls.ca))

@@ -91,6 +91,22 @@ class DataTransformer:
                 return result
         return bodies_of(self.transform(raw_data))
 
+    def points(self, raw_data: Sequence[SeriesWindow]) -> list[tuple[int, list[int], list[float]]]:
+        """What InfluxDB will hold for these windows, as (index of the window in the batch, timestamps, values):
+        the very lines the consumer writes (transform_bodies), read back. The feature server's stream store
+        takes its samples from here, so it keeps exactly what the consumer keeps and drops what it drops."""
+        out = []
+        for i, body, _ in self.transform_bodies(raw_data).bodies:
+            ts: list[int] = []
+            values: list[float] = []
+            for line in body.splitlines():
+                # `prefix value=V T`: the prefix escapes its spaces, the field and the timestamp have none
+                _, field, stamp = line.rsplit(b" ", 2)
+                ts.append(int(stamp))
+                values.append(float(field[len(line_protocol.FIELD) + 1:]))
+            out.append((i, ts, values))
+        return out
+
     def _transform_fast(self, windows: Sequence[SeriesWindow], compiled: bool = False,
                         bodies: bool = False) -> TransformResult | TransformBodies | None:
         """The common case in one pass per window; None when the batch needs the reference engine.

@@ -1,0 +1,154 @@
+"""The feature server's stream store (healthpipe/ml/stream_store.py) and what the feed puts in it: samples kept as
+InfluxDB keeps them, selectors matched as the Flux predicate matches, memory bounded under churn."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from healthpipe.common.config import HealthpipeConfig, QuerySettings
+from healthpipe.common.messages import SeriesWindow
+from healthpipe.ml.stream_feed import StreamFeed
+from healthpipe.ml.stream_store import SeriesSamples, StreamStore, as_arrays
+from healthpipe.ml.tiers_read import series_id
+from healthpipe.schema import stored_tags
+from healthpipe.sinks.influx.transformer import DataTransformer
+
+MIN = 60_000
+Q = QuerySettings(name="cpu", promql="node_cpu_seconds", mode="raw", metric_type="gauge")
+
+
+def tags(instance: str, **extra: str) -> dict[str, str]:
+    return {"metric": "cpu", "metric_type": "gauge", "instance": instance, **extra}
+
+
+def test_samples_are_appended_in_order_and_a_repeated_timestamp_overwrites():
+    s = SeriesSamples("x", {})
+    s.put([10, 20, 30], [1.0, 2.0, 3.0])
+    s.put([40], [4.0])
+    s.put([20, 25], [9.0, 2.5])  # a re-delivery and a late sample
+    assert list(s.ts) == [10, 20, 25, 30, 40] and list(s.values) == [1.0, 9.0, 2.5, 3.0, 4.0]
+    assert [list(a) for a in s.window(10, 30)] == [[20, 25, 30], [9.0, 2.5, 3.0]]  # (start, end]
+    s.trim(25)
+    assert list(s.ts) == [30, 40]
+
+
+def test_a_selector_matches_as_the_flux_predicate_does():
+    store = StreamStore(10 * MIN, 1000)
+    store.reset(0)
+    rng = random.Random(4)
+    everything = []
+    for i in range(200):
+        t = tags(f"h{i % 20}", zone=f"z{i % 3}") if i % 7 else tags(f"h{i % 20}")  # some lack `zone`
+        if i % 11 == 0:
+            t["metric_type"] = "counter"  # another query's type: never selected
+        if i % 13 == 0:
+            t["metric"] = "mem"  # another metric
+        sid = series_id(t)
+        store.add(sid, t, [1000, 2000], [rng.random(), rng.random()])
+        everything.append((sid, t))
+    store.filled()
+    for labels in ({}, {"instance": "h3"}, {"zone": "z1"}, {"instance": "h4", "zone": "z1"}, {"zone": ""},
+                   {"nope": "x"}):
+        got = [s.series_id for s, _, _ in store.windows(Q, labels, 0, 5000) or []]
+        want = sorted({sid for sid, t in everything if t["metric_type"] == "gauge"
+                       and t["metric"] in ("cpu", "node_cpu_seconds")
+                       and all(t.get(k) == v for k, v in labels.items())})
+        assert got == want, labels
+
+
+def test_nothing_is_covered_before_the_fill_nor_before_its_start():
+    store = StreamStore(10 * MIN, 1000)
+    assert store.windows(Q, {}, 0, 1) is None
+    store.reset(5 * MIN)
+    store.add("a", tags("a"), [4 * MIN, 6 * MIN], [1.0, 2.0])  # the first is older than the fill: not kept
+    assert store.windows(Q, {}, 5 * MIN, 7 * MIN) is None  # filling
+    store.filled()
+    assert store.windows(Q, {}, 5 * MIN - 1, 7 * MIN) is None  # reaches before what the store holds
+    [(series, ts, values)] = store.windows(Q, {}, 5 * MIN, 7 * MIN)
+    assert list(ts) == [6 * MIN] and list(values) == [2.0]
+
+
+def test_churn_leaves_nothing_behind_and_the_series_limit_holds():
+    span = 5 * MIN
+    store = StreamStore(span, max_series=500)
+    store.reset(0)
+    store.filled()
+    live = [f"s{i}" for i in range(300)]
+    for minute in range(1, 31):  # 10% of the series replaced every minute
+        for k in range(30):
+            live[(minute * 30 + k) % 300] = f"s{minute}-{k}"
+        store.add_many([(name, tags(name), [minute * MIN], [1.0]) for name in live])
+        store.trim()
+        assert len(store) <= 500
+    assert len(store) <= 300 + 5 * 30  # what the span holds: the live series and the ones replaced within it
+    assert store.low_ms == 30 * MIN - span
+    tight = StreamStore(span, max_series=100)
+    tight.reset(0)
+    tight.filled()
+    tight.add_many([(f"q{i}", tags(f"q{i}"), [i * 1000 + 1], [1.0]) for i in range(150)])
+    assert len(tight) <= 100 and tight.evictions >= 50
+    assert tight.windows(Q, {}, 0, 10**9) is None  # windows that needed a pushed-out series are not covered
+    assert tight.windows(Q, {}, tight.low_ms, 10**9) is not None
+
+
+def test_the_feed_keeps_exactly_what_the_consumers_transform_writes():
+    cfg = HealthpipeConfig(transform={"valid_metrics": ["cpu"]})
+    store = StreamStore(10 * MIN, 1000)
+    store.reset(0)
+    store.filled()
+    feed = StreamFeed(cfg, store)
+    now = (int(time.time()) - 60) * 1000
+    windows = [
+        SeriesWindow("cpu", "gauge", {"__name__": "cpu", "instance": "a b,c", "job": "j"}, 0, 0,
+                     [(now, "1.5"), (now + 1000, "NaN"), (now + 2000, "+Inf"), (now + 3000, "2")]),
+        SeriesWindow("cpu", "gauge", {"__name__": "cpu", "instance": "x\\"}, 0, 0,
+                     [(now, "bad"), (now + 1000, "")]),
+        SeriesWindow("cpu", "gauge", {"__name__": "cpu", "instance": "late"}, 0, 0, [(now, "3")]),
+        SeriesWindow("mem", "gauge", {"__name__": "mem", "instance": "a"}, 0, 0, [(now, "3")]),  # not allowed
+        SeriesWindow("cpu", "gauge", {"__name__": "cpu", "instance": "ahead"}, 0, 0, [(now + 3_600_000, "3")]),
+    ]
+    feed.apply(windows)
+    # the consumer's lines, read independently: what InfluxDB would hold
+    lines = DataTransformer(cfg.transform).transform(windows).lines
+    assert len(lines) == 3
+    held = store.windows(Q, {}, 0, 2 * now) or []
+    got = {(s.series_id, t, v) for s, ts, vs in held for t, v in zip(ts, vs, strict=True)}
+    assert len(store) == 2  # nothing at all of the series whose every sample was dropped
+    want = set()
+    for w in windows:
+        sid = series_id(stored_tags(DataTransformer(cfg.transform).tags(w)))
+        prefix = DataTransformer(cfg.transform).prefix_of(w)[0]
+        for line in lines:
+            if line.startswith(prefix + " "):
+                field, stamp = line[len(prefix) + 1:].split(" ")
+                want.add((sid, int(stamp), float(field.split("=")[1])))
+    assert got == want
+
+
+def test_as_arrays_lays_the_windows_out_one_after_another():
+    store = StreamStore(10 * MIN, 10)
+    store.reset(0)
+    store.add("a", tags("a"), [1, 2], [1.0, 2.0])
+    store.add("b", tags("b"), [3], [3.0])
+    store.filled()
+    ts, values, lengths = as_arrays(store.windows(Q, {}, 0, 10) or [])
+    assert ts.tolist() == [1, 2, 3] and values.tolist() == [1.0, 2.0, 3.0] and lengths.tolist() == [2, 1]
+    assert [a.size for a in as_arrays([])] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("bad", [{"requests": []}, {"requests": [{"query": "cpu", "extra": 1}]}, [],
+                                 {"requests": [{"match": {"a-b": "x"}}]}, {"requests": [{"window": "forever"}]}])
+def test_a_bad_batch_is_refused_naming_the_request(bad):
+    import json
+
+    from healthpipe.common.errors import ConfigError
+    from healthpipe.ml.serve import parse_batch
+
+    cfg = HealthpipeConfig(extract={"queries": [Q.model_dump()]})
+    with pytest.raises(ConfigError) as e:
+        parse_batch(cfg, json.dumps(bad).encode())
+    if bad and isinstance(bad, dict) and bad["requests"]:
+        assert "requests[0]" in str(e.value)
