@@ -6,9 +6,10 @@ A sync, on start and after a break in the stream:
    a message's points, so every message before C is in InfluxDB;
 2. fill the store with InfluxDB's samples of the last `features.stream_span`, every configured query (read
    after step 1, so it holds at least everything before C);
-3. follow the topic from C, `read_committed`, on a throw-away group that never commits (every replica of the
-   server reads every partition). A message both in the fill and after C lands twice on the same timestamp: the
-   store overwrites, as InfluxDB does.
+3. follow the topic from C, `read_committed`, by assignment on a throw-away group that never commits (every
+   replica of the server reads every partition; the reader role's grants cover it, common/principals.py).
+   A message both in the fill and after C lands twice on the same timestamp: the store overwrites, as InfluxDB
+   does.
 Each message goes through `decode` and the consumer's own transform (`DataTransformer.points`): a dead letter
 is skipped here as there, a sample the consumer drops is dropped here.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 
 import requests
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -99,7 +99,7 @@ class StreamFeed:
 
     def _sync_and_follow(self) -> None:
         topic = self.cfg.kafka.topic
-        consumer = kafka.reader(self.cfg, group_id=f"healthpipe-features-{uuid.uuid4().hex[:8]}")
+        consumer = kafka.reader(self.cfg)  # a throw-away group (healthpipe-reader-*: the reader role's ACL)
         try:
             partitions = kafka.partitions_of(consumer, topic)
             start = self._committed(partitions)

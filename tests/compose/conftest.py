@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "hp-compose-test"
 FILES = ["docker-compose.yml", "compose.local.yml", "tests/compose/compose.test.yml"]
 PORTS = {"Kafka": 9092, "InfluxDB": 8086, "Prometheus": 9090, "S3": 8333, "demo app": 8000, "producer": 8001,
-         "receive": 8009}
+         "receive": 8009, "features": 8010}
 
 
 def _port_taken(port: int) -> bool:

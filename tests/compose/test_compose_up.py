@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 
+import requests
 from confluent_kafka.admin import AdminClient
 
 from healthpipe.producer import watermarks
@@ -54,6 +55,18 @@ def test_data_flows_and_influxdb_equals_prometheus(compose, cfg):
                 compose)
     assert _points(cfg) > 0
     _verify(compose, cfg, mark)
+    # the feature server's container answers from its stream store, as fresh as the topic
+    answer = wait(lambda: _features(), 120, "the feature server's stream store to answer", compose)
+    assert answer["series"] and answer["freshness"]["staleness_s"] < 30, answer["freshness"]
+
+
+def _features() -> dict | None:
+    try:
+        answer = requests.get("http://127.0.0.1:8010/features", params={"query": "availability", "window": "1m"},
+                              timeout=10).json()
+    except (requests.RequestException, ValueError):
+        return None
+    return answer if answer.get("freshness", {}).get("source") == "stream" and answer.get("series") else None
 
 
 def _members(cfg) -> int:

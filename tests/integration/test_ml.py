@@ -337,6 +337,8 @@ def test_bad_input_exits_2_and_an_unreachable_influxdb_3_leaving_no_directory(lo
 def test_features_served_at_t_equal_the_exported_features_as_of_t(loaded, tmp_path):
     """20 random instants: /features at T and `export --features 5m --as-of T` agree exactly, float for float."""
     cfg, start, end = loaded
+    # the InfluxDB path (the stream store's own agreement test: test_features_stream.py)
+    cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"stream": False})})
     server = FeatureServer(cfg, free_port(), host="127.0.0.1").start()
     rng = random.Random(15)
     compared = 0

@@ -236,6 +236,26 @@ MUTANTS = [
            "unit",
            [("healthpipe/ml/serve.py", "        if not token:\n            return True\n",
              "        return True\n")]),
+    Mutant("features_stream_starts_at_the_end", "the feature server's stream starts at the topic's end instead of "
+           "the consumer group's committed offsets (what InfluxDB does not have yet is never read)",
+           ["tests/integration/test_features_stream.py::"
+            "test_after_a_kill_9_the_server_refills_from_influxdb_and_the_topic_and_answers_the_same"], "integration",
+           [("healthpipe/ml/stream_feed.py", "            start = self._committed(partitions)\n",
+             "            start = kafka.end_offsets(consumer, topic, partitions)\n")]),
+    Mutant("features_stream_keeps_a_repeat", "the stream store inserts a sample again at a timestamp it holds "
+           "(InfluxDB overwrites it)",
+           ["tests/unit/test_stream_store.py::test_samples_are_appended_in_order_and_a_repeated_timestamp_overwrites"],
+           "unit",
+           [("healthpipe/ml/stream_store.py", "            if i < len(self.ts) and self.ts[i] == t:",
+             "            if False:")]),
+    Mutant("features_stream_skips_the_transform", "the feature server's stream stores the messages' samples as they "
+           "are, not what the consumer's transform keeps (NaN, unparsable, disallowed metrics)",
+           ["tests/unit/test_stream_store.py::test_the_feed_keeps_exactly_what_the_consumers_transform_writes"],
+           "unit",
+           [("healthpipe/ml/stream_feed.py", "        for i, ts, values in self.transformer.points(windows):",
+             "        for i, ts, values in [(i, [t for t, _ in w.samples], [float(v) if v.strip() else 0.0 for _, v in "
+             "w.samples]) for i, w in enumerate(windows) if all(v.strip().lstrip('+-').replace('.', '').isdigit() "
+             "or v in ('NaN', '+Inf') for _, v in w.samples)]:")]),
     Mutant("features_any_label_name", "/features passes any label name to Flux (quoted, but not refused)",
            ["tests/secure/test_hostile_queries.py"], "secure",
            [("healthpipe/ml/serve.py", 'if not LABEL_NAME.fullmatch(name) or name == "query"]',

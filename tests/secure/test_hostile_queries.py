@@ -53,7 +53,8 @@ PAYLOADS = [
 
 def test_injection_into_features_reads_nothing_of_another_bucket(secure_stack, secret_bucket):
     token = "features-" + uuid.uuid4().hex
-    cfg = secure_stack.config(features={"token": token, "tls_cert_file": str(security.certs().server_cert),
+    cfg = secure_stack.config(features={"token": token, "stream": False,  # the Flux path: what is attacked
+                                        "tls_cert_file": str(security.certs().server_cert),
                                         "tls_key_file": str(security.certs().server_key)})
     server = FeatureServer(cfg, port=0).start()
     base = f"https://127.0.0.1:{server.port}/features"
@@ -75,7 +76,7 @@ def test_injection_into_features_reads_nothing_of_another_bucket(secure_stack, s
         server.stop()
     # The control: the same server pointed at the secret bucket, asked plainly, does find the secret (so the
     # assertions above could have failed)
-    direct = secure_stack.config(influxdb={"bucket": secret_bucket})
+    direct = secure_stack.config(influxdb={"bucket": secret_bucket}, features={"stream": False})
     server = FeatureServer(direct, port=0).start()
     try:
         found = requests.get(f"http://127.0.0.1:{server.port}/features?query=availability&match[job]=vault",

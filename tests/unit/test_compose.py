@@ -24,7 +24,7 @@ SERVICES = COMPOSE["services"]
 LOCAL = yaml.safe_load((ROOT / "compose.local.yml").read_text().replace("!reset", ""))["services"]
 SECRETS = {"INFLUXDB_TOKEN": "t" * 20, "S3_ACCESS_KEY": "a" * 16, "S3_SECRET_KEY": "b" * 20}
 HEALTHPIPE_SERVICES = ("demo-app", "producer", "consumer", "verify", "archive", "tiers-init", "influxdb-init",
-                       "receive")
+                       "receive", "features")
 
 
 def compose_config(*args: str) -> dict:
@@ -352,7 +352,7 @@ def test_every_long_running_service_has_a_healthcheck():
 # mounts and its InfluxDB token are the same role's (healthpipe/common/principals.py); secure-init alone holds them
 # all, secure-grant the roles' (to grant them) and the operator's.
 ROLE_OF = {"producer": "producer", "receive": "producer", "consumer": "consumer", "archive": "archive",
-           "verify": "reader",
+           "verify": "reader", "features": "reader",
            "tiers-init": "tiers", "influxdb-init": "operator", "kafka": "kafka", "kafka-2": "kafka",
            "kafka-3": "kafka", "kafka-init": "kafka", "influxdb": "influxdb"}
 

@@ -74,7 +74,7 @@ def test_every_workload_is_hardened_and_bounded():
         pytest.skip("kustomize could not be built (needs Go)")
     workloads = [d for d in RENDERED if d["kind"] in ("Deployment", "Job")]
     assert {d["metadata"]["name"] for d in workloads} == {"producer", "consumer", "archive", "verify", "receive",
-                                                          "tiers-apply"}
+                                                          "features", "tiers-apply"}
     for d in workloads:
         pod = d["spec"]["template"]["spec"]
         (c,) = pod["containers"]
@@ -99,7 +99,7 @@ def test_the_consumer_count_belongs_to_keda_and_drains_are_budgeted():
 
 
 def test_every_pipeline_process_runs_the_image_with_its_package_and_real_config_keys():
-    assert set(DEPLOYMENTS) == {"producer", "consumer", "archive", "verify", "receive"}
+    assert set(DEPLOYMENTS) == {"producer", "consumer", "archive", "verify", "receive", "features"}
     assert KUSTOMIZATION["images"][0]["name"] == "healthpipe"
     for name in DEPLOYMENTS:
         c = container(name)
@@ -116,10 +116,12 @@ def test_ports_and_probes_are_the_processes_own():
              "archive": cfg.archive.metrics_port, "verify": cfg.verify.metrics_port}
     # the receiver's one port takes remote writes and serves /metrics, /healthz, /readyz
     ports["receive"] = cfg.receive.port
+    ports["features"] = cfg.features.port  # likewise: /features and the probes on one port
     for name, port in ports.items():
         c = container(name)
         annotations = DEPLOYMENTS[name]["spec"]["template"]["metadata"]["annotations"]
-        assert c["ports"] == [{"name": "http" if name == "receive" else "metrics", "containerPort": port}]
+        kind = "http" if name in ("receive", "features") else "metrics"
+        assert c["ports"] == [{"name": kind, "containerPort": port}]
         assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(port)
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -162,13 +164,15 @@ def test_keda_scales_consumers_on_their_groups_lag_up_to_the_partitions():
     assert (trigger["metadata"]["consumerGroup"], trigger["metadata"]["topic"]) == (cfg.kafka.group_id, cfg.kafka.topic)
 
 
-def test_the_receiver_is_a_service_scaled_on_cpu():
-    (service,) = [d for d in DOCS if d["kind"] == "Service" and d["metadata"]["name"] == "receive"]
-    (hpa,) = [d for d in DOCS if d["kind"] == "HorizontalPodAutoscaler"]
-    assert service["spec"]["selector"] == DEPLOYMENTS["receive"]["spec"]["selector"]["matchLabels"]
-    assert service["spec"]["ports"][0]["port"] == HealthpipeConfig().receive.port
-    assert hpa["spec"]["scaleTargetRef"]["name"] == "receive" and hpa["spec"]["minReplicas"] >= 2
-    assert container("receive")["resources"]["requests"]["cpu"]  # the HPA's utilisation needs a request
+@pytest.mark.parametrize("name", ["receive", "features"])
+def test_the_receiver_and_the_feature_server_are_services_scaled_on_cpu(name):
+    (service,) = [d for d in DOCS if d["kind"] == "Service" and d["metadata"]["name"] == name]
+    (hpa,) = [d for d in DOCS if d["kind"] == "HorizontalPodAutoscaler" and d["metadata"]["name"] == name]
+    assert service["spec"]["selector"] == DEPLOYMENTS[name]["spec"]["selector"]["matchLabels"]
+    port = HealthpipeConfig().receive.port if name == "receive" else HealthpipeConfig().features.port
+    assert service["spec"]["ports"][0]["port"] == port
+    assert hpa["spec"]["scaleTargetRef"]["name"] == name and hpa["spec"]["minReplicas"] >= 2
+    assert container(name)["resources"]["requests"]["cpu"]  # the HPA's utilisation needs a request
 
 
 def test_the_verify_and_archive_processes_are_there():
@@ -195,7 +199,7 @@ def test_every_kafka_client_is_its_own_kafka_user_over_scram_and_tls():
     users = {d["metadata"]["name"] for d in DOCS if d["kind"] == "KafkaUser"}
     # the receiver runs as the producer's principal (the rights it needs are a subset: WRITE on the data topic)
     roles = {"producer": "producer", "consumer": "consumer", "archive": "archive", "verify": "reader",
-             "receive": "producer"}
+             "receive": "producer", "features": "reader"}
     for name, role in roles.items():
         env = {e["name"]: e.get("value") for e in container(name)["env"]}
         user = env["HEALTHPIPE_KAFKA__SECURITY__USERNAME"]
