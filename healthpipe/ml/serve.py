@@ -106,41 +106,44 @@ def answer_many(cfg: HealthpipeConfig, requests: list[FeatureRequest], cache: Wi
                 feed: StreamFeed | None = None) -> list[dict]:
     """Answers in the order asked. Requests the stream store covers are computed together, in one call of the
     feature function; the others read InfluxDB (through the cache), one by one."""
-    stream_rows: list[list[dict] | None] = [None] * len(requests)
+    from_stream: list[list[dict] | None] = [None] * len(requests)
     if feed is not None:
         # read before the store: the feed publishes offsets after applying their messages, so the answer holds
         # at least everything before them
         offsets = {str(p): o for p, o in sorted(feed.offsets.items())}
         freshness: dict[str, object] = {"source": "stream", "offsets": offsets, "staleness_s": feed.staleness_s()}
-        stream_rows = stream_features(cfg, feed.store, requests)
+        from_stream = stream_features(cfg, feed.store, requests)
     out = []
-    for request, rows in zip(requests, stream_rows, strict=True):
-        if rows is None:
+    for request, series in zip(requests, from_stream, strict=True):
+        if series is None:
             selector = dict(request.labels)
             if request.query is not None:
                 selector["query"] = request.query
             rows = latest_features(selector, window=request.window, cfg=cfg, cache=cache, at_ms=request.at_ms)
+            series = [_as_json(row) for row in rows]
             fresh: dict[str, object] = {"source": "influxdb", "offsets": None, "staleness_s": None}
         else:
             fresh = freshness
-        out.append(_as_json(rows, request, fresh))
+        out.append({"at": request.at_ms if series else None, "window": request.window, "series": series,
+                    "freshness": fresh})
     return out
 
 
-def _as_json(rows: list[dict], request: FeatureRequest, freshness: dict) -> dict:
-    fixed = {"series_id", "ts", "query", "metric", "metric_type", *feature_fn.NAMES}
-    series = [{"series_id": row["series_id"], "query": row["query"], "metric": row["metric"],
-               "metric_type": row["metric_type"],
-               "labels": {k: v for k, v in row.items() if k not in fixed and v not in ("", None)},
-               "features": {n: _json_number(row[n]) for n in feature_fn.NAMES}} for row in rows]
-    return {"at": request.at_ms if rows else None, "window": request.window, "series": series,
-            "freshness": freshness}
+_NOT_LABELS = {"series_id", "ts", "query", "metric", "metric_type", *feature_fn.NAMES}
+
+
+def _as_json(row: dict) -> dict:
+    """One series of an answer, from a latest_features row."""
+    return {"series_id": row["series_id"], "query": row["query"], "metric": row["metric"],
+            "metric_type": row["metric_type"],
+            "labels": {k: v for k, v in row.items() if k not in _NOT_LABELS and v not in ("", None)},
+            "features": {n: _json_number(row[n]) for n in feature_fn.NAMES}}
 
 
 def stream_features(cfg: HealthpipeConfig, store: StreamStore,
                     requests: list[FeatureRequest]) -> list[list[dict] | None]:
-    """Per request, its rows from the store (as latest_features gives them), or None where the store does not
-    hold the whole window."""
+    """Per request, its answer's series from the store (what _as_json makes of latest_features' rows), or None
+    where the store does not hold the whole window. NaN features stay NaN: the JSON encoder writes null."""
     found: list[list[tuple] | None] = []
     for request in requests:
         per_query: list[tuple] | None = []
@@ -156,13 +159,12 @@ def stream_features(cfg: HealthpipeConfig, store: StreamStore,
     ts, values, lengths = as_arrays([w for _, _, w in flat])
     at = np.array([requests[i].at_ms for i, _, _ in flat], dtype=np.int64)
     computed = feature_fn.compute_windows(ts, values, lengths, at)
-    columns = {n: computed[n].tolist() for n in feature_fn.NAMES}
+    per_window = zip(*(computed[n].tolist() for n in feature_fn.NAMES), strict=True)
     out: list[list[dict] | None] = [None if f is None else [] for f in found]
-    for j, (i, name, (series, _, _)) in enumerate(flat):
-        rows = out[i]
-        assert rows is not None
-        rows.append({"series_id": series.series_id, "ts": requests[i].at_ms, "query": name, **series.tags,
-                     **{n: columns[n][j] for n in feature_fn.NAMES}})
+    for (i, name, (series, _, _)), features in zip(flat, per_window, strict=True):
+        answer = out[i]
+        assert answer is not None
+        answer.append({**series.head(name), "features": dict(zip(feature_fn.NAMES, features, strict=True))})
     return out
 
 

@@ -67,6 +67,17 @@ class SeriesSamples:
         lo, hi = bisect_right(self.ts, start_ms), bisect_right(self.ts, end_ms)
         return self.ts[lo:hi], self.values[lo:hi]
 
+    def head(self, query: str) -> dict:
+        """The series' part of an answer for `query`, without its features (built once: the labels are the tags
+        but metric and metric_type)."""
+        heads = self.__dict__.setdefault("_heads", {})
+        head = heads.get(query)
+        if head is None:
+            labels = {k: v for k, v in self.tags.items() if k not in ("metric", "metric_type")}
+            head = heads[query] = {"series_id": self.series_id, "query": query, "metric": self.tags.get("metric", ""),
+                                   "metric_type": self.tags.get("metric_type", ""), "labels": labels}
+        return head
+
     @property
     def newest(self) -> int:
         return self.ts[-1] if self.ts else -1

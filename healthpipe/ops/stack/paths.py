@@ -9,6 +9,7 @@ from pathlib import Path
 from healthpipe.common.config import (
     ArchiveSettings,
     ConsumerSettings,
+    FeaturesSettings,
     InfluxSettings,
     ProducerSettings,
     ReceiveSettings,
@@ -42,6 +43,7 @@ class Ports:
     producer_metrics: int = ProducerSettings().metrics_port
     archive_metrics: int = ArchiveSettings().metrics_port
     verify_metrics: int = VerifySettings().metrics_port
+    features: int = FeaturesSettings().port
     consumer_metrics: tuple[int, ...] = field(default_factory=lambda: tuple(
         ConsumerSettings().metrics_port + i for i in range(4)))  # up to four local replicas
 

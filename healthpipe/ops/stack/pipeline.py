@@ -1,5 +1,5 @@
-"""`make up` without a Docker engine: the stack, the storage tiers, then producer, consumer and archive in the
-background; `make down` stops them in reverse."""
+"""`make up` without a Docker engine: the stack, the storage tiers, then producer, consumer, archive and the feature
+server in the background; `make down` stops them in reverse."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ healthpipe is running (native stack, no Docker):
   InfluxDB    {influx_url()}      token in {influx_dir() / 'token'}
   producer    {PORTS.producer_metrics_url}   consumer {PORTS.consumer_metrics_urls[0]}
   archive     Parquet files in {ROOT / 'data' / 'archive'}   (healthpipe archive ls)
+  features    http://127.0.0.1:{PORTS.features}/features?query=availability&window=1m
 Watch data arrive:  make status   (per-stage counts, lag, watermark age)
 Logs:               make logs     ({STACK_DIR / 'logs'})
 Stop everything:    make down""", flush=True)

@@ -57,6 +57,10 @@ PIPELINE: list[Service] = [
     Service("archive", command=lambda: [sys.executable, "-m", "healthpipe", "archive"],
             env=lambda: {**_pipeline_env("archive"), "HEALTHPIPE_ARCHIVE__TARGET": str(ROOT / "data" / "archive")},
             ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.archive_metrics}/readyz")),
+    # online features (docs/ml.md), as the reader role on the secured stack
+    Service("features", command=lambda: [sys.executable, "-m", "healthpipe", "features", "serve"],
+            env=lambda: _pipeline_env("reader"),
+            ready=lambda: http_ok(f"http://127.0.0.1:{PORTS.features}/readyz")),
 ]
 
 
