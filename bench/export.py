@@ -1,5 +1,5 @@
 """B7: `healthpipe export --step 1m` from the hot bucket, beside a plain influxdb-client `query_data_frame` of the
-same range; and B8: `/features` latency.
+same range. (B8, the feature server, is bench/features.py.)
 
 B7 data: `--series` series × `--hours` at `--every` s (default 2,000 × 24 h × 10 s = 17.28 M samples), written
 straight into a fresh bucket as the consumer's own line protocol (this measures reading, not loading). Each
@@ -8,10 +8,6 @@ contender runs as its own process (wall time, peak RSS from wait4), alternating 
   on the grid); samples/s = samples in the range / seconds;
 - plain: `InfluxDBClient.query_api().query_data_frame()` of the raw range, the way a data scientist would start.
 Completeness: the export's grid has every series at every minute, and its values equal the data set's.
-
-B8: 100 series × 5 minutes at 1 s in a fresh bucket, a new delivery every 15 s (the producer's interval) while
-`/features?query=...&window=5m` (at = now) is asked 600 times, 10 a second: p50/p99 latency (target p99 ≤ 50 ms),
-and the latency of the answers that had to re-read because a delivery had landed.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +28,7 @@ import requests
 from bench.support import RESULTS, clean_env
 from healthpipe.common.times import iso
 from tests.support.influx import temporary_bucket
-from tests.support.pipeline import free_port, write_config
+from tests.support.pipeline import write_config
 from tests.support.services import native_or_exit
 
 QUERY = {"name": "bench", "promql": "bench_metric", "mode": "raw", "metric_type": "gauge"}
@@ -146,71 +141,17 @@ def b7(services, args, tmp: Path) -> dict:
             "targets": {"export_samples_per_s": 1_000_000, "export_rss_mb": 500}}
 
 
-def b8(services, requests_n: int = 600, interval_s: float = 0.1, delivery_s: int = 15, lag_s: int = 10) -> dict:
-    """`/features` for 100 series over 5 minutes while the pipeline keeps delivering (every `delivery_s`, the
-    samples stamped in the `delivery_s` seconds before now - `lag_s`, one per series per second: the producer's
-    default interval and lag), asked every `interval_s` for `at` = now. The feature server's cache (healthpipe/
-    window_cache.py) answers from counts alone, re-reads the newest minute, or reads the whole window; the latency
-    covers all three, and the answers that had to re-read are also reported on their own."""
-    from healthpipe.ml.serve import FeatureServer
-
-    now_ms = int(time.time()) * 1000
-    with temporary_bucket(services.config().load.influxdb, "bench-features") as bucket:
-        fill(bucket, 100, now_ms - lag_s * 1000 - 299_000, 300, 1)
-        stop = threading.Event()
-
-        def deliver() -> None:
-            t = now_ms
-            while not stop.wait(max(0.0, (t + delivery_s * 1000) / 1000 - time.time())):
-                t += delivery_s * 1000
-                fill(bucket, 100, t - (lag_s + delivery_s - 1) * 1000, delivery_s, 1)
-
-        cfg = services.config(extract={"queries": [QUERY]}, influxdb={"bucket": bucket.bucket})
-        server = FeatureServer(cfg, free_port(), host="127.0.0.1").start()
-        delivery = threading.Thread(target=deliver, daemon=True)
-        delivery.start()
-        session = requests.Session()
-        latencies: dict[str, list[float]] = {"cached": [], "newest": [], "whole": []}
-        try:
-            for _ in range(requests_n):
-                before = dict(server.cache.reads)
-                t0 = time.perf_counter()
-                body = session.get(f"http://127.0.0.1:{server.port}/features",
-                                   params={"query": "bench", "window": "5m"}, timeout=30).json()
-                took = time.perf_counter() - t0
-                how = next(k for k, v in server.cache.reads.items() if v != before[k])
-                latencies[how].append(took)
-                assert len(body["series"]) == 100 and body["series"][0]["features"]["count"] >= 270, body
-                time.sleep(max(0.0, interval_s - took))
-        finally:
-            stop.set()
-            delivery.join()
-            server.stop()
-    every = sorted(x for v in latencies.values() for x in v)
-    q = statistics.quantiles(every, n=100, method="inclusive")
-    return {"requests": requests_n, "series": 100, "window": "5m", "interval_s": interval_s,
-            "delivery_every_s": delivery_s, "p50_ms": statistics.median(every) * 1000, "p99_ms": q[98] * 1000,
-            "max_ms": every[-1] * 1000,
-            "by_read": {k: {"requests": len(v), "p50_ms": statistics.median(v) * 1000 if v else None,
-                            "max_ms": max(v) * 1000 if v else None} for k, v in latencies.items()},
-            "target_p99_ms": 50}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--series", type=int, default=2000)
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--skip-export", action="store_true", help="only B8")
     args = parser.parse_args()
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
-    result = {"b8_features": b8(services)}
-    print(json.dumps(result["b8_features"]), flush=True)
-    if not args.skip_export:
-        with tempfile.TemporaryDirectory(prefix="hp-b7-") as tmp:
-            result["b7_export"] = b7(services, args, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="hp-b7-") as tmp:
+        result = {"b7_export": b7(services, args, Path(tmp))}
     (RESULTS / f"export-{int(time.time())}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "runs"} for k, v in result.items()}, indent=2))
     return 0
