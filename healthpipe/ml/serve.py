@@ -199,6 +199,11 @@ def parse_batch(cfg: HealthpipeConfig, body: bytes) -> list[FeatureRequest]:
     return out
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops connections when many clients arrive at once
+
+
 class FeatureServer:
     def __init__(self, cfg: HealthpipeConfig, port: int, host: str = "127.0.0.1"):
         self.cfg = cfg
@@ -227,6 +232,9 @@ class FeatureServer:
 
         class Handler(BaseHTTPRequestHandler):
             timeout = observability.CLIENT_TIMEOUT_SECONDS
+            # keep-alive: a model server asks again on the same connection (HTTP/1.0 opened one per request,
+            # and at 32 clients the listen backlog overflowed into 1 s SYN retries: B8's p99 of 1,025 ms)
+            protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 url = urlparse(self.path)
@@ -251,6 +259,8 @@ class FeatureServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 url = urlparse(self.path)
+                keep_alive = not self.close_connection  # what the client asked for (Connection: close or not)
+                self.close_connection = True  # until the body is read: an early answer leaves it unread
                 if url.path != "/features":
                     self._send(404, b"not found\n", "text/plain")
                     return
@@ -258,13 +268,19 @@ class FeatureServer:
                     server.requests.labels("unauthorized").inc()
                     self._send(401, b"", "text/plain", {"WWW-Authenticate": 'Bearer realm="healthpipe features"'})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
+                declared = self.headers.get("Content-Length") or "0"
+                length = int(declared) if declared.isdigit() else -1
                 if length > MAX_BODY_BYTES:
                     server.requests.labels("bad_request").inc()
                     self._send(413, json.dumps({"error": f"body over {MAX_BODY_BYTES} bytes"}).encode(),
                                "application/json")
                     return
+                if length < 0:
+                    server.requests.labels("bad_request").inc()
+                    self._send(400, b'{"error": "Content-Length: not a length"}', "application/json")
+                    return
                 body = self.rfile.read(length)
+                self.close_connection = not keep_alive
                 self._answer(lambda: {"results": answer_many(server.cfg, parse_batch(server.cfg, body),
                                                              server.cache, server.feed)})
 
@@ -295,6 +311,8 @@ class FeatureServer:
                 self.send_header("Content-Type", content_type)
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
+                if self.close_connection:
+                    self.send_header("Connection", "close")  # the client must not send the next request here
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -302,8 +320,7 @@ class FeatureServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), Handler)
         f = cfg.features
         if f.tls_cert_file and f.tls_key_file:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -179,3 +179,46 @@ def _ready(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_under_a_delivery_every_half_second_the_store_stays_ready_and_fresh(stream):
+    """Live ingest: /readyz stays 200 and each delivery is in an answer within a second of being sent (the
+    freshness check once asked each partition through the busy reading consumer and never found it caught up)."""
+    import threading
+
+    cfg, t0, _, _ = stream
+    server = FeatureServer(cfg, free_port()).start()
+    stop = threading.Event()
+    sent: list[tuple[int, float]] = []  # (sample timestamp, wall time it was on the topic)
+
+    def deliver() -> None:
+        i = 0
+        while not stop.is_set():
+            ts = t0 + 500_000 + i * 500
+            kafka.produce(cfg, cfg.kafka.topic, [message(f"h{s}", [(ts, f"{i}.0")]) for s in range(N_SERIES)])
+            sent.append((ts, time.time()))
+            i += 1
+            stop.wait(0.5)
+
+    try:
+        wait_until(lambda: caught_up(cfg, server.port), 60, what="the store filled and caught up")
+        delivery = threading.Thread(target=deliver, daemon=True)
+        delivery.start()
+        ready, lags = [], []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ready.append(requests.get(f"http://127.0.0.1:{server.port}/readyz", timeout=5).status_code == 200)
+            if sent:
+                ts, at_wall = sent[-1]
+                answer = get(server.port, **{"query": "stream", "match[instance]": "h0", "window": "10s",
+                                             "at": ts / 1000})
+                if answer["series"] and answer["series"][0]["features"]["staleness_s"] == 0.0:
+                    lags.append(time.time() - at_wall)
+            time.sleep(0.1)
+        stop.set()
+        delivery.join(10)
+        assert sum(ready) >= 0.9 * len(ready), f"/readyz 200 in {sum(ready)} of {len(ready)} asks"
+        assert lags and max(lags) < 1.5, lags
+    finally:
+        stop.set()
+        server.stop()

@@ -171,3 +171,27 @@ def test_ten_thousand_series_of_one_selector_stay_within_the_memory_the_docs_giv
     assert held < 70 * 2**20, f"{held / 2**20:.0f} MB for 3 M samples"  # 48 MB of samples + ~1 KB a series
     windows = store.windows(Q, {"job": "big"}, 0, 301_000)
     assert windows is not None and len(windows) == 10_000 and sum(len(w[1]) for w in windows) == 10_000 * 300
+
+
+def test_the_server_keeps_a_connection_alive_across_posts_and_closes_it_when_a_body_is_left_unread():
+    import http.client
+
+    from healthpipe.ml.serve import FeatureServer
+
+    cfg = HealthpipeConfig(extract={"queries": [Q.model_dump()]}, features={"stream": False, "token": "t0ken"})
+    server = FeatureServer(cfg, port=0).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        auth = {"Authorization": "Bearer t0ken"}
+        for _ in range(3):  # answered (400: no such query), the body read, the connection kept
+            conn.request("POST", "/features", body=b'{"requests": [{"query": "nope"}]}', headers=auth)
+            answer = conn.getresponse()
+            assert answer.status == 400 and b"requests[0]" in answer.read()
+            assert answer.getheader("Connection") != "close"
+        conn.request("POST", "/features", body=b'{"requests": [{"query": "cpu"}]}')  # no token: body unread
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status == 401 and answer.getheader("Connection") == "close"
+        conn.close()
+    finally:
+        server.stop()
