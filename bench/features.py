@@ -203,11 +203,57 @@ def _ready(port: int) -> bool:
         return False
 
 
+PLOTS = Path(__file__).resolve().parents[1] / "docs" / "perf"
+
+
+def plot(path: Path) -> Path:
+    """docs/perf/features-latency.png from a results file: p50 and p99 against connections, per series count,
+    the stream store beside the InfluxDB-reading server, one panel per request shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = json.loads(path.read_text())["b8"]
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    colours = {100: "tab:blue", 1000: "tab:orange", 10000: "tab:green"}
+    for ax, shape in zip(panels, ("one series", "all series"), strict=True):
+        for size in sizes:
+            for server, style in (("stream", "o-"), ("influxdb", "s--")):
+                rows = sorted((r for r in size["latency"] if r["shape"] == shape and r["server"] == server
+                               and "p99_ms" in r), key=lambda r: r["connections"])
+                if not rows:
+                    continue
+                xs = [r["connections"] for r in rows]
+                label = f"{size['series']:,} series, {'stream store' if server == 'stream' else 'InfluxDB'}"
+                ax.plot(xs, [r["p99_ms"] for r in rows], style, color=colours.get(size["series"]), label=label)
+                ax.plot(xs, [r["p50_ms"] for r in rows], style, color=colours.get(size["series"]), alpha=0.35)
+        ax.axhline(5, color="grey", lw=0.8, ls=":")
+        ax.axhline(20, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks([1, 8, 32], ["1", "8", "32"])
+        ax.set_xlabel("concurrent connections (closed loop)")
+        ax.set_title(f"/features, {shape} a request, window 5m")
+        ax.grid(True, which="both", alpha=0.3)
+    panels[0].set_ylabel("latency, ms (p99 solid; p50 faint); targets 5 and 20 ms dotted")
+    panels[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = PLOTS / "features-latency.png"
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--series", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--seconds", type=float, default=10, help="per (shape, connections, server)")
+    parser.add_argument("--plot", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="only draw docs/perf/features-latency.png from a results file")
     args = parser.parse_args()
+    if args.plot:
+        print(plot(args.plot))
+        return 0
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)
     import tempfile
@@ -216,7 +262,7 @@ def main() -> int:
         result = {"b8": [one_size(services, n, args.seconds, Path(tmp)) for n in args.series]}
     path = RESULTS / f"features-{int(time.time())}.json"
     path.write_text(json.dumps(result, indent=2))
-    print(path)
+    print(path, plot(path))
     return 0
 
 
