@@ -13,7 +13,8 @@ writing them to InfluxDB. Both servers run as their own `healthpipe features ser
 - freshness: a delivered sample's scrape time to its first appearance in an answer (a probe asks for node-0 every
   5 ms until `last` is the new value): p50 and p99 for each server; the InfluxDB-reading server's figure is the
   consumer's freshness to InfluxDB (B4's) plus one read;
-- memory: each server's RSS at the end.
+- memory: each server's RSS once ready (its store filled, before any request) and at the end (after the load:
+  32 concurrent requests' arrays and answers, which glibc's per-thread arenas keep).
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def one_size(services, n: int, seconds: float, tmp: Path) -> dict:
             for name, (_, port) in servers.items():
                 wait_until(lambda port=port: _ready(port), 300, what=f"the {name} server ready")
             fill_s = time.monotonic() - started
+            time.sleep(5)  # a few deliveries applied: the store's own memory, before any request
+            rss_ready = {name: round(status_mb(proc.pid, "VmRSS"), 1) for name, (proc, _) in servers.items()}
             rows = []
             shapes = [("one series", lambda: f"/features?query=bench&match%5Binstance%5D=node-{random.randrange(n)}"
                                                  f"&window=5m")]
@@ -193,7 +196,7 @@ def one_size(services, n: int, seconds: float, tmp: Path) -> dict:
             deliveries.thread.join(10)
             consumer.stop()
     return {"series": n, "seconds_per_point": seconds, "ready_after_s": round(fill_s, 1), "latency": rows,
-            "freshness": fresh, "rss_mb": rss}
+            "freshness": fresh, "rss_ready_mb": rss_ready, "rss_mb": rss}
 
 
 def _ready(port: int) -> bool:
