@@ -240,7 +240,7 @@ def plot(path: Path) -> Path:
         ax.set_title(f"/features, {shape} a request, window 5m")
         ax.grid(True, which="both", alpha=0.3)
     panels[0].set_ylabel("latency, ms (p99 solid; p50 faint); targets 5 and 20 ms dotted")
-    panels[1].legend(fontsize=7, loc="lower right")
+    panels[0].legend(fontsize=7, loc="upper left")  # the left panel has every (size, server) pair
     fig.tight_layout()
     out = PLOTS / "features-latency.png"
     fig.savefig(out, dpi=110)

@@ -30,6 +30,9 @@ import numpy as np
 from healthpipe.common.config import QuerySettings
 from healthpipe.common.flux import metric_names
 
+Timestamps = Sequence[int] | np.ndarray  # a message's samples come as lists, a fill's as arrays
+Values = Sequence[float] | np.ndarray
+
 
 @dataclass
 class SeriesSamples:
@@ -38,11 +41,17 @@ class SeriesSamples:
     ts: array = field(default_factory=lambda: array("q"))
     values: array = field(default_factory=lambda: array("d"))
 
-    def put(self, ts: Sequence[int], values: Sequence[float]) -> None:
+    def put(self, ts: Timestamps, values: Values) -> None:
         """Add samples (each series' new samples usually come after its newest: appended); a timestamp already
-        held is overwritten."""
+        held is overwritten. Numpy arrays (a fill) are appended as bytes."""
         if len(ts) == 0:
             return
+        if isinstance(ts, np.ndarray):
+            if (not self.ts or ts[0] > self.ts[-1]) and bool(np.all(ts[1:] > ts[:-1])):
+                self.ts.frombytes(ts.astype(np.int64, copy=False).tobytes())
+                self.values.frombytes(np.asarray(values, dtype=np.float64).tobytes())
+                return
+            ts, values = ts.tolist(), np.asarray(values).tolist()
         if (not self.ts or ts[0] > self.ts[-1]) and all(a < b for a, b in zip(ts, ts[1:], strict=False)):
             self.ts.extend(ts)
             self.values.extend(values)
@@ -120,21 +129,21 @@ class StreamStore:
             assert self._pending_low is not None, "filled() after reset()"
             self.low_ms = max(self._pending_low, self.low_ms if self.low_ms is not None else self._pending_low)
 
-    def add(self, series_id: str, tags: dict[str, str], ts: Sequence[int], values: Sequence[float]) -> None:
+    def add(self, series_id: str, tags: dict[str, str], ts: Timestamps, values: Values) -> None:
         with self.lock:
             self._add(series_id, tags, ts, values)
 
-    def add_many(self, batch: Iterable[tuple[str, dict[str, str], Sequence[int], Sequence[float]]]) -> None:
+    def add_many(self, batch: Iterable[tuple[str, dict[str, str], Timestamps, Values]]) -> None:
         with self.lock:
             for series_id, tags, ts, values in batch:
                 self._add(series_id, tags, ts, values)
 
-    def _add(self, series_id: str, tags: dict[str, str], ts: Sequence[int], values: Sequence[float]) -> None:
+    def _add(self, series_id: str, tags: dict[str, str], ts: Timestamps, values: Values) -> None:
         floor = self.low_ms if self.low_ms is not None else self._pending_low
-        if floor is not None and ts and ts[0] <= floor:  # older than the store keeps (a late backfill)
+        if floor is not None and len(ts) and ts[0] <= floor:  # older than the store keeps (a late backfill)
             keep = [i for i, t in enumerate(ts) if t > floor]
             ts, values = [ts[i] for i in keep], [values[i] for i in keep]
-        if not ts:
+        if not len(ts):
             return
         series = self._series.get(series_id)
         if series is None:
