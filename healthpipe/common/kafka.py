@@ -196,7 +196,8 @@ def group_consumer(cfg: HealthpipeConfig, group_id: str | None = None, **extra: 
     })
 
 
-def reader(cfg: HealthpipeConfig, group_id: str | None = None, committed_only: bool = True) -> Consumer:
+def reader(cfg: HealthpipeConfig, group_id: str | None = None, committed_only: bool = True,
+           extra: dict[str, object] | None = None) -> Consumer:
     """A consumer for reading partitions by assignment (watermarks, replay, verify, tests); it never commits.
 
     librdkafka requires a group id; a throw-away one keeps it from touching any real group's offsets.
@@ -208,6 +209,7 @@ def reader(cfg: HealthpipeConfig, group_id: str | None = None, committed_only: b
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        **(extra or {}),
     })
 
 

