@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from healthpipe.common.principals import KafkaGrant
+from healthpipe.ml.serve import FeatureServer
 from healthpipe.ops.stack import security
 from healthpipe.ops.stack.certs import untrusted_ca
 from healthpipe.producer.service import ProducerService
@@ -55,6 +56,16 @@ def test_the_pipeline_is_exact_with_each_process_as_its_own_principal(secured, s
     report = verification.run(reader, reader.extract.queries, end - 90_000, end)
     assert report.exact, report.as_json()
     assert {q.name: q.expected > 0 for q in report.queries} == {"availability": True, "request_rate": True}
+    # the feature server as hp-reader: its stream store reads the topic and the group's offsets under the ACLs
+    server = FeatureServer(reader, 0).start()
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{server.port}/readyz", timeout=5).status_code == 200,
+                   60, what="the feature server's stream store caught up, as hp-reader")
+        answer = requests.get(f"http://127.0.0.1:{server.port}/features", timeout=30,
+                              params={"query": "availability", "window": "1m", "at": end / 1000}).json()
+        assert answer["freshness"]["source"] == "stream" and answer["series"], answer
+    finally:
+        server.stop()
 
 
 def _error(done: subprocess.CompletedProcess) -> str:
