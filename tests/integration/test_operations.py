@@ -93,8 +93,12 @@ def test_move_offsets_refuses_a_live_group_then_rewinds_a_stopped_one(services, 
     with pytest.raises(HealthpipeError, match="active members"):
         replay.move_offsets(str(config_file), cfg.kafka.group_id, None, to_earliest=True)
     live.stop()
+    before = kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic)
+    capsys.readouterr()
     assert replay.move_offsets(str(config_file), cfg.kafka.group_id, None, to_earliest=True, dry_run=True) == 0
     assert committed_all(cfg)  # a dry run changes nothing
+    shown = capsys.readouterr().out  # "topic/p: committed -> target", the group's own committed offsets
+    assert all(f"{cfg.kafka.topic}/{p}: {o} -> 0" in shown for p, o in before.items()), (before, shown)
     assert replay.move_offsets(str(config_file), cfg.kafka.group_id, None, to_earliest=True) == 0
     assert all(o == 0 for o in kafka.committed_offsets(cfg, cfg.kafka.group_id, cfg.kafka.topic).values())
     again = ConsumerThread(cfg, until_idle=3)

@@ -52,7 +52,7 @@ def move_offsets(config_path: str | None, group: str, topic: str | None, to_earl
     if not (to_earliest or to_datetime or shift_by):
         raise ConfigError("say where to: --to-earliest, --to-datetime ISO or --shift-by DURATION")
     require_no_members(cfg, group)
-    consumer = reader(cfg)
+    consumer = reader(cfg, group_id=group)  # committed() answers for the consumer's own group: the one to move
     try:
         partitions = partitions_of(consumer, topic)
         committed = {tp.partition: tp.offset for tp in
