@@ -140,6 +140,9 @@ def _as_json(row: dict) -> dict:
             "features": {n: _json_number(row[n]) for n in feature_fn.NAMES}}
 
 
+MEMO_NAMES = tuple(n for n in feature_fn.NAMES if n != "staleness_s")  # what a window's samples alone decide
+
+
 def stream_features(cfg: HealthpipeConfig, store: StreamStore,
                     requests: list[FeatureRequest]) -> list[list[dict] | None]:
     """Per request, its answer's series from the store (what _as_json makes of latest_features' rows), or None
@@ -156,15 +159,24 @@ def stream_features(cfg: HealthpipeConfig, store: StreamStore,
             per_query += [(q.name, w) for w in windows]
         found.append(per_query)
     flat = [(i, name, w) for i, per_query in enumerate(found) if per_query for name, w in per_query]
-    ts, values, lengths = as_arrays([w for _, _, w in flat])
-    at = np.array([requests[i].at_ms for i, _, _ in flat], dtype=np.int64)
+    # a series whose window holds the samples an earlier request computed from takes those features (the same
+    # samples give the same bits, tests/unit/test_features_fn.py); the others are computed together
+    todo = [(j, w) for j, (_, _, w) in enumerate(flat) if w.known is None]
+    ts, values, lengths = as_arrays([w for _, w in todo])
+    at = np.array([requests[flat[j][0]].at_ms for j, _ in todo], dtype=np.int64)
     computed = feature_fn.compute_windows(ts, values, lengths, at)
-    per_window = zip(*(computed[n].tolist() for n in feature_fn.NAMES), strict=True)
+    fresh = zip(*(computed[n].tolist() for n in MEMO_NAMES), strict=True)
+    known: list[tuple | None] = [w.known for _, _, w in flat]
+    for (j, window), computed_now in zip(todo, fresh, strict=True):
+        window.remember(computed_now)
+        known[j] = computed_now
     out: list[list[dict] | None] = [None if f is None else [] for f in found]
-    for (i, name, (series, _, _)), features in zip(flat, per_window, strict=True):
+    for (i, name, window), features in zip(flat, known, strict=True):
         answer = out[i]
-        assert answer is not None
-        answer.append({**series.head(name), "features": dict(zip(feature_fn.NAMES, features, strict=True))})
+        assert answer is not None and features is not None
+        staleness = (requests[i].at_ms - window.key[1]) / 1000.0  # the window's newest sample
+        answer.append({**window.series.head(name),
+                       "features": {**dict(zip(MEMO_NAMES, features, strict=True)), "staleness_s": staleness}})
     return out
 
 

@@ -24,6 +24,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,6 +41,10 @@ class SeriesSamples:
     tags: dict[str, str]  # as InfluxDB stores them (metric, metric_type, service, instance, labels...)
     ts: array = field(default_factory=lambda: array("q"))
     values: array = field(default_factory=lambda: array("d"))
+    # bumped by every change other than an append after the newest sample (an insert, an overwrite): a window's
+    # (first ts, last ts, count, version) then names exactly one set of samples
+    version: int = 0
+    memo: tuple | None = None  # (that key, the features computed for it but staleness_s)
 
     def put(self, ts: Timestamps, values: Values) -> None:
         """Add samples (each series' new samples usually come after its newest: appended); a timestamp already
@@ -56,6 +61,7 @@ class SeriesSamples:
             self.ts.extend(ts)
             self.values.extend(values)
             return
+        self.version += 1
         for t, v in zip(ts, values, strict=True):
             i = bisect_left(self.ts, t)
             if i < len(self.ts) and self.ts[i] == t:
@@ -71,10 +77,17 @@ class SeriesSamples:
             del self.ts[:k]
             del self.values[:k]
 
-    def window(self, start_ms: int, end_ms: int) -> tuple[array, array]:
-        """Copies of the samples in (start_ms, end_ms] (copies: the arrays may grow while the caller computes)."""
+    def window(self, start_ms: int, end_ms: int) -> Window | None:
+        """The samples in (start_ms, end_ms] (None: none): their features from the memo when it holds them, else
+        copies of them (copies: the arrays may grow while the caller computes)."""
         lo, hi = bisect_right(self.ts, start_ms), bisect_right(self.ts, end_ms)
-        return self.ts[lo:hi], self.values[lo:hi]
+        if lo == hi:
+            return None
+        key = (self.ts[lo], self.ts[hi - 1], hi - lo, self.version)
+        memo = self.memo
+        if memo is not None and memo[0] == key:
+            return Window(self, key, memo[1], None, None)
+        return Window(self, key, None, self.ts[lo:hi], self.values[lo:hi])
 
     def head(self, query: str) -> dict:
         """The series' part of an answer for `query`, without its features (built once: the labels are the tags
@@ -90,6 +103,21 @@ class SeriesSamples:
     @property
     def newest(self) -> int:
         return self.ts[-1] if self.ts else -1
+
+
+class Window(NamedTuple):
+    """One series' part of a request: its features known from an earlier request (`known`, all but staleness_s),
+    or its samples to compute them from. (A named tuple: a request for 1,000 series makes 1,000 of these.)"""
+
+    series: SeriesSamples
+    key: tuple[int, int, int, int]  # first ts, last ts, count, the series' version
+    known: tuple | None
+    ts: array | None
+    values: array | None
+
+    def remember(self, features: tuple) -> None:
+        """Keep the features computed from this window's samples (but staleness_s) for the next request."""
+        self.series.memo = (self.key, features)
 
 
 class StreamStore:
@@ -200,10 +228,10 @@ class StreamStore:
         return low is not None and start_ms >= low
 
     def windows(self, query: QuerySettings, labels: dict[str, str], start_ms: int,
-                end_ms: int) -> list[tuple[SeriesSamples, array, array]] | None:
-        """Each matching series (in series_id order) with its samples in (start_ms, end_ms]; None when the store
-        does not cover the window. Matching is the Flux predicate's (flux.query_predicate): the query's metric
-        type and metric names, and each label equal to its value (a series without the tag does not match)."""
+                end_ms: int) -> list[Window] | None:
+        """Each matching series with samples in (start_ms, end_ms], in series_id order; None when the store does
+        not cover the window. Matching is the Flux predicate's (flux.query_predicate): the query's metric type
+        and metric names, and each label equal to its value (a series without the tag does not match)."""
         with self.lock:
             if not self.covers(start_ms):
                 return None
@@ -216,17 +244,16 @@ class StreamStore:
                 candidates = candidates & self._by_tag.get(pair, set())
             out = []
             for series_id in sorted(candidates):
-                series = self._series[series_id]
-                ts, values = series.window(start_ms, end_ms)
-                if ts:
-                    out.append((series, ts, values))
+                window = self._series[series_id].window(start_ms, end_ms)
+                if window is not None:
+                    out.append(window)
             return out
 
 
-def as_arrays(windows: list[tuple[SeriesSamples, array, array]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def as_arrays(windows: list[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The windows' samples one after another, and each window's length: what features.compute_windows takes."""
     if not windows:
         return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)
-    ts = np.frombuffer(b"".join(w[1].tobytes() for w in windows), dtype=np.int64)
-    values = np.frombuffer(b"".join(w[2].tobytes() for w in windows), dtype=np.float64)
-    return ts, values, np.array([len(w[1]) for w in windows], dtype=np.int64)
+    ts = np.frombuffer(b"".join(w.ts.tobytes() for w in windows if w.ts is not None), dtype=np.int64)
+    values = np.frombuffer(b"".join(w.values.tobytes() for w in windows if w.values is not None), dtype=np.float64)
+    return ts, values, np.array([w.key[2] for w in windows], dtype=np.int64)

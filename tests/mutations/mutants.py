@@ -256,6 +256,13 @@ MUTANTS = [
              "        for i, ts, values in [(i, [t for t, _ in w.samples], [float(v) if v.strip() else 0.0 for _, v in "
              "w.samples]) for i, w in enumerate(windows) if all(v.strip().lstrip('+-').replace('.', '').isdigit() "
              "or v in ('NaN', '+Inf') for _, v in w.samples)]:")]),
+    Mutant("features_memo_ignores_changes", "the stream store's memo of a window's features is keyed without the "
+           "series' version: an overwrite or a late sample inside the window is answered from the old features",
+           ["tests/unit/test_stream_store.py::"
+            "test_a_window_seen_before_takes_its_features_from_the_memo_and_any_change_inside_it_recomputes"],
+           "unit",
+           [("healthpipe/ml/stream_store.py", "key = (self.ts[lo], self.ts[hi - 1], hi - lo, self.version)",
+             "key = (self.ts[lo], self.ts[hi - 1], hi - lo, 0)")]),
     Mutant("features_any_label_name", "/features passes any label name to Flux (quoted, but not refused)",
            ["tests/secure/test_hostile_queries.py"], "secure",
            [("healthpipe/ml/serve.py", 'if not LABEL_NAME.fullmatch(name) or name == "query"]',

@@ -30,7 +30,9 @@ def test_samples_are_appended_in_order_and_a_repeated_timestamp_overwrites():
     s.put([40], [4.0])
     s.put([20, 25], [9.0, 2.5])  # a re-delivery and a late sample
     assert list(s.ts) == [10, 20, 25, 30, 40] and list(s.values) == [1.0, 9.0, 2.5, 3.0, 4.0]
-    assert [list(a) for a in s.window(10, 30)] == [[20, 25, 30], [9.0, 2.5, 3.0]]  # (start, end]
+    window = s.window(10, 30)
+    assert window is not None and (list(window.ts), list(window.values)) == ([20, 25, 30], [9.0, 2.5, 3.0])
+    assert window.key == (20, 30, 3, 1)  # (start, end]; the late sample was an insert: version 1
     s.trim(25)
     assert list(s.ts) == [30, 40]
 
@@ -52,7 +54,7 @@ def test_a_selector_matches_as_the_flux_predicate_does():
     store.filled()
     for labels in ({}, {"instance": "h3"}, {"zone": "z1"}, {"instance": "h4", "zone": "z1"}, {"zone": ""},
                    {"nope": "x"}):
-        got = [s.series_id for s, _, _ in store.windows(Q, labels, 0, 5000) or []]
+        got = [w.series.series_id for w in store.windows(Q, labels, 0, 5000) or []]
         want = sorted({sid for sid, t in everything if t["metric_type"] == "gauge"
                        and t["metric"] in ("cpu", "node_cpu_seconds")
                        and all(t.get(k) == v for k, v in labels.items())})
@@ -67,8 +69,8 @@ def test_nothing_is_covered_before_the_fill_nor_before_its_start():
     assert store.windows(Q, {}, 5 * MIN, 7 * MIN) is None  # filling
     store.filled()
     assert store.windows(Q, {}, 5 * MIN - 1, 7 * MIN) is None  # reaches before what the store holds
-    [(series, ts, values)] = store.windows(Q, {}, 5 * MIN, 7 * MIN)
-    assert list(ts) == [6 * MIN] and list(values) == [2.0]
+    [window] = store.windows(Q, {}, 5 * MIN, 7 * MIN)
+    assert list(window.ts) == [6 * MIN] and list(window.values) == [2.0]
 
 
 def test_churn_leaves_nothing_behind_and_the_series_limit_holds():
@@ -115,7 +117,7 @@ def test_the_feed_keeps_exactly_what_the_consumers_transform_writes():
     lines = DataTransformer(cfg.transform).transform(windows).lines
     assert len(lines) == 3
     held = store.windows(Q, {}, 0, 2 * now) or []
-    got = {(s.series_id, t, v) for s, ts, vs in held for t, v in zip(ts, vs, strict=True)}
+    got = {(w.series.series_id, t, v) for w in held for t, v in zip(w.ts, w.values, strict=True)}
     assert len(store) == 2  # nothing at all of the series whose every sample was dropped
     want = set()
     for w in windows:
@@ -170,7 +172,7 @@ def test_ten_thousand_series_of_one_selector_stay_within_the_memory_the_docs_giv
     tracemalloc.stop()
     assert held < 70 * 2**20, f"{held / 2**20:.0f} MB for 3 M samples"  # 48 MB of samples + ~1 KB a series
     windows = store.windows(Q, {"job": "big"}, 0, 301_000)
-    assert windows is not None and len(windows) == 10_000 and sum(len(w[1]) for w in windows) == 10_000 * 300
+    assert windows is not None and len(windows) == 10_000 and sum(w.key[2] for w in windows) == 10_000 * 300
 
 
 def test_the_server_keeps_a_connection_alive_across_posts_and_closes_it_when_a_body_is_left_unread():
@@ -195,3 +197,45 @@ def test_the_server_keeps_a_connection_alive_across_posts_and_closes_it_when_a_b
         conn.close()
     finally:
         server.stop()
+
+
+def test_a_window_seen_before_takes_its_features_from_the_memo_and_any_change_inside_it_recomputes():
+    """The memo is keyed by (first ts, last ts, count, version): the same key, the same samples, the same bits;
+    an append after the window keeps it, an overwrite or a late sample inside it does not."""
+    from healthpipe.ml import features
+    from healthpipe.ml.serve import parse_request, stream_features
+
+    cfg = HealthpipeConfig(extract={"queries": [Q.model_dump()]})
+    store = StreamStore(10 * MIN, 100)
+    store.reset(0)
+    store.filled()
+    base = 10 * MIN
+    for s in range(3):
+        store.add(f"s{s}", tags(f"h{s}"), list(range(base + 1000, base + 61_000, 1000)),
+                  [float(s * 100 + i) for i in range(60)])
+
+    def answer(at: int) -> list[dict]:
+        (series,) = stream_features(cfg, store, [parse_request(cfg, "cpu", {}, "30s", str(at / 1000))])
+        return series or []
+
+    def fresh(at: int) -> list[dict]:  # computed from the samples alone, no memo
+        out = []
+        for w in sorted(store._series.values(), key=lambda x: x.series_id):
+            ts, vs = np.array(w.ts), np.array(w.values)
+            cut = features.window_slice(ts, at, 30_000)
+            out.append(features.compute(ts[cut], vs[cut], at))
+        return out
+
+    import numpy as np
+
+    at = base + 40_500
+    first = answer(at)
+    assert all(s.memo is not None for s in store._series.values())
+    again = answer(at + 200)  # the same samples (no sample between 40.5 s and 40.7 s): from the memo
+    assert [a["features"] for a in again] == [{**f, "staleness_s": f["staleness_s"]} for f in fresh(at + 200)]
+    assert [a["features"]["mean"] for a in again] == [a["features"]["mean"] for a in first]
+    store.add("s1", tags("h1"), [base + 30_000], [-1e6])  # an overwrite inside the window: recomputed
+    assert [a["features"] for a in answer(at + 200)] == fresh(at + 200)
+    store.add("s2", tags("h2"), [base + 35_500], [7.0])  # a late sample inside the window: recomputed
+    assert [a["features"] for a in answer(at + 200)] == fresh(at + 200)
+    assert answer(at + 200)[1]["features"]["min"] == -1e6
