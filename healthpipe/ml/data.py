@@ -126,20 +126,15 @@ def feature_rows(frame: pd.DataFrame, grid: np.ndarray, window_ms: int) -> list[
     features of its samples in (g - window, g]."""
     if frame.empty or len(grid) == 0:
         return []
-    codes, _ = pd.factorize(frame["series_id"], sort=True)  # integer codes sort faster than the ids' strings
-    ts_all = frame["ts"].to_numpy(np.int64)
-    order = np.lexsort((ts_all, codes))
-    codes, ts_all = codes[order], ts_all[order]
-    values_all = frame["value"].to_numpy(np.float64)[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    ends = np.r_[starts[1:], len(codes)]
+    series = shape.series_runs(frame)
+    ts_all, values_all = series.ts, series.values
     meta_cols = [c for c in frame.columns if c not in ("ts", "value")]
-    metas = frame.iloc[order[starts]][meta_cols].to_dict("records")
+    metas = frame.iloc[series.firsts][meta_cols].to_dict("records")
     # every (series, grid point) window as a run of sample indices, computed WINDOWS_PER_CALL at a time
-    runs = list(zip(starts, ends, strict=True))
+    runs = list(zip(series.starts, series.ends, strict=True))
     lo = np.concatenate([a + np.searchsorted(ts_all[a:b], grid - window_ms, side="right") for a, b in runs])
     hi = np.concatenate([a + np.searchsorted(ts_all[a:b], grid, side="right") for a, b in runs])
-    at = np.tile(grid, len(starts))
+    at = np.tile(grid, len(runs))
     rows: list[dict] = []
     for first in range(0, len(lo), WINDOWS_PER_CALL):
         part = slice(first, first + WINDOWS_PER_CALL)

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -40,6 +42,29 @@ def identify(frame: pd.DataFrame, query: QuerySettings) -> pd.DataFrame:
         if c not in out:
             out[c] = ""
     return out
+
+
+@dataclass(frozen=True)
+class SeriesRuns:
+    """A frame's samples sorted by (series_id, ts): series i is ts[starts[i]:ends[i]], its first row in the frame
+    is firsts[i] (its other columns are the same on every row)."""
+
+    ts: np.ndarray
+    values: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    firsts: np.ndarray
+
+
+def series_runs(frame: pd.DataFrame) -> SeriesRuns:
+    """The identified samples of `frame` (non-empty) as one run per series, in series_id order."""
+    codes, _ = pd.factorize(frame["series_id"], sort=True)  # integer codes sort faster than the ids' strings
+    ts = frame["ts"].to_numpy(np.int64)
+    order = np.lexsort((ts, codes))
+    codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return SeriesRuns(ts[order], frame["value"].to_numpy(np.float64)[order], starts, np.r_[starts[1:], len(codes)],
+                      order[starts])
 
 
 def is_counter(frame: pd.DataFrame, tiers: TiersSettings) -> pd.Series:

@@ -156,17 +156,13 @@ class StreamFeed:
         if frame.empty:
             return 0
         tag_columns = [c for c in frame.columns if c not in ("ts", "value", "series_id", "query")]
-        codes, ids = pd.factorize(frame["series_id"])
-        ts = frame["ts"].to_numpy(np.int64)
-        order = np.lexsort((ts, codes))
-        codes, ts = codes[order], ts[order]
-        values = frame["value"].to_numpy(np.float64)[order]
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        ends = np.r_[starts[1:], len(codes)]
-        firsts = frame.iloc[order[starts]][tag_columns].astype(str).to_dict("records")
+        runs = shape.series_runs(frame)
+        ids = frame["series_id"].to_numpy()[runs.firsts]
+        firsts = frame.iloc[runs.firsts][tag_columns].astype(str).to_dict("records")
+        ts, values = runs.ts, runs.values
         batch: list[tuple[str, dict[str, str], np.ndarray, np.ndarray]] = []
-        for a, b, first in zip(starts.tolist(), ends.tolist(), firsts, strict=True):
-            sid = str(ids[codes[a]])
+        for sid_value, a, b, first in zip(ids, runs.starts.tolist(), runs.ends.tolist(), firsts, strict=True):
+            sid = str(sid_value)
             tags = known.get(sid)
             if tags is None:
                 tags = known[sid] = {str(k): str(v) for k, v in first.items() if v != ""}
