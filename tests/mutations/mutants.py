@@ -263,6 +263,12 @@ MUTANTS = [
            "unit",
            [("healthpipe/ml/stream_store.py", "key = (self.ts[lo], self.ts[hi - 1], hi - lo, self.version)",
              "key = (self.ts[lo], self.ts[hi - 1], hi - lo, 0)")]),
+    Mutant("features_fresh_without_kafka", "the feature server counts a freshness check Kafka did not answer as "
+           "caught up: staleness_s stays small and /readyz 200 while Kafka is down",
+           ["tests/chaos/test_features_kafka_down.py"], "chaos",
+           [("healthpipe/ml/stream_feed.py",
+             "            return  # the broker did not answer: not known to be caught up, staleness grows",
+             "            self.caught_up_at = asked_at\n            return")]),
     Mutant("features_any_label_name", "/features passes any label name to Flux (quoted, but not refused)",
            ["tests/secure/test_hostile_queries.py"], "secure",
            [("healthpipe/ml/serve.py", 'if not LABEL_NAME.fullmatch(name) or name == "query"]',
