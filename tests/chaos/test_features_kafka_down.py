@@ -8,20 +8,15 @@ import time
 
 import requests
 
-from healthpipe.common.kafka import ensure_topics
 from healthpipe.ml.serve import FeatureServer
 from healthpipe.ops import stack
-from tests.integration.test_features_stream import QUERY, caught_up, get, message
-from tests.support import influx, kafka
+from tests.integration.test_features_stream import caught_up, get, message, stream_config
+from tests.support import kafka
 from tests.support.pipeline import ConsumerThread, free_port, wait_until
 
 
 def test_33_features_kafka_down_30s_staleness_grows_answers_stay_true_then_it_catches_up(native):
-    with influx.temporary_bucket(native.config().load.influxdb, "fk") as bucket:
-        cfg = native.config(extract={"queries": [QUERY]}, influxdb={"bucket": bucket.bucket},
-                            transform={"valid_metrics": ["stream_metric"]},
-                            features={"stream_span": "30m", "max_staleness_seconds": 5})
-        ensure_topics(cfg)
+    with stream_config(native, "fk") as cfg:
         t0 = (int(time.time()) - 300) * 1000
         kafka.produce(cfg, cfg.kafka.topic, [message(f"k{s}", [(t0 + i * 1000, f"{s}.5") for i in range(120)])
                                              for s in range(5)])

@@ -7,12 +7,15 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 
+from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.kafka import ensure_topics
 from healthpipe.common.messages import SeriesWindow, headers
 from healthpipe.ml.export import export
@@ -30,15 +33,23 @@ def message(instance: str, samples: list[tuple[int, str]], metric: str = "stream
     return w.key, w.to_json(), headers()
 
 
-@pytest.fixture(scope="module")
-def stream(services):
-    """A bucket and topic of their own; the first 200 s of N_SERIES series already consumed into InfluxDB, and a
-    list (in `later`) of what arrives after the server has started: (cfg, t0, messages for later, expected)."""
-    with influx.temporary_bucket(services.config().load.influxdb, "fs") as bucket:
+@contextmanager
+def stream_config(services, prefix: str) -> Iterator[HealthpipeConfig]:
+    """A config on a bucket and topics of their own, for QUERY's series, the feature server's store 30 min long
+    and /readyz failing after 5 s behind the topic."""
+    with influx.temporary_bucket(services.config().load.influxdb, prefix) as bucket:
         cfg = services.config(extract={"queries": [QUERY]}, influxdb={"bucket": bucket.bucket},
                               transform={"valid_metrics": ["stream_metric"]},
                               features={"stream_span": "30m", "max_staleness_seconds": 5})
         ensure_topics(cfg)
+        yield cfg
+
+
+@pytest.fixture(scope="module")
+def stream(services):
+    """A bucket and topic of their own; the first 200 s of N_SERIES series already consumed into InfluxDB, and a
+    list (in `later`) of what arrives after the server has started: (cfg, t0, messages for later, expected)."""
+    with stream_config(services, "fs") as cfg:
         t0 = (int(time.time()) - 420) * 1000
         rng = random.Random(7)
         held: dict[tuple[str, int], float] = {}  # (instance, ts) → value: what InfluxDB will hold in the end
