@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import msgspec
 import numpy as np
 
 from healthpipe.common.config import QuerySettings
@@ -45,6 +46,8 @@ class SeriesSamples:
     # (first ts, last ts, count, version) then names exactly one set of samples
     version: int = 0
     memo: tuple | None = None  # (that key, the features computed for it but staleness_s)
+    # (query, key, the series' answer encoded up to its staleness_s): an unchanged window costs one comparison
+    fragment: tuple[str, tuple, bytes] | None = None
 
     def put(self, ts: Timestamps, values: Values) -> None:
         """Add samples (each series' new samples usually come after its newest: appended); a timestamp already
@@ -80,7 +83,9 @@ class SeriesSamples:
     def window(self, start_ms: int, end_ms: int) -> Window | None:
         """The samples in (start_ms, end_ms] (None: none): their features from the memo when it holds them, else
         copies of them (copies: the arrays may grow while the caller computes)."""
-        lo, hi = bisect_right(self.ts, start_ms), bisect_right(self.ts, end_ms)
+        ts = self.ts
+        lo = bisect_right(ts, start_ms)
+        hi = len(ts) if ts and end_ms >= ts[-1] else bisect_right(ts, end_ms)  # usually `at` is now: all of it
         if lo == hi:
             return None
         key = (self.ts[lo], self.ts[hi - 1], hi - lo, self.version)
@@ -99,6 +104,19 @@ class SeriesSamples:
             head = heads[query] = {"series_id": self.series_id, "query": query, "metric": self.tags.get("metric", ""),
                                    "metric_type": self.tags.get("metric_type", ""), "labels": labels}
         return head
+
+    def encoded(self, query: str, key: tuple, names: Sequence[str], features: Sequence[float]) -> bytes:
+        """The series' entry in an answer as JSON, cut before its staleness_s (the one feature that moves with
+        `at`): `{..., "features": {..., "staleness_s":`. Kept while the window's key stays the same."""
+        kept = self.fragment
+        if kept is not None and kept[0] == query and kept[1] == key:
+            return kept[2]
+        whole = msgspec.json.encode({**self.head(query), "features": {**dict(zip(names, features, strict=True)),
+                                                                         "staleness_s": 0}})
+        assert whole.endswith(b',"staleness_s":0}}'), whole[-40:]
+        cut = whole[: -len(b"0}}")]
+        self.fragment = (query, key, cut)
+        return cut
 
     @property
     def newest(self) -> int:

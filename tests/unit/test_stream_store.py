@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 
+import msgspec
 import pytest
 
 from healthpipe.common.config import HealthpipeConfig, QuerySettings
@@ -216,7 +217,7 @@ def test_a_window_seen_before_takes_its_features_from_the_memo_and_any_change_in
 
     def answer(at: int) -> list[dict]:
         (series,) = stream_features(cfg, store, [parse_request(cfg, "cpu", {}, "30s", str(at / 1000))])
-        return series or []
+        return [msgspec.json.decode(s) for s in series or []]
 
     def fresh(at: int) -> list[dict]:  # computed from the samples alone, no memo
         out = []
@@ -239,3 +240,33 @@ def test_a_window_seen_before_takes_its_features_from_the_memo_and_any_change_in
     store.add("s2", tags("h2"), [base + 35_500], [7.0])  # a late sample inside the window: recomputed
     assert [a["features"] for a in answer(at + 200)] == fresh(at + 200)
     assert answer(at + 200)[1]["features"]["min"] == -1e6
+
+
+def test_an_answer_reuses_a_series_encoding_only_while_its_window_and_query_are_the_same():
+    """Each series' entry is JSON encoded once per window (stream_features): the next request with the same
+    samples writes only a new staleness_s. A single sample's slope (NaN) is null, the query named is the one asked,
+    and the bytes decode to what the dict would have been."""
+    from healthpipe.ml.serve import parse_request, stream_features
+
+    other = Q.model_copy(update={"name": "cpu_again"})  # two queries over the same metric: one series, two heads
+    cfg = HealthpipeConfig(extract={"queries": [Q.model_dump(), other.model_dump()]})
+    store = StreamStore(10 * MIN, 100)
+    store.reset(0)
+    store.filled()
+    held = {"metric": "node_cpu_seconds", "metric_type": "gauge", "instance": "h0"}  # what both queries select
+    store.add("s0", held, [MIN], [1.5])
+
+    def answer(query: str, at: int) -> dict:
+        ((raw,),) = stream_features(cfg, store, [parse_request(cfg, query, {}, "30s", str(at / 1000))])
+        return msgspec.json.decode(raw)
+
+    first = answer("cpu", MIN + 1000)
+    assert first == {"series_id": "s0", "query": "cpu", "metric": "node_cpu_seconds", "metric_type": "gauge",
+                     "labels": {"instance": "h0"},
+                     "features": {"last": 1.5, "mean": 1.5, "min": 1.5, "max": 1.5, "stddev": 0.0, "slope": None,
+                                  "count": 1, "staleness_s": 1.0}}
+    assert answer("cpu", MIN + 2500)["features"]["staleness_s"] == 2.5  # the same window: only staleness moves
+    assert answer("cpu_again", MIN + 2500)["query"] == "cpu_again"
+    store.add("s0", held, [MIN + 2000], [3.5])
+    assert answer("cpu", MIN + 2500)["features"] == {"last": 3.5, "mean": 2.5, "min": 1.5, "max": 3.5, "stddev": 1.0,
+                                                     "slope": 1.0, "count": 2, "staleness_s": 0.5}
