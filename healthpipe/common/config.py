@@ -204,6 +204,11 @@ class ExtractSettings(_Section):
     # A window Prometheus refuses as too large (--query.max-samples) is split in time down to 1 s (raw) or one
     # step (range); a raw window still too large is read in groups of series by the values of this label.
     split_label: str = Field("instance", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    # A raw window of more series than this is read in groups of about this many (by split_label's values), each
+    # group published into the window's one transaction before the next is read: the producer holds one group
+    # (~2.6 KB a series), not the window (1M series in one answer took 2.7 GB). The count is the previous window's,
+    # or Prometheus' `count(<query>)` for a query's first window.
+    max_series_per_read: int = Field(50_000, ge=1)
     queries: list[QuerySettings] = Field(default_factory=default_queries)
 
     @model_validator(mode="after")

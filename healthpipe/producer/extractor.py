@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -182,17 +182,30 @@ class PrometheusExtractor:
         return _within(series, window)
 
     def read_window_by_series(self, q: QuerySettings, window: Window, label: str) -> list[Series]:
-        """A raw window too large for one answer, read in groups of series: those whose `label` is in one part
-        of the values Prometheus lists for the window (the series without it join the first group), halving a
-        group while Prometheus still refuses it. The groups are disjoint and cover every series, so the result is
-        what `read_window` would have returned. PrometheusTooLarge when one value's series alone are too many."""
+        """A raw window too large for one answer, read in two groups of series (read_window_in_groups): what
+        `read_window` would have returned."""
+        return [s for group in self.read_window_in_groups(q, window, label, 2) for s in group]
+
+    def read_window_in_groups(self, q: QuerySettings, window: Window, label: str,
+                              groups: int) -> Iterator[list[Series]]:
+        """A raw window read as about `groups` groups of series, one answer at a time (the caller publishes a
+        group before the next is read: memory holds one group, not the window): the series whose `label` is in one
+        part of the values Prometheus lists for the window (the series without it join the first group), a group
+        halved while Prometheus still refuses it. The groups are disjoint and cover every series. PrometheusTooLarge
+        when one value's series alone are too many."""
         if q.mode != "raw":
             raise PrometheusTooLarge(q.name, "a range-mode query cannot be split by series (its PromQL is an "
                                              "expression, not a selector): lower its step or its series count")
         values = ["", *self.label_values(q, window, label)]
-        half = len(values) // 2
-        groups = [values[:half], values[half:]] if half else [values]
-        return [s for group in groups for s in self._read_group(q, window, label, group)]
+        size = -(-len(values) // max(1, groups))
+        for first in range(0, len(values), size):
+            yield self._read_group(q, window, label, values[first:first + size])
+
+    def count_series(self, q: QuerySettings, at_ms: int) -> int:
+        """How many series `q` selects at `at_ms` (Prometheus' lookback): a window's size before it is read, from
+        Prometheus' index and the newest sample of each series, not their samples."""
+        answer = self._get("/api/v1/query", q.name, {"query": f"count({q.promql})", "time": f"{at_ms / 1000:.3f}"})
+        return int(float(answer[0].samples[0][1])) if answer and answer[0].samples else 0
 
     def _read_group(self, q: QuerySettings, window: Window, label: str, values: list[str]) -> list[Series]:
         try:

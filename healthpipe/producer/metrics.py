@@ -20,6 +20,9 @@ class ProducerMetrics:
         self.window_splits = Counter("healthpipe_producer_window_splits_total",
                                      "Windows Prometheus refused as too large, read in smaller pieces instead",
                                      ["query", "by"], registry=r)
+        self.series_groups = Counter("healthpipe_producer_series_group_reads_total",
+                                     "Answers read for windows taken in groups of series (over "
+                                     "extract.max_series_per_read series, or refused whole)", ["query"], registry=r)
         self.prometheus_latency = Histogram("healthpipe_producer_prometheus_request_seconds",
                                             "Prometheus API request latency", ["endpoint", "outcome"], registry=r)
         self.watermark_age = Gauge("healthpipe_producer_watermark_age_seconds",

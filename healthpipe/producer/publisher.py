@@ -2,7 +2,7 @@
 
 Order of one publish (each step must succeed before the next):
 1. begin a transaction;
-2. produce every message of every series (idempotent, acks=all, zstd);
+2. produce every message of every series (idempotent, acks=all, zstd), as `windows` yields them;
 3. produce the query's new watermark to the compacted watermark topic;
 4. commit: librdkafka flushes and fails the commit if any delivery failed.
 Any failure aborts the transaction: neither the data nor the watermark becomes visible to
@@ -73,7 +73,9 @@ class TransactionalPublisher:
         except KafkaException as exc:
             self._abort()
             raise PublishError(f"transaction for query {query!r} failed: {exc.args[0]}") from None
-        except PublishError:
+        except BaseException:
+            # a PublishError, or `windows` failing mid-way (a window read in groups of series reads Prometheus
+            # inside the transaction): nothing of it may become visible
             self._abort()
             raise
 

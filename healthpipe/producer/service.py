@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from healthpipe.common import logs
 from healthpipe.common.config import HealthpipeConfig, QuerySettings, load_config
@@ -29,7 +30,7 @@ from healthpipe.common.observability import StatusServer
 from healthpipe.common.process import run_service
 from healthpipe.common.retry import retry
 from healthpipe.producer import watermarks
-from healthpipe.producer.extractor import PrometheusExtractor
+from healthpipe.producer.extractor import PrometheusExtractor, Series
 from healthpipe.producer.metrics import ProducerMetrics
 from healthpipe.producer.publisher import TransactionalPublisher
 from healthpipe.producer.windows import (
@@ -60,6 +61,8 @@ class ProducerService:
         self.watermarks: dict[str, int] = {}
         # per query: the longest window Prometheus answered after refusing a longer one as too large
         self.window_limit_ms: dict[str, int] = {}
+        # per query: the series its last window held (how to read the next one: whole, or in groups)
+        self.window_series: dict[str, int] = {}
         self._stop = threading.Event()
         self._ready = False
         self._kafka_ok = True
@@ -234,27 +237,53 @@ class ProducerService:
         """Read one window from Prometheus and publish it in one transaction; return samples published.
         by_series: read it in groups of series (`extract.split_label`), for a window too large for one answer."""
         assert self.publisher is not None
-        if by_series:
-            series = self.extractor.read_window_by_series(q, window, self.cfg.extract.split_label)
+        groups = self._groups(q, window)
+        reads: Iterator[list[Series]]
+        if by_series or groups > 1:
+            # read inside the transaction, a group at a time: each group's messages are handed to Kafka before
+            # the next group is read
+            reads = self.extractor.read_window_in_groups(q, window, self.cfg.extract.split_label, max(2, groups))
         else:
-            series = self.extractor.read_window(q, window)
-        samples = sum(len(s.samples) for s in series)
-        self.metrics.samples_extracted.labels(q.name).inc(samples)
-        messages = [SeriesWindow(q.name, q.metric_type, s.labels, window.start_ms, window.end_ms, s.samples)
-                    for s in series]
+            reads = iter([self.extractor.read_window(q, window)])  # read before the transaction begins
+        read = {"series": 0, "samples": 0}
+
+        def messages() -> Iterator[SeriesWindow]:
+            for series in reads:
+                if by_series or groups > 1:
+                    self.metrics.series_groups.labels(q.name).inc()
+                samples = sum(len(s.samples) for s in series)
+                self.metrics.samples_extracted.labels(q.name).inc(samples)
+                read["series"] += len(series)
+                read["samples"] += samples
+                for s in series:
+                    yield SeriesWindow(q.name, q.metric_type, s.labels, window.start_ms, window.end_ms, s.samples)
+
         try:
-            sent = self.publisher.publish(q.name, messages, window.end_ms if advance_watermark else None)
-        except PublishError:
-            self.metrics.transactions.labels("aborted").inc()  # publish() aborted it: nothing of it is visible
+            sent = self.publisher.publish(q.name, messages(), window.end_ms if advance_watermark else None)
+        except Exception as exc:
+            if isinstance(exc, PublishError) or by_series or groups > 1:  # a transaction was open: publish aborted it
+                self.metrics.transactions.labels("aborted").inc()
             raise
         self.metrics.transactions.labels("committed").inc()
-        self.metrics.samples_published.labels(q.name).inc(samples)
+        self.metrics.samples_published.labels(q.name).inc(read["samples"])
         self.metrics.messages_published.labels(q.name).inc(sent)
+        self.window_series[q.name] = read["series"]
         if advance_watermark:
             self.watermarks[q.name] = window.end_ms
-        log.debug("window_published query=%s start_ms=%d end_ms=%d series=%d samples=%d messages=%d",
-                  q.name, window.start_ms, window.end_ms, len(series), samples, sent)
-        return samples
+        log.debug("window_published query=%s start_ms=%d end_ms=%d series=%d samples=%d messages=%d groups=%d",
+                  q.name, window.start_ms, window.end_ms, read["series"], read["samples"], sent, groups)
+        return read["samples"]
+
+    def _groups(self, q: QuerySettings, window: Window) -> int:
+        """In how many groups of series to read a window of `q` so that each holds about
+        extract.max_series_per_read series at most (1: whole). A range-mode query is always read whole."""
+        if q.mode != "raw":
+            return 1
+        expected = self.window_series.get(q.name)
+        if expected is None:  # the query's first window in this process: ask Prometheus
+            expected = self.extractor.count_series(q, window.end_ms)
+            self.window_series[q.name] = expected
+        return -(-expected // self.cfg.extract.max_series_per_read)
 
     def _observe_watermark(self, name: str, now_ms: int) -> None:
         if name in self.watermarks:

@@ -309,11 +309,16 @@ def split_data_set(path, start_s: int, points: int) -> dict[tuple, list[int]]:
     return expected
 
 
-@pytest.mark.parametrize("max_samples, splits", [(500, {"time"}), (40, {"time", "series"})])
-def test_a_window_too_large_for_prometheus_is_split_and_published_whole(services, tmp_path, max_samples, splits):
+@pytest.mark.parametrize("max_samples, splits, per_read", [(500, {"time"}, 50_000), (40, {"time", "series"}, 50_000),
+                                                          (1500, {"time"}, 25)])
+def test_a_window_too_large_for_prometheus_is_split_and_published_whole(services, tmp_path, max_samples, splits,
+                                                                        per_read):
     """Prometheus with a lowered --query.max-samples refuses the producer's window; the producer splits it (in
     time; at 40 samples even 1 s of 60 series is too much, so by series too, through hostile label values) and
-    publishes every sample exactly once, in order of windows, the watermark at the end."""
+    publishes every sample exactly once, in order of windows, the watermark at the end. With
+    extract.max_series_per_read 25 the 60 series are read in groups from the start, inside each window's
+    transaction; a window still refused then fails inside its open transaction (a group over the sample limit):
+    the transaction is aborted and the window halved in time."""
     from bench.producer import BlockPrometheus
     from healthpipe.producer.metrics import ProducerMetrics
 
@@ -324,7 +329,8 @@ def test_a_window_too_large_for_prometheus_is_split_and_published_whole(services
     try:
         query = {"name": "split", "promql": 'split_metric{job="split"}', "mode": "raw", "metric_type": "gauge"}
         cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "max_backfill": "30d",
-                                       "raw_chunk": "30m", "lag_seconds": 0}, transform={"valid_metrics": []})
+                                       "raw_chunk": "30m", "lag_seconds": 0, "max_series_per_read": per_read},
+                              transform={"valid_metrics": []})
         # the fault hits: the producer's own window is refused whole
         whole = requests.post(f"{prom.url}/api/v1/query", data={"query": f'split_metric{{job="split"}}[{points}s]',
                                                                "time": end_s}, timeout=30)
@@ -347,3 +353,10 @@ def test_a_window_too_large_for_prometheus_is_split_and_published_whole(services
     by = {s.labels["by"] for m in metrics.registry.collect() if m.name == "healthpipe_producer_window_splits"
           for s in m.samples if s.name.endswith("_total") and s.value > 0}
     assert by == splits
+    group_reads = metrics.registry.get_sample_value("healthpipe_producer_series_group_reads_total",
+                                                    {"query": "split"}) or 0
+    aborted = metrics.registry.get_sample_value("healthpipe_producer_transactions_total", {"outcome": "aborted"}) or 0
+    # read in groups from the start only when a window has more series than max_series_per_read
+    assert (group_reads > 0) == ("series" in splits or per_read < 60), group_reads
+    if per_read < 60:
+        assert group_reads >= 3 * 2 and aborted >= 1, (group_reads, aborted)  # 3 groups a window; a refused one

@@ -28,26 +28,39 @@ class LimitedPrometheus:
         self.reads.append((window, "all"))
         return self._samples(window, SERIES)
 
-    def read_window_by_series(self, q, window, label):
+    def count_series(self, q, at_ms):
+        self.reads.append((Window(at_ms, at_ms), "count"))
+        return len(SERIES)
+
+    def read_window_in_groups(self, q, window, label, groups):
         self.reads.append((window, label))
-        half = len(SERIES) // 2
-        return self._samples(window, SERIES[:half]) + self._samples(window, SERIES[half:])
+        size = -(-len(SERIES) // groups)
+        for first in range(0, len(SERIES), size):
+            self.reads.append((window, f"group of {len(SERIES[first:first + size])}"))
+            yield self._samples(window, SERIES[first:first + size])
 
 
 class Transactions:
     in_transaction = False
     transactions_begun = 0
 
-    def __init__(self):
+    def __init__(self, events: list[tuple] | None = None):
         self.committed: list[tuple[list[tuple[str, int]], int | None]] = []
+        self.events = events if events is not None else []
 
     def publish(self, query, windows, watermark_ms):
-        self.committed.append(([(w.labels["instance"], t) for w in windows for t, _ in w.samples], watermark_ms))
-        return len(windows)
+        self.events.append(("begin",))
+        sent = []
+        for w in windows:
+            self.events.append(("message", w.labels["instance"]))
+            sent.append(w)
+        self.committed.append(([(w.labels["instance"], t) for w in sent for t, _ in w.samples], watermark_ms))
+        self.events.append(("commit", watermark_ms))
+        return len(sent)
 
 
-def producer(limit: int) -> ProducerService:
-    service = ProducerService(HealthpipeConfig())
+def producer(limit: int, **extract) -> ProducerService:
+    service = ProducerService(HealthpipeConfig(extract=extract))
     service.extractor = LimitedPrometheus(limit)  # type: ignore[assignment]
     service.publisher = Transactions()  # type: ignore[assignment]
     return service
@@ -75,3 +88,69 @@ def test_a_second_too_large_for_every_series_is_read_by_series_in_one_transactio
     assert [wm for _, wm in txs] == [1000, 2000]  # 2 s halves to 1 s, and no further in time
     assert [how for _, how in service.extractor.reads].count("instance") == 2  # each 1 s read by series, whole
     assert all(len(samples) == 80 for samples, _ in txs)
+
+
+def test_a_window_of_more_series_than_max_series_per_read_is_read_group_by_group_into_one_transaction():
+    """8 series, at most 3 a read: three groups, each read only after the previous group's messages went to the
+    publisher (the producer holds one group, not the window), all in one transaction with the watermark. The
+    first window's size comes from Prometheus' count; the next window's from the window before."""
+    events: list[tuple] = []
+    service = producer(limit=10**9, max_series_per_read=3)
+    service.publisher = Transactions(events)  # type: ignore[assignment]
+    prometheus = service.extractor
+    real_groups = prometheus.read_window_in_groups
+
+    def logged(*args):
+        for group in real_groups(*args):
+            events.append(("read", len(group)))
+            yield group
+
+    prometheus.read_window_in_groups = logged
+    service.publish_splitting(QUERY, Window(0, 1000))
+    assert events == [("begin",), ("read", 3), *[("message", n) for n in SERIES[:3]], ("read", 3),
+                      *[("message", n) for n in SERIES[3:6]], ("read", 2), *[("message", n) for n in SERIES[6:]],
+                      ("commit", 1000)]
+    assert service.publisher.committed[0][0] == [(n, t) for n in SERIES for t in range(100, 1001, 100)]
+    service.publish_splitting(QUERY, Window(1000, 2000))
+    assert [how for _, how in prometheus.reads].count("count") == 1  # the second window: the first's 8 series
+    assert service.window_series["q"] == 8 and service.watermarks["q"] == 2000
+
+
+def test_a_window_within_max_series_per_read_is_read_whole_before_its_transaction():
+    events: list[tuple] = []
+    service = producer(limit=10**9)  # 50,000 a read by default
+    service.publisher = Transactions(events)  # type: ignore[assignment]
+    service.publish_splitting(QUERY, Window(0, 1000))
+    assert [how for _, how in service.extractor.reads] == ["count", "all"]
+    assert events[0] == ("begin",) and len(service.publisher.committed) == 1
+
+
+def test_a_read_failing_inside_the_transaction_aborts_it(monkeypatch):
+    """TransactionalPublisher with a stand-in for librdkafka's producer (this class's unit test): when `windows`
+    raises mid-way (a group's Prometheus read), the open transaction is aborted, never committed, and the error
+    is the caller's to see. The real Kafka version: tests/integration/test_producer.py (a group refused)."""
+    from healthpipe.common.errors import PrometheusUnavailable
+    from healthpipe.common.messages import SeriesWindow
+    from healthpipe.producer import publisher as module
+
+    calls: list[str] = []
+
+    class Librdkafka:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: calls.append(name)
+
+    monkeypatch.setattr(module, "transactional_producer", lambda cfg, tid: Librdkafka())
+    publisher = module.TransactionalPublisher(HealthpipeConfig())
+
+    def windows():
+        yield SeriesWindow("q", "gauge", {"instance": "a"}, 0, 1000, [(1000, "1")])
+        raise PrometheusUnavailable("q", "the second group's read timed out")
+
+    try:
+        publisher.publish("q", windows(), 1000)
+        raise AssertionError("the read's failure was swallowed")
+    except PrometheusUnavailable:
+        pass
+    assert "begin_transaction" in calls and "produce" in calls
+    assert "abort_transaction" in calls and "commit_transaction" not in calls
+    assert not publisher.in_transaction
