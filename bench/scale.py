@@ -4,6 +4,7 @@
     python -m bench.scale churn [--series 10000] [--minutes 30]
     python -m bench.scale replicas [--replicas 1 2 3 6]   # switches the stack to 3 brokers and back
     python -m bench.scale backlog [--samples 10000000 100000000]
+    python -m bench.scale producer [--series 1000 10000 100000 1000000]
     python -m bench.scale plot        # docs/perf/scale-*.png from the newest result of each
 
 - cardinality: the same number of samples spread over 1k ... 1M series, every series scraped every 10 s and
@@ -20,6 +21,9 @@
   time: memory depends on the series seen, not on the clock.
 - replicas: 1, 2, 3, 6 consumer replicas in one group over 6 partitions on the 3-broker cluster: the aggregate
   rate and the CPU per sample. On 2 cores the wall rate saturates; the CPU per sample carries to other machines.
+- producer: one window of 1k ... 1M series from a Prometheus of its own, read whole (extract.max_series_per_read
+  above the series count: the producer before it read in groups) and in groups of series (the default), side by
+  side: wall time, CPU, peak RSS.
 - backlog: bench.memory's run (a topic of N samples drained by one consumer, RSS against progress) for each N.
 
 Every run checks completeness: the count in InfluxDB equals the samples sent. Results: bench/results/scale-*.json.
@@ -150,9 +154,12 @@ def run_consumer(cfg, bucket, total: int, label: str, progress_of=None) -> dict:
             "influxd_cpu_s_per_million": influx_cpu / total * 1e6, "influxd_peak_rss_mb": influx_rss, "rss": rss}
 
 
-def run_producer_window(services, tmp: Path, n_series: int, every_s: int = 10, minutes: int = 1) -> dict:
+def run_producer_window(services, tmp: Path, n_series: int, every_s: int = 10, minutes: int = 1,
+                        variants: dict[str, dict] | None = None) -> list[dict]:
     """A Prometheus of its own holding n_series × `minutes` of samples; `healthpipe producer --once` reads them
-    in one window and publishes them: its wall time, CPU and peak RSS (wait4's rusage), samples on the topic."""
+    in one window and publishes them: its wall time, CPU and peak RSS (wait4's rusage), samples on the topic.
+    One producer run per variant ({name: extract settings}; one "default" run without) against the same
+    Prometheus, one after another: a row each."""
     points = minutes * 60 // every_s
     end_s = int(time.time()) // 60 * 60 - 300
     start_s = end_s - points * every_s
@@ -164,34 +171,54 @@ def run_producer_window(services, tmp: Path, n_series: int, every_s: int = 10, m
     prom = BlockPrometheus(workdir, source, flags=("--query.max-samples=100000000",))
     blocks_s = time.perf_counter() - t_blocks
     source.unlink()
+    from tests.support.kafka import end_offsets
+
+    rows = []
     try:
-        cfg = services.config(extract={"prometheus_url": prom.url, "queries": [QUERY.model_dump()], "lag_seconds": 1,
-                                       "raw_chunk": "1h", "request_timeout_seconds": 600,
-                                       "max_backfill": f"{int(time.time()) - start_s + 1}s"})
-        config_file = write_config(cfg, tmp / f"producer-{n_series}.yaml")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([*process_command("producer", config_file), "--once"],
-                                env=clean_env(HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING"), stdout=subprocess.DEVNULL,
-                                stderr=open(RESULTS / "scale-producer.log", "ab"))  # noqa: SIM115
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - t0
-        assert proc.returncode == 0, f"producer --once exited {proc.returncode}; see bench/results/scale-producer.log"
         t1 = time.perf_counter()
         answer = requests.post(f"{prom.url}/api/v1/query", timeout=600,
                                data={"query": f"{QUERY.promql}[{minutes * 60}s]", "time": end_s})
         answer.raise_for_status()
-        prometheus_s = time.perf_counter() - t1
+        prometheus_s, answer_mb = time.perf_counter() - t1, len(answer.content) / 1e6
+        del answer
+        for name, extract in (variants or {"default": {}}).items():
+            cfg = services.config(extract={"prometheus_url": prom.url, "queries": [QUERY.model_dump()],
+                                           "lag_seconds": 1, "raw_chunk": "1h", "request_timeout_seconds": 600,
+                                           "max_backfill": f"{int(time.time()) - start_s + 1}s", **extract})
+            config_file = write_config(cfg, tmp / f"producer-{n_series}-{name}.yaml")
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([*process_command("producer", config_file), "--once"],
+                                    env=clean_env(HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING"),
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=open(RESULTS / "scale-producer.log", "ab"))  # noqa: SIM115
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            seconds = time.perf_counter() - t0
+            assert proc.returncode == 0, \
+                f"producer --once exited {proc.returncode}; see bench/results/scale-producer.log"
+            messages = sum(end_offsets(cfg, cfg.kafka.topic).values())
+            assert messages >= n_series, f"{messages} records on the topic for {n_series} series"
+            rows.append({"series": n_series, "variant": name, "extract": extract, "samples": samples,
+                         "seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime,
+                         "peak_rss_mb": usage.ru_maxrss / 1024, "prometheus_answer_s": prometheus_s,
+                         "answer_mb": answer_mb, "topic_records": messages, "blocks_s": blocks_s})
     finally:
         prom.close()
-    from tests.support.kafka import end_offsets
+    return rows
 
-    messages = sum(end_offsets(cfg, cfg.kafka.topic).values())
-    assert messages >= n_series, f"{messages} records on the topic for {n_series} series"
-    return {"series": n_series, "samples": samples, "seconds": seconds,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "prometheus_answer_s": prometheus_s, "answer_mb": len(answer.content) / 1e6,
-            "topic_records": messages, "blocks_s": blocks_s}
+
+def producer_window(args: argparse.Namespace) -> dict:
+    """The producer alone against the series count: one window read whole (max_series_per_read above the count:
+    the producer before #29's groups) and in groups of the default size, side by side against one Prometheus."""
+    services = native_or_exit()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hp-b13p-") as tmp:
+        for n in args.series:
+            for row in run_producer_window(services, Path(tmp), n, variants={
+                    "whole": {"max_series_per_read": n + 1}, "groups": {}}):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return {"kind": "producer", "rows": rows}
 
 
 def cardinality(args: argparse.Namespace) -> dict:
@@ -217,7 +244,7 @@ def cardinality(args: argparse.Namespace) -> dict:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if not args.no_producer:
-                row = run_producer_window(services, Path(tmp), n)
+                (row,) = run_producer_window(services, Path(tmp), n)
                 rows.append({"producer": row})
                 print(json.dumps({"producer": row}), flush=True)
     return {"kind": "cardinality", "samples": args.samples, "rows": rows}
@@ -446,6 +473,25 @@ def plot(_: argparse.Namespace) -> dict:
         rate.set_title(f"Cost against cardinality: {data['samples']:,} samples per run over 1k ... 1M series "
                        "(2 cores)", fontsize=10)
         made.append(save(fig, "scale-cardinality.png"))
+    if list(RESULTS.glob("scale-producer-*.json")):
+        data = newest("producer")
+        fig, (mem, wall) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+        for variant, style, name in (("whole", "s--", "one answer a window (before)"),
+                                     ("groups", "o-", "groups of ≤ 50,000 series (extract.max_series_per_read)")):
+            mine = sorted((r for r in data["rows"] if r["variant"] == variant), key=lambda r: r["series"])
+            xs = [r["series"] for r in mine]
+            mem.plot(xs, [r["peak_rss_mb"] for r in mine], style, label=name)
+            wall.plot(xs, [r["seconds"] for r in mine], style, label=f"wall, {name}")
+            wall.plot(xs, [r["cpu_s"] for r in mine], style.replace("-", ":"), alpha=0.6, label=f"CPU, {name}")
+        mem.set_ylabel("producer peak RSS, MB")
+        wall.set_ylabel("seconds for the window")
+        wall.set_xlabel("series in one 1-minute window (6 samples each; log scale)")
+        for ax in (mem, wall):
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=7)
+        mem.set_title("The producer against the series in a window: read whole vs in groups of series", fontsize=10)
+        made.append(save(fig, "scale-producer.png"))
     if list(RESULTS.glob("scale-churn-*.json")):
         data = newest("churn")
         fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -514,13 +560,15 @@ def main() -> int:
     r.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3, 6])
     r.add_argument("--series", type=int, default=2000)
     r.add_argument("--samples", type=int, default=2_000_000)
+    pw = sub.add_parser("producer")
+    pw.add_argument("--series", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
     b = sub.add_parser("backlog")
     b.add_argument("--samples", type=int, nargs="+", default=[10_000_000, 100_000_000])
     sub.add_parser("plot")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     result = {"cardinality": cardinality, "churn": churn, "replicas": replicas, "backlog": backlog,
-              "plot": plot}[args.what](args)
+              "producer": producer_window, "plot": plot}[args.what](args)
     if args.what != "plot":
         (RESULTS / f"scale-{args.what}-{int(time.time())}.json").write_text(json.dumps(result))
     print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "consumer", "producer")}, indent=2))
