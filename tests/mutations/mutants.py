@@ -107,6 +107,20 @@ MUTANTS = [
            ["tests/integration/test_ml.py::test_as_of_never_lets_a_later_sample_in"], "integration",
            [("healthpipe/ml/data.py", "    cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms",
              "    cut_ms = end_ms")]),
+    Mutant("producer_read_failure_leaves_the_transaction_open", "the publisher aborts its transaction on Kafka "
+           "errors only: a window read in groups whose Prometheus read fails mid-way leaves it open",
+           ["tests/unit/test_producer_split.py::test_a_read_failing_inside_the_transaction_aborts_it"], "unit",
+           [("healthpipe/producer/publisher.py", "        except BaseException:\n", "        except PublishError:\n")]),
+    Mutant("producer_reads_every_group_first", "the producer reads all groups of series of a window before "
+           "publishing any: memory holds the whole window again",
+           ["tests/unit/test_producer_split.py::"
+            "test_a_window_of_more_series_than_max_series_per_read_is_read_group_by_group_into_one_transaction"],
+           "unit",
+           [("healthpipe/producer/service.py",
+             "            reads = self.extractor.read_window_in_groups(q, window, self.cfg.extract.split_label, "
+             "max(2, groups))",
+             "            reads = iter(list(self.extractor.read_window_in_groups(q, window, "
+             "self.cfg.extract.split_label, max(2, groups))))")]),
     Mutant("features_stddev_of_a_sample", "the feature function's stddev divides by n - 1, not n",
            ["tests/unit/test_features_fn.py::test_the_features_are_what_their_definitions_say"],
            "unit",
