@@ -310,15 +310,15 @@ def split_data_set(path, start_s: int, points: int) -> dict[tuple, list[int]]:
 
 
 @pytest.mark.parametrize("max_samples, splits, per_read", [(500, {"time"}, 50_000), (40, {"time", "series"}, 50_000),
-                                                          (1500, {"time"}, 25)])
+                                                          (200, {"time"}, 25)])
 def test_a_window_too_large_for_prometheus_is_split_and_published_whole(services, tmp_path, max_samples, splits,
                                                                         per_read):
     """Prometheus with a lowered --query.max-samples refuses the producer's window; the producer splits it (in
     time; at 40 samples even 1 s of 60 series is too much, so by series too, through hostile label values) and
     publishes every sample exactly once, in order of windows, the watermark at the end. With
     extract.max_series_per_read 25 the 60 series are read in groups from the start, inside each window's
-    transaction; a window still refused then fails inside its open transaction (a group over the sample limit):
-    the transaction is aborted and the window halved in time."""
+    transaction (a refused group is halved, down to one series); at 200 samples even one series' 300 s is
+    refused: the window fails inside its open transaction, which is aborted, and the window is halved in time."""
     from bench.producer import BlockPrometheus
     from healthpipe.producer.metrics import ProducerMetrics
 

@@ -154,3 +154,17 @@ def test_a_read_failing_inside_the_transaction_aborts_it(monkeypatch):
     assert "begin_transaction" in calls and "produce" in calls
     assert "abort_transaction" in calls and "commit_transaction" not in calls
     assert not publisher.in_transaction
+
+
+def test_a_count_prometheus_refuses_as_too_large_reads_the_window_as_before():
+    """A Prometheus so strict that even count(<query>) is refused: the window is read whole (and split when
+    refused), not failed."""
+    service = producer(limit=10**9, max_series_per_read=3)
+
+    def refused(q, at_ms):
+        raise PrometheusTooLarge("q", "execution: query processing would load too many samples")
+
+    service.extractor.count_series = refused
+    assert service.publish_splitting(QUERY, Window(0, 1000)) == 8 * 10
+    assert [how for _, how in service.extractor.reads] == ["all"]
+    assert service.window_series["q"] == 8  # the next window is sized from this one
