@@ -145,7 +145,7 @@ def quantiles(xs: list[float]) -> dict:
     return {"n": len(xs), "p50_ms": round(statistics.median(xs) * 1000, 2), "p99_ms": round(q[98] * 1000, 2)}
 
 
-def one_size(services, n: int, seconds: float, tmp: Path) -> dict:
+def one_size(services, n: int, seconds: float, tmp: Path, code: Path | None = None) -> dict:
     now_ms = int(time.time()) * 1000
     with temporary_bucket(services.config().load.influxdb, "bench-b8") as bucket:
         cfg = services.config(extract={"queries": [QUERY]}, influxdb={"bucket": bucket.bucket},
@@ -156,11 +156,14 @@ def one_size(services, n: int, seconds: float, tmp: Path) -> dict:
         deliveries = Deliveries(cfg, n)
         deliveries.thread.start()
         servers = {}
-        for name, stream in (("stream", True), ("influxdb", False)):
+        kinds = [("stream", True, None), ("influxdb", False, None)]
+        if code is not None:  # the stream server of another checkout, beside this one's
+            kinds.insert(1, ("stream-base", True, {"PYTHONPATH": str(code)}))
+        for name, stream, env in kinds:
             c = cfg.model_copy(update={"features": cfg.features.model_copy(update={"stream": stream})})
             port = free_port()
             proc = start_process("features", write_config(c, tmp / f"{name}-{n}.yaml"), c, "serve", "--port",
-                                 str(port), log=tmp / f"{name}-{n}.log")
+                                 str(port), log=tmp / f"{name}-{n}.log", env=env)
             servers[name] = (proc, port)
         started = time.monotonic()
         try:
@@ -222,13 +225,14 @@ def plot(path: Path) -> Path:
     colours = {100: "tab:blue", 1000: "tab:orange", 10000: "tab:green"}
     for ax, shape in zip(panels, ("one series", "all series"), strict=True):
         for size in sizes:
-            for server, style in (("stream", "o-"), ("influxdb", "s--")):
+            for server, style in (("stream", "o-"), ("stream-base", "^:"), ("influxdb", "s--")):
                 rows = sorted((r for r in size["latency"] if r["shape"] == shape and r["server"] == server
                                and "p99_ms" in r), key=lambda r: r["connections"])
                 if not rows:
                     continue
                 xs = [r["connections"] for r in rows]
-                label = f"{size['series']:,} series, {'stream store' if server == 'stream' else 'InfluxDB'}"
+                label = f"{size['series']:,} series, " + {"stream": "stream store", "influxdb": "InfluxDB",
+                                                           "stream-base": "stream store before (--code)"}[server]
                 ax.plot(xs, [r["p99_ms"] for r in rows], style, color=colours.get(size["series"]), label=label)
                 ax.plot(xs, [r["p50_ms"] for r in rows], style, color=colours.get(size["series"]), alpha=0.35)
         ax.axhline(5, color="grey", lw=0.8, ls=":")
@@ -251,6 +255,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--series", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--seconds", type=float, default=10, help="per (shape, connections, server)")
+    parser.add_argument("--code", type=Path, default=None, help="also run the stream server of this checkout "
+                        "(`git worktree add /tmp/base <commit>`), as stream-base, side by side")
     parser.add_argument("--plot", type=Path, default=None, metavar="RESULTS_JSON",
                         help="only draw docs/perf/features-latency.png from a results file")
     args = parser.parse_args()
@@ -262,7 +268,7 @@ def main() -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hp-b8-") as tmp:
-        result = {"b8": [one_size(services, n, args.seconds, Path(tmp)) for n in args.series]}
+        result = {"b8": [one_size(services, n, args.seconds, Path(tmp), args.code) for n in args.series]}
     path = RESULTS / f"features-{int(time.time())}.json"
     path.write_text(json.dumps(result, indent=2))
     print(path, plot(path))
