@@ -255,8 +255,9 @@ class ProducerService:
                 self.metrics.samples_extracted.labels(q.name).inc(samples)
                 read["series"] += len(series)
                 read["samples"] += samples
-                for s in series:
-                    yield SeriesWindow(q.name, q.metric_type, s.labels, window.start_ms, window.end_ms, s.samples)
+                yield from (SeriesWindow(q.name, q.metric_type, s.labels, window.start_ms, window.end_ms, s.samples)
+                            for s in series)
+                del series  # or this group stays alive while the next one is read: two groups in memory
 
         try:
             sent = self.publisher.publish(q.name, messages(), window.end_ms if advance_watermark else None)

@@ -121,6 +121,13 @@ MUTANTS = [
              "max(2, groups))",
              "            reads = iter(list(self.extractor.read_window_in_groups(q, window, "
              "self.cfg.extract.split_label, max(2, groups))))")]),
+    Mutant("producer_keeps_the_last_group", "the producer's group of series stays referenced while the next group "
+           "is read: two groups in memory, not one",
+           ["tests/unit/test_producer_split.py::"
+            "test_a_window_of_more_series_than_max_series_per_read_is_read_group_by_group_into_one_transaction"],
+           "unit",
+           [("healthpipe/producer/service.py", "                del series  # or this group",
+             "                pass  # or this group")]),
     Mutant("features_stddev_of_a_sample", "the feature function's stddev divides by n - 1, not n",
            ["tests/unit/test_features_fn.py::test_the_features_are_what_their_definitions_say"],
            "unit",

@@ -2,6 +2,8 @@
 a publisher that records transactions: what goes into each transaction and where the watermark moves. The real
 Prometheus and Kafka version: tests/integration/test_producer.py::test_a_window_too_large_for_prometheus_..."""
 
+import weakref
+
 from healthpipe.common.config import HealthpipeConfig, QuerySettings
 from healthpipe.common.errors import PrometheusTooLarge
 from healthpipe.producer.extractor import Series
@@ -11,12 +13,17 @@ from healthpipe.producer.windows import Window
 SERIES = [f"node-{i}" for i in range(8)]
 
 
+class Group(list):
+    """A group of series as the extractor yields it (a list that can be watched with a weak reference)."""
+
+
 class LimitedPrometheus:
     """Samples every 100 ms for each series; refuses a read of more than `limit` samples."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.reads: list[tuple[Window, str]] = []
+        self.groups_alive_at_read: list[int] = []
 
     def _samples(self, window: Window, names) -> list[Series]:
         stamps = [t for t in range(window.start_ms + 1, window.end_ms + 1) if t % 100 == 0]
@@ -35,9 +42,15 @@ class LimitedPrometheus:
     def read_window_in_groups(self, q, window, label, groups):
         self.reads.append((window, label))
         size = -(-len(SERIES) // groups)
+        earlier: list[weakref.ref] = []
         for first in range(0, len(SERIES), size):
             self.reads.append((window, f"group of {len(SERIES[first:first + size])}"))
-            yield self._samples(window, SERIES[first:first + size])
+            # the reader holds one group: every group before this one is gone when it is read
+            self.groups_alive_at_read.append(sum(1 for ref in earlier if ref() is not None))
+            group = Group(self._samples(window, SERIES[first:first + size]))
+            earlier.append(weakref.ref(group))
+            yield group
+            del group
 
 
 class Transactions:
@@ -104,6 +117,7 @@ def test_a_window_of_more_series_than_max_series_per_read_is_read_group_by_group
         for group in real_groups(*args):
             events.append(("read", len(group)))
             yield group
+            del group
 
     prometheus.read_window_in_groups = logged
     service.publish_splitting(QUERY, Window(0, 1000))
@@ -111,6 +125,7 @@ def test_a_window_of_more_series_than_max_series_per_read_is_read_group_by_group
                       *[("message", n) for n in SERIES[3:6]], ("read", 2), *[("message", n) for n in SERIES[6:]],
                       ("commit", 1000)]
     assert service.publisher.committed[0][0] == [(n, t) for n in SERIES for t in range(100, 1001, 100)]
+    assert prometheus.groups_alive_at_read == [0, 0, 0]  # no group outlives its messages
     service.publish_splitting(QUERY, Window(1000, 2000))
     assert [how for _, how in prometheus.reads].count("count") == 1  # the second window: the first's 8 series
     assert service.window_series["q"] == 8 and service.watermarks["q"] == 2000
