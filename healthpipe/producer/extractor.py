@@ -201,10 +201,13 @@ class PrometheusExtractor:
         for first in range(0, len(values), size):
             yield self._read_group(q, window, label, values[first:first + size])
 
-    def count_series(self, q: QuerySettings, at_ms: int) -> int:
-        """How many series `q` selects at `at_ms` (Prometheus' lookback): a window's size before it is read, from
-        Prometheus' index and the newest sample of each series, not their samples."""
-        answer = self._get("/api/v1/query", q.name, {"query": f"count({q.promql})", "time": f"{at_ms / 1000:.3f}"})
+    def count_series(self, q: QuerySettings, window: Window) -> int:
+        """How many series of raw query `q` have samples in `window`: its size before it is read. Prometheus reads
+        the samples to answer, a series at a time, and sends one number (an instant `count(q)` would miss a
+        backfill window's series: its lookback ends 5 minutes before the window's end)."""
+        span = window.end_ms - window.start_ms
+        answer = self._get("/api/v1/query", q.name, {"query": f"count(last_over_time({q.promql}[{span}ms]))",
+                                                     "time": f"{window.end_ms / 1000:.3f}"})
         return int(float(answer[0].samples[0][1])) if answer and answer[0].samples else 0
 
     def _read_group(self, q: QuerySettings, window: Window, label: str, values: list[str]) -> list[Series]:

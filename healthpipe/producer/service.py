@@ -283,10 +283,10 @@ class ProducerService:
         expected = self.window_series.get(q.name)
         if expected is None:  # the query's first window in this process: ask Prometheus
             try:
-                expected = self.extractor.count_series(q, window.end_ms)
+                expected = self.extractor.count_series(q, window)
             except PrometheusTooLarge:
-                # even the count loads more than --query.max-samples allows: read as before, and let the refusals
-                # split the window (a Prometheus that strict refuses far fewer series than memory bounds)
+                # even counting loads more than --query.max-samples allows (one series' samples at a time): read as
+                # before, and let the refusals split the window
                 return 1
             self.window_series[q.name] = expected
         return -(-expected // self.cfg.extract.max_series_per_read)

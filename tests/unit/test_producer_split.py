@@ -35,8 +35,8 @@ class LimitedPrometheus:
         self.reads.append((window, "all"))
         return self._samples(window, SERIES)
 
-    def count_series(self, q, at_ms):
-        self.reads.append((Window(at_ms, at_ms), "count"))
+    def count_series(self, q, window):
+        self.reads.append((window, "count"))
         return len(SERIES)
 
     def read_window_in_groups(self, q, window, label, groups):
@@ -176,7 +176,7 @@ def test_a_count_prometheus_refuses_as_too_large_reads_the_window_as_before():
     refused), not failed."""
     service = producer(limit=10**9, max_series_per_read=3)
 
-    def refused(q, at_ms):
+    def refused(q, window):
         raise PrometheusTooLarge("q", "execution: query processing would load too many samples")
 
     service.extractor.count_series = refused
