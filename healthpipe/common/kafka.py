@@ -166,7 +166,9 @@ def transactional_producer(cfg: HealthpipeConfig, transactional_id: str | None =
         "compression.type": "zstd",
         "linger.ms": 20,
         "message.max.bytes": max(cfg.producer.max_message_bytes * 2, 1_000_000),
-        "transaction.timeout.ms": 60_000,
+        "transaction.timeout.ms": int(cfg.producer.transaction_timeout_seconds * 1000),
+        # librdkafka would make it the transaction timeout: a delivery Kafka does not take fails after a minute
+        "message.timeout.ms": min(60_000, int(cfg.producer.transaction_timeout_seconds * 1000)),
     })
 
 
