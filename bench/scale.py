@@ -476,13 +476,14 @@ def plot(_: argparse.Namespace) -> dict:
     if list(RESULTS.glob("scale-producer-*.json")):
         data = newest("producer")
         fig, (mem, wall) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
-        for variant, style, name in (("whole", "s--", "one answer a window (before)"),
-                                     ("groups", "o-", "groups of ≤ 50,000 series (extract.max_series_per_read)")):
+        for variant, style, cpu_style, colour, name in (
+                ("whole", "s--", "s:", "tab:blue", "one answer a window (before)"),
+                ("groups", "o-", "o:", "tab:orange", "groups of ≤ 50,000 series (extract.max_series_per_read)")):
             mine = sorted((r for r in data["rows"] if r["variant"] == variant), key=lambda r: r["series"])
             xs = [r["series"] for r in mine]
-            mem.plot(xs, [r["peak_rss_mb"] for r in mine], style, label=name)
-            wall.plot(xs, [r["seconds"] for r in mine], style, label=f"wall, {name}")
-            wall.plot(xs, [r["cpu_s"] for r in mine], style.replace("-", ":"), alpha=0.6, label=f"CPU, {name}")
+            mem.plot(xs, [r["peak_rss_mb"] for r in mine], style, color=colour, label=name)
+            wall.plot(xs, [r["seconds"] for r in mine], style, color=colour, label=f"wall, {name}")
+            wall.plot(xs, [r["cpu_s"] for r in mine], cpu_style, color=colour, alpha=0.5, label=f"CPU, {name}")
         mem.set_ylabel("producer peak RSS, MB")
         wall.set_ylabel("seconds for the window")
         wall.set_xlabel("series in one 1-minute window (6 samples each; log scale)")
