@@ -27,7 +27,7 @@ from healthpipe.common import promql
 from healthpipe.common.config import QuerySettings, default_queries
 from healthpipe.common.errors import PrometheusRejected, PrometheusTooLarge, PrometheusUnavailable
 from healthpipe.common.times import parse_duration
-from healthpipe.producer.windows import Window, range_points
+from healthpipe.producer.windows import RAW_MIN_CHUNK_MS, Window, range_points, split_window
 
 # What to do with each errorType of Prometheus' HTTP API (web/api/v1/api.go). Only a query Prometheus cannot
 # parse or evaluate as written is the user's to fix; everything else is worth another try later.
@@ -180,6 +180,19 @@ class PrometheusExtractor:
         series = self._get("/api/v1/query", q.name, {"query": f"{selector or q.promql}[{span}ms]",
                                                      "time": f"{window.end_ms / 1000:.3f}"})
         return _within(series, window)
+
+    def read_window_split(self, q: QuerySettings, window: Window, label: str) -> list[Series]:
+        """read_window, however large: while Prometheus refuses a read as too large, it is halved in time (down to
+        1 s raw, one step in range mode), then read in groups of series by `label` (raw). For readers that take
+        the whole window at once (verify); the producer splits the same way with a transaction a piece
+        (ProducerService.publish_splitting)."""
+        try:
+            return self.read_window(q, window)
+        except PrometheusTooLarge:
+            halves = split_window(window, q.grid_ms, q.step_ms if q.mode == "range" else RAW_MIN_CHUNK_MS)
+            if halves is None:
+                return self.read_window_by_series(q, window, label)
+        return self.read_window_split(q, halves[0], label) + self.read_window_split(q, halves[1], label)
 
     def read_window_by_series(self, q: QuerySettings, window: Window, label: str) -> list[Series]:
         """A raw window too large for one answer, read in two groups of series (read_window_in_groups): what

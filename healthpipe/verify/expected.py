@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from healthpipe.common.config import QuerySettings, TransformSettings
+from healthpipe.common.errors import PrometheusTooLarge
 from healthpipe.common.messages import SeriesWindow
 from healthpipe.producer.extractor import PrometheusExtractor, Series
 from healthpipe.producer.windows import Window, chunk_ms, pending_windows
@@ -75,10 +76,11 @@ class Expected:
     """Prometheus' side of a verification, for one query."""
 
     def __init__(self, extractor: PrometheusExtractor, query: QuerySettings, transform: TransformSettings,
-                 timings: Timings | None = None):
+                 timings: Timings | None = None, split_label: str = "instance"):
         self.timings = timings or Timings()
         self.extractor = extractor
         self.query = query
+        self.split_label = split_label  # a window Prometheus refuses as too large is read in groups by it
         self.transformer = DataTransformer(transform, clock=lambda: float("inf"))  # history is never "future"
         self.metrics_seen: set[str] = set()  # metric tags of every series met so far (InfluxDB is asked for these)
         # range mode: the points of the current chunk, fetched once for screening and reused for comparison
@@ -107,32 +109,37 @@ class Expected:
             return {w: self._figures_of(self.points(w)) for w in windows}
         out: dict[Window, dict[str, Figures] | None] = {}
         for w in windows:
-            span = w.end_ms - w.start_ms - 1  # Prometheus 2.x ranges include both ends: (start, end] on the ms grid
-            selector = f"{self.query.promql}[{span}ms]"
-            # count_over_time and sum_over_time drop __name__; last_over_time keeps it: map the name back
-            names: dict[tuple, str] = {}
-            for key, _value in self._instant_labels(f"last_over_time({selector})", w.end_ms):
-                labels = dict(key)
-                rest = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
-                if rest in names and names[rest] != labels.get("__name__", ""):
-                    names = {}
-                    break  # two metric names with one label set: counts would collide, compare exactly
-                names[rest] = labels.get("__name__", "")
-            if not names:
+            try:
+                out[w] = self._screen(w)
+            except PrometheusTooLarge:  # Prometheus will not count the window at once: compare it exactly
                 out[w] = None
-                continue
-            counts = self._instant(f"count_over_time({selector})", w.end_ms)
-            sums = self._instant(f"sum_over_time({selector})", w.end_ms)
-            figures: dict[str, Figures] = {}
-            for key, n in counts.items():
-                labels = dict(key)
-                if names.get(key):
-                    labels["__name__"] = names[key]
-                named = self.identify(labels)
-                if named is not None:
-                    figures[named[0]] = Figures(int(float(n)), float(sums.get(key, "NaN")))
-            out[w] = figures
         return out
+
+    def _screen(self, w: Window) -> dict[str, Figures] | None:
+        """Count and sum per series of one raw window, from Prometheus' *_over_time (None: compare exactly)."""
+        span = w.end_ms - w.start_ms - 1  # Prometheus 2.x ranges include both ends: (start, end] on the ms grid
+        selector = f"{self.query.promql}[{span}ms]"
+        # count_over_time and sum_over_time drop __name__; last_over_time keeps it: map the name back
+        names: dict[tuple, str] = {}
+        for key, _value in self._instant_labels(f"last_over_time({selector})", w.end_ms):
+            labels = dict(key)
+            rest = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+            if rest in names and names[rest] != labels.get("__name__", ""):
+                return None  # two metric names with one label set: counts would collide, compare exactly
+            names[rest] = labels.get("__name__", "")
+        if not names:
+            return None
+        counts = self._instant(f"count_over_time({selector})", w.end_ms)
+        sums = self._instant(f"sum_over_time({selector})", w.end_ms)
+        figures: dict[str, Figures] = {}
+        for key, n in counts.items():
+            labels = dict(key)
+            if names.get(key):
+                labels["__name__"] = names[key]
+            named = self.identify(labels)
+            if named is not None:
+                figures[named[0]] = Figures(int(float(n)), float(sums.get(key, "NaN")))
+        return figures
 
     def _instant_labels(self, promql: str, at_ms: int) -> list[tuple[tuple, str]]:
         t0 = time.perf_counter()
@@ -158,7 +165,7 @@ class Expected:
             for part in pending_windows(window.start_ms, window.end_ms,
                                         chunk_ms(self.query.mode, self.query.step_ms, window.end_ms - window.start_ms)):
                 t0 = time.perf_counter()
-                series = self.extractor.read_window(self.query, part)
+                series = self.extractor.read_window_split(self.query, part, self.split_label)
                 self.timings.prometheus_s += time.perf_counter() - t0
                 self._add(points, series)
             if self.query.mode == "range":

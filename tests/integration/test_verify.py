@@ -226,3 +226,50 @@ def test_points_influxdb_refused_are_dead_lettered_not_missing(services):
     assert report.dead_letters.explained == q.expected and not report.exact
     assert report.dead_letters.by_reason["influx_rejected"] >= q.expected
     assert replica.metric("healthpipe_consumer_dead_letters_total", {"reason": "influx_rejected"}) >= q.expected
+
+
+def test_a_window_too_large_for_prometheus_is_verified_in_pieces(services, tmp_path):
+    """Prometheus started with --query.max-samples=40 refuses verify's screening counts and any read of the whole
+    window (60 series × 300 s): verify compares it exactly, read in time halves and groups of series, and finds every
+    sample; a point then deleted from InfluxDB is named missing (the pieces cover the window, nothing more)."""
+    import time
+
+    from bench.producer import BlockPrometheus
+    from tests.integration.test_producer import split_data_set
+
+    points, end_s = 300, int(time.time()) // 60 * 60 - 600
+    start_s = end_s - points + 1
+    expected = split_data_set(tmp_path / "data.om", start_s, points)
+    prom = BlockPrometheus(tmp_path, tmp_path / "data.om", flags=("--query.max-samples=40",))
+    try:
+        base = services.config()
+        with influx.temporary_bucket(base.load.influxdb, "verify-split") as bucket:
+            query = {"name": "split", "promql": 'split_metric{job="split"}', "mode": "raw", "metric_type": "gauge"}
+            cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "max_backfill": "30d",
+                                           "raw_chunk": "30m", "lag_seconds": 0}, influxdb={"bucket": bucket.bucket},
+                                  transform={"valid_metrics": []})
+            producer = ProducerService(cfg, clock=lambda: end_s)
+            producer.initialize()
+            producer.watermarks["split"] = (start_s - 1) * 1000
+            while producer.watermarks["split"] < end_s * 1000:
+                producer.run_single_cycle()
+            producer.close()
+            ConsumerThread(cfg, until_idle=3).join()
+            # the fault hits verify's own reads: the window's screening count is refused
+            screen = requests.post(f"{prom.url}/api/v1/query", timeout=30, data={
+                "query": f'count_over_time(split_metric{{job="split"}}[{points}s])', "time": end_s})
+            assert screen.status_code == 422 and "too many samples" in screen.json()["error"], screen.text
+            start_ms, end_ms = (start_s - 1) * 1000, end_s * 1000
+            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+            assert report.exact, report.as_json()
+            assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
+            s = cfg.load.influxdb
+            victim_ms = (start_s + 100) * 1000
+            requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
+                          headers={"Authorization": f"Token {s.token.get_secret_value()}"},
+                          json={"start": iso(victim_ms), "stop": iso(victim_ms),
+                                "predicate": 'instance="node-3"'}).raise_for_status()
+            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+            assert report.missing == 1 and report.extra == report.mismatched == 0, report.as_json()
+    finally:
+        prom.close()
