@@ -422,6 +422,10 @@ class IcebergSettings(_Section):
     catalog_token_file: FilePath = None
     # compaction: files of one day are rewritten into files of at most this many rows, sorted by (series, ts)
     compact_file_rows: int = Field(20_000_000, ge=1)
+    # The archiver keeps the newest this many snapshots (and the current one) and expires the rest, deleting the
+    # files only they reached (every 10 minutes at most): the table's metadata stays bounded. An export's
+    # `--snapshot` can be rebuilt while its snapshot is kept (at a commit every 5 minutes, 1,000 is ~3.5 days).
+    keep_snapshots: int = Field(1000, ge=1)
 
     @model_validator(mode="after")
     def _read_token_file(self) -> IcebergSettings:

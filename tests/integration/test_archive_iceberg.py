@@ -249,3 +249,50 @@ def test_a_reader_during_compaction_sees_a_whole_snapshot_every_time(services, t
     history = [s.snapshot_id for s in table_of(cfg).table(refresh=True).snapshots()]
     history = history[history.index(planned_at):]  # from the one the compaction planned from
     assert all(sorted(all_rows(cfg, snapshot_id=s)) in (before, after) for s in history), history
+
+
+@pytest.mark.parametrize("target", ["local", "s3"])
+def test_expiry_keeps_the_newest_snapshots_deletes_only_their_dead_files_and_the_archiver_goes_on(
+        services, tmp_path, monkeypatch, target):
+    """A replayed ledger archived in many small snapshots, then compacted (the replaced files are dead once the
+    snapshots before the compaction go): the archiver itself expires after each commit (EVERY_SECONDS 0 here)
+    down to `keep_snapshots` 3; afterwards exactly 3 snapshots remain, the store holds exactly the files they
+    reach (data, manifests, manifest lists: every replaced file deleted, none still read), at most 21 metadata
+    files, the table is the ledger without a duplicate, and the archiver, restarted, resumes from the kept
+    snapshot's offsets: a second ledger lands exactly once."""
+    from healthpipe.sinks.archive import expire as expire_module
+    from healthpipe.sinks.archive.compact import compact
+
+    monkeypatch.setattr(expire_module, "EVERY_SECONDS", 0)
+    cfg = archive_config(services, target, tmp_path, format="iceberg", max_file_rows=2000,
+                         iceberg={"catalog_uri": f"sqlite:///{tmp_path / 'catalog.db'}", "keep_snapshots": 3})
+    ensure_topics(cfg)
+    ledger = generate(55, 20, 1000, per_message=100)
+    kafka.produce(cfg, cfg.kafka.topic, ledger.messages + ledger.messages)
+    replica = ConsumerThread(cfg, service=archiver(cfg))
+    wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 120, what="the archive group to commit everything")
+    replica.stop()
+    table = table_of(cfg)
+    assert replica.metric("healthpipe_archive_snapshots_total") > 3  # more commits than are kept
+    assert len(table.table(refresh=True).metadata.snapshots) <= 3 + 1  # the archiver expired as it went
+    results = compact(table, None, cfg.archive.iceberg.compact_file_rows)
+    assert sum(r.duplicates_removed for r in results) == len(ledger.truth)
+    # the fault-free upkeep the archiver runs, here by hand: the compaction's snapshot plus two before it stay
+    done = expire_module.expire(table, 3)
+    assert done.snapshots_expired >= 1 and done.files_deleted >= 1, done
+    iceberg = table.table(refresh=True)
+    assert len(iceberg.metadata.snapshots) == 3
+    reached = expire_module.Reach().files(iceberg, list(iceberg.metadata.snapshots))
+    root = table.uri("") + "/"
+    stored = {root + rel for rel, _ in table.store.list(table.rel)}
+    assert {p for p in stored if "/data/" in p} == {p for p in reached if "/data/" in p}  # no dead data file left
+    assert {p for p in stored if p.endswith(".avro")} == {p for p in reached if p.endswith(".avro")}
+    assert len([rel for rel, _ in table.store.list(table.rel) if rel.endswith(".metadata.json")]) <= 21
+    assert archived(cfg) == truth(ledger)
+    # the archiver resumes from the kept snapshot's offsets
+    second = generate(56, 20, 1000, per_message=100)
+    kafka.produce(cfg, cfg.kafka.topic, second.messages)
+    replica = ConsumerThread(cfg, service=archiver(cfg))
+    wait_until(lambda: committed_all(cfg, cfg.archive.group_id), 120, what="the second ledger to be archived")
+    replica.stop()
+    assert archived(cfg) == truth(ledger) | truth(second)

@@ -128,6 +128,15 @@ MUTANTS = [
            "unit",
            [("healthpipe/producer/service.py", "                del series  # or this group",
              "                pass  # or this group")]),
+    Mutant("expiry_counts_deleted_entries", "snapshot expiry counts a manifest's deleted entries as read: the files "
+           "compaction replaced are never deleted",
+           ["tests/unit/test_iceberg_expire.py::"
+            "test_expiry_after_compaction_deletes_the_replaced_files_and_keeps_rows_and_offsets"], "unit",
+           [("healthpipe/sinks/archive/expire.py", "discard_deleted=True", "discard_deleted=False")]),
+    Mutant("expiry_drops_the_newest", "snapshot expiry keeps the oldest snapshots instead of the newest",
+           ["tests/unit/test_iceberg_expire.py::test_expiry_keeps_the_newest_and_does_nothing_when_within_the_bound"],
+           "unit",
+           [("healthpipe/sinks/archive/expire.py", "snapshots[-keep:]", "snapshots[:keep]")]),
     Mutant("features_stddev_of_a_sample", "the feature function's stddev divides by n - 1, not n",
            ["tests/unit/test_features_fn.py::test_the_features_are_what_their_definitions_say"],
            "unit",

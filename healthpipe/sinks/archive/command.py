@@ -9,18 +9,21 @@ import sys
 from healthpipe.common.command import add_config_argument
 
 HELP = ("the cold tier: write the raw topic to Parquet or an Iceberg table (local or S3), exactly once; `archive ls` "
-        "lists it, `archive compact` rewrites the Iceberg table's days sorted and without duplicates")
+        "lists it, `archive compact` rewrites the Iceberg table's days sorted and without duplicates, `archive "
+        "expire` drops the Iceberg table's old snapshots and the files only they reached")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
-    p.add_argument("action", nargs="?", choices=["run", "ls", "compact"], default="run")
+    p.add_argument("action", nargs="?", choices=["run", "ls", "compact", "expire"], default="run")
     p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
                    help="run: exit after this many seconds without new messages (open files are sealed first)")
     p.add_argument("--from", dest="start", metavar="T", help="ls: partitions from this time")
     p.add_argument("--to", dest="end", metavar="T", help="ls: partitions up to this time")
     p.add_argument("--before", metavar="T", help="compact: only days that end at or before T (default: every day)")
-    p.add_argument("--json", action="store_true", help="ls, compact: JSON instead of a table")
+    p.add_argument("--keep", type=int, metavar="N", help="expire: keep the newest N snapshots (default "
+                   "archive.iceberg.keep_snapshots, which the archiver applies by itself every 10 minutes)")
+    p.add_argument("--json", action="store_true", help="ls, compact, expire: JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     store = Store(cfg.archive)
     if args.action == "compact":
         return _compact(cfg, store, parse_time(args.before) if args.before else None, args.json)
+    if args.action == "expire":
+        return _expire(cfg, store, args.keep, args.json)
     start, end = (parse_time(args.start) if args.start else None), (parse_time(args.end) if args.end else None)
     if cfg.archive.format == "iceberg":
         from healthpipe.sinks.archive.iceberg import IcebergTable
@@ -70,4 +75,30 @@ def _compact(cfg, store, before_ms: int | None, as_json: bool) -> int:
         print(f"archive compact: {exc}", file=sys.stderr)
         return 2
     print(json.dumps([asdict(r) for r in results], indent=2) if as_json else report(results))
+    return 0
+
+
+def _expire(cfg, store, keep: int | None, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    from healthpipe.common.errors import Fatal, Retryable
+    from healthpipe.sinks.archive.expire import expire
+    from healthpipe.sinks.archive.iceberg import IcebergTable
+
+    if cfg.archive.format != "iceberg":
+        print("archive expire: needs archive.format: iceberg (the hive layout keeps no snapshots)", file=sys.stderr)
+        return 2
+    if keep is not None and keep < 1:
+        print(f"archive expire: --keep {keep}: at least 1 (the current snapshot always stays)", file=sys.stderr)
+        return 2
+    try:
+        done = expire(IcebergTable(cfg.archive, store), keep or cfg.archive.iceberg.keep_snapshots)
+    except Retryable as exc:
+        print(f"archive expire: {exc}", file=sys.stderr)
+        return 1
+    except Fatal as exc:
+        print(f"archive expire: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(done)) if as_json else
+          f"expired {done.snapshots_expired} snapshots, kept {done.snapshots_kept}, deleted {done.files_deleted} files")
     return 0

@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 OFFSETS_PREFIX = "healthpipe.offsets."
 COMMIT_ATTEMPTS = 10  # lost races in a row before the commit is given up (and retried by the caller)
+# Each commit writes a new metadata file and a manifest: without these both pile up for ever (a commit every few
+# seconds at high rates). Old metadata files go after each commit (the newest 20 stay, for readers holding one);
+# manifests are merged once 100 accumulate. Snapshots themselves: expire.py.
+BOUNDED_METADATA = {"write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "20",
+                    "commit.manifest-merge.enabled": "true"}
 TopicPartitionOffsets = dict[tuple[str, int], int]
 
 
@@ -152,7 +157,7 @@ class IcebergTable:
         """The table, created on first use (partitioned by day(ts), sorted by series, ts)."""
         if self._table is not None:
             if refresh:
-                self._call("refreshing the table", self._table.refresh)
+                self.call("refreshing the table", self._table.refresh)
             return self._table
         from pyiceberg.partitioning import PartitionField, PartitionSpec
         from pyiceberg.table.sorting import SortField, SortOrder
@@ -171,12 +176,16 @@ class IcebergTable:
                             # the files carry no min/max for label keys and values (files.py: too dear to write),
                             # so the table keeps none either
                             "write.metadata.metrics.column.labels.key": "none",
-                            "write.metadata.metrics.column.labels.value": "none"})
+                            "write.metadata.metrics.column.labels.value": "none", **BOUNDED_METADATA})
 
-        self._table = self._call("opening the table", create)
+        table = self.call("opening the table", create)
+        if any(table.properties.get(k) != v for k, v in BOUNDED_METADATA.items()):  # a table made before them
+            with table.transaction() as tx:
+                tx.set_properties(BOUNDED_METADATA)
+        self._table = table
         return self._table
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a catalog or FileIO call; errors become SinkUnavailable (retry) or Fatal (configuration)."""
         from pyiceberg.exceptions import CommitFailedException, ForbiddenError, UnauthorizedError
 
@@ -249,7 +258,7 @@ class IcebergTable:
             properties = self._carried(table) | {OFFSETS_PREFIX + group: _text(offsets)}
             try:
                 paths = [self.uri(f) for r in fresh for f in r.files]
-                self._call("committing a snapshot", table.add_files, paths, snapshot_properties=properties)
+                self.call("committing a snapshot", table.add_files, paths, snapshot_properties=properties)
             except CommitFailedException as exc:
                 log.info("archive_commit_raced attempt=%d error=%s", attempt + 1, exc)
                 time.sleep(0.05 * (attempt + 1))
@@ -271,7 +280,7 @@ class IcebergTable:
             current = {t.file.file_path: t.file for t in table.scan().plan_files()}
             if not wanted <= set(current):
                 return None
-            added = [self._call("reading a new file's footer", parquet_file_to_data_file, table.io,
+            added = [self.call("reading a new file's footer", parquet_file_to_data_file, table.io,
                                 table.metadata, self.uri(f)) for f in new]
             try:
                 with table.transaction() as tx, \
@@ -310,7 +319,7 @@ class IcebergTable:
         table = self.table(refresh=True)
         scan = table.scan(row_filter=row_filter if row_filter is not None else AlwaysTrue(),
                           selected_fields=tuple(columns), snapshot_id=snapshot_id)
-        return self._call("reading the table", scan.to_arrow)
+        return self.call("reading the table", scan.to_arrow)
 
     def snapshot_id(self) -> int | None:
         snapshot = self.table(refresh=True).current_snapshot()

@@ -22,7 +22,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as MetricCounter
 
 from healthpipe.common.config import ArchiveSettings
+from healthpipe.common.errors import HealthpipeError
 from healthpipe.common.records import TopicPartitionKey
+from healthpipe.sinks.archive.expire import Expirer
 from healthpipe.sinks.archive.files import OpenRange, Parsed, encode, range_tables
 from healthpipe.sinks.archive.iceberg import DAY_MS, IcebergTable, RangeFiles, day_dir
 from healthpipe.sinks.archive.layout import file_name
@@ -37,6 +39,7 @@ class IcebergSink(ParquetSink):
                  clock=time.monotonic):
         super().__init__(settings, store, registry, clock)
         self.table = IcebergTable(settings, store)
+        self.expirer = Expirer(self.table, settings.iceberg.keep_snapshots, clock)
         self.group_id = group_id
         self._skip_below: dict[TopicPartitionKey, int] = {}
         self.snapshots = MetricCounter("healthpipe_archive_snapshots_total", "Iceberg snapshots committed",
@@ -114,3 +117,7 @@ class IcebergSink(ParquetSink):
         log.info("archive_snapshot_committed snapshot=%s ranges=%s rows=%d seconds=%.3f", snapshot,
                  ",".join(f"{s.topic}/{s.partition}:{s.first}-{s.last}" for s in ready), sum(s.rows for s in ready),
                  time.monotonic() - started)
+        try:
+            self.expirer.after_commit()
+        except HealthpipeError as exc:  # upkeep, not archiving: the rows are committed; tried again next time
+            log.warning("archive_expiry_failed error=%s", exc)
