@@ -87,3 +87,16 @@ def test_archive_expire_exits_2_naming_the_cause(tmp_path):
     iceberg = HealthpipeConfig(archive={"target": str(tmp_path / "a"), "format": "iceberg"})
     done = run(iceberg, "--keep", "0")
     assert done.returncode == 2 and "--keep 0" in done.stderr, done.stderr
+
+
+def test_a_table_made_before_the_metadata_bounds_gets_them_when_opened(tmp_path, monkeypatch):
+    from healthpipe.sinks.archive import iceberg as module
+
+    settings = ArchiveSettings(target=str(tmp_path / "archive"), format="iceberg",
+                               iceberg={"catalog_uri": f"sqlite:///{tmp_path / 'catalog.db'}"})
+    with monkeypatch.context() as m:
+        m.setattr(module, "BOUNDED_METADATA", {})  # the table as an older healthpipe made it
+        old = IcebergTable(settings, Store(settings)).table()
+    assert "write.metadata.delete-after-commit.enabled" not in old.properties
+    opened = IcebergTable(settings, Store(settings)).table()
+    assert {k: opened.properties.get(k) for k in module.BOUNDED_METADATA} == module.BOUNDED_METADATA

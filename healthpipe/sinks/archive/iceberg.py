@@ -180,8 +180,16 @@ class IcebergTable:
 
         table = self.call("opening the table", create)
         if any(table.properties.get(k) != v for k, v in BOUNDED_METADATA.items()):  # a table made before them
-            with table.transaction() as tx:
-                tx.set_properties(BOUNDED_METADATA)
+            from pyiceberg.exceptions import CommitFailedException
+
+            def bound() -> None:
+                with table.transaction() as tx:
+                    tx.set_properties(BOUNDED_METADATA)
+
+            try:
+                self.call("setting the table's metadata bounds", bound)
+            except CommitFailedException:  # another writer committed first; the next open sets them
+                log.info("archive_table_properties_raced")
         self._table = table
         return self._table
 
