@@ -151,40 +151,50 @@ def test_invalid_promql_is_a_config_error_naming_the_query(services):
         ProducerService(cfg).initialize()
 
 
-def kill_9_mid_transaction(cmd: list[str], env: dict, port: int, cfg, attempts: int = 20,
-                           after_commits: int = 30) -> dict:
-    """Start the producer, SIGKILL it the moment its /metrics say a transaction is open (once it has committed
-    `after_commits` windows, so its watermark keeps ahead of max_backfill), and prove from Kafka that the kill
-    left an unfinished transaction holding records (last stable offset < high watermark).
-    The moment between the scrape and the kill can miss (the commit lands first): then try again."""
+def kill_9_mid_transaction(cmd: list[str], env: dict, port: int, cfg, attempts: int = 5,
+                           after_commits: int = 10) -> dict:
+    """Start the producer and, once it has committed `after_commits` windows (so its watermark keeps ahead of
+    max_backfill), freeze it (SIGSTOP) the moment its /metrics say a transaction is open. If Kafka shows that
+    transaction holding records (last stable offset < high watermark), SIGKILL it and prove from Kafka that the
+    kill left it unfinished; otherwise (the records were not sent yet, or the commit landed first) let it go on
+    and try the next transaction. Freezing before killing makes each try cost one window, not one process."""
     from tests.support.kafka import open_transactions
     from tests.support.pipeline import scrape
 
+    topics = [cfg.kafka.topic, cfg.kafka.watermark_topic]
     for _ in range(attempts):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            m = scrape(port)
-            if m.get("healthpipe_producer_transaction_open") == 1 and \
-                    m.get("healthpipe_producer_transactions_total", 0) >= after_commits:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.002)
-        proc.kill()
-        proc.wait()
-        left_open = open_transactions(cfg, [cfg.kafka.topic, cfg.kafka.watermark_topic])
-        if left_open:
-            return left_open
-    raise AssertionError(f"no kill in {attempts} attempts left a transaction open: the test proves nothing")
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                m = scrape(port)
+                if m.get("healthpipe_producer_transaction_open") != 1 or \
+                        m.get("healthpipe_producer_transactions_total", 0) < after_commits:
+                    time.sleep(0.002)
+                    continue
+                proc.send_signal(signal.SIGSTOP)
+                if open_transactions(cfg, topics):
+                    proc.kill()
+                    proc.wait()
+                    time.sleep(1)  # a commit the broker was still completing would show by now
+                    left_open = open_transactions(cfg, topics)
+                    if left_open:
+                        return left_open
+                    break
+                proc.send_signal(signal.SIGCONT)
+        finally:
+            proc.kill()
+            proc.wait()
+    raise AssertionError(f"no kill in {attempts} runs left a transaction open: the test proves nothing")
 
 
 def test_kill_9_mid_transaction_then_restart_leaves_no_gap_and_no_duplicate(services, tmp_path):
     """SIGKILL the producer process inside a transaction while it backfills, three times, then finish."""
     from tests.support.pipeline import free_port, process_env
 
-    wait_for_scrapes(services)
+    wait_for_scrapes(services, seconds=90)  # every window of the backfill holds samples, the killed ones too
     port = free_port()
-    cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "10m", "lag_seconds": 1,
+    cfg = services.config(extract={"queries": [RAW_UP], "max_backfill": "90s", "lag_seconds": 1,
                                    "raw_chunk": "1s"}, producer={"metrics_port": port})
     config_file = tmp_path / "healthpipe.yaml"
     config_file.write_text(yaml.safe_dump(orjson.loads(cfg.model_dump_json(

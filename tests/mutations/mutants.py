@@ -103,6 +103,18 @@ MUTANTS = [
            "integration",
            [("healthpipe/common/promql.py", "string('|'.join(regex_literal(v) for v in values))",
              "string('|'.join(values))")]),
+    Mutant("producer_resumes_from_an_uncommitted_watermark", "the producer loads its watermarks read_uncommitted: "
+           "a watermark of a transaction a kill left open counts, its window is never published",
+           ["tests/integration/test_producer.py::test_kill_9_mid_transaction_then_restart_leaves_no_gap_and_no_duplicate"],
+           "integration",
+           [("healthpipe/producer/watermarks.py", "    consumer = reader(cfg)\n",
+             "    consumer = reader(cfg, committed_only=False)\n")]),
+    Mutant("fault_kill9_producer_between_transactions", "the frozen producer is killed only when Kafka shows "
+           "none of its transactions holding records (the fault at an idle moment)",
+           ["tests/integration/test_producer.py::test_kill_9_mid_transaction_then_restart_leaves_no_gap_and_no_duplicate"],
+           "integration",
+           [("tests/integration/test_producer.py", "                if open_transactions(cfg, topics):",
+             "                if not open_transactions(cfg, topics):")]),
     Mutant("as_of_reads_past_the_cut", "an export as of T reads samples newer than T",
            ["tests/integration/test_ml.py::test_as_of_never_lets_a_later_sample_in"], "integration",
            [("healthpipe/ml/data.py", "    cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms",
