@@ -54,7 +54,7 @@ stack-status: install
 
 # The real services are part of the tests: bring the native stack up first (idempotent, seconds when warm).
 test: stack-up
-	$(PYTEST) -m "unit or integration"
+	$(PYTEST) -m "unit or integration" --durations=15
 
 test-unit: install
 	$(PYTEST) -m unit -q
@@ -63,7 +63,7 @@ test-integration: stack-up
 	$(PYTEST) -m integration
 
 test-chaos: stack-up
-	$(PYTEST) -m chaos
+	$(PYTEST) -m chaos --durations=0
 
 # Switches the native stack to a 3-broker KRaft cluster (RF=3, min.insync.replicas=2) and breaks it.
 test-cluster: install

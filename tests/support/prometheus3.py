@@ -16,12 +16,12 @@ from tests.support.pipeline import free_port, wait_until
 
 
 class Prometheus3:
-    def __init__(self, folder: Path, receiver_port: int, message: str):
+    def __init__(self, folder: Path, receiver_port: int, message: str, send_deadline: str | None = "1s"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = remote_write_config(f"http://127.0.0.1:{receiver_port}{WRITE_PATH}", message,
                                      {"prometheus3": [f"127.0.0.1:{self.port}"],
-                                      "test-app": [f"127.0.0.1:{PORTS.demo_app}"]})
+                                      "test-app": [f"127.0.0.1:{PORTS.demo_app}"]}, send_deadline=send_deadline)
         (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
         self._log = (folder / "prometheus3.log").open("w")
         self.process = subprocess.Popen(prometheus3_command(folder / "prometheus.yml", folder / "data", self.port),

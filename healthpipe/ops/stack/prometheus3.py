@@ -27,16 +27,18 @@ def prometheus3_binary() -> Path:
     return CACHE / f"prometheus-{PROMETHEUS3_VERSION}" / "prometheus"
 
 
-def remote_write_config(url: str, message: str, scrape: dict[str, list[str]], interval: str = "1s") -> dict[str, Any]:
+def remote_write_config(url: str, message: str, scrape: dict[str, list[str]], interval: str = "1s",
+                        send_deadline: str | None = "1s") -> dict[str, Any]:
     """A Prometheus 3 config scraping `scrape` (job -> targets) every `interval` and remote-writing everything to
-    `url` with `message` (V1 or V2). Queue settings as Prometheus' defaults, except a 1 s send deadline (the
-    default 5 s only delays the tests)."""
+    `url` with `message` (V1 or V2). Queue settings as Prometheus' defaults, except the send deadline: 1 s (the
+    default 5 s only delays the tests; None keeps Prometheus' default)."""
+    queue = {"batch_send_deadline": send_deadline} if send_deadline else {}
     return {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
                            for job, targets in scrape.items()],
         "remote_write": [{"url": url, "protobuf_message": message,
-                          "queue_config": {"batch_send_deadline": "1s"},
+                          "queue_config": queue,
                           "metadata_config": {"send": message == V1}}],
     }
 
