@@ -10,12 +10,13 @@ from healthpipe.common.command import add_config_argument
 
 HELP = ("the cold tier: write the raw topic to Parquet or an Iceberg table (local or S3), exactly once; `archive ls` "
         "lists it, `archive compact` rewrites the Iceberg table's days sorted and without duplicates, `archive "
-        "expire` drops the Iceberg table's old snapshots and the files only they reached")
+        "expire` drops the Iceberg table's old snapshots and the files only they reached, `archive remove-orphans` "
+        "deletes the table folder's files nothing reaches (a killed writer's)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
-    p.add_argument("action", nargs="?", choices=["run", "ls", "compact", "expire"], default="run")
+    p.add_argument("action", nargs="?", choices=["run", "ls", "compact", "expire", "remove-orphans"], default="run")
     p.add_argument("--until-idle", type=float, default=None, metavar="SECONDS",
                    help="run: exit after this many seconds without new messages (open files are sealed first)")
     p.add_argument("--from", dest="start", metavar="T", help="ls: partitions from this time")
@@ -23,7 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--before", metavar="T", help="compact: only days that end at or before T (default: every day)")
     p.add_argument("--keep", type=int, metavar="N", help="expire: keep the newest N snapshots (default "
                    "archive.iceberg.keep_snapshots, which the archiver applies by itself every 10 minutes)")
-    p.add_argument("--json", action="store_true", help="ls, compact, expire: JSON instead of a table")
+    p.add_argument("--older-than", metavar="DURATION", default="3d",
+                   help="remove-orphans: only files last modified this long ago (default 3d, at least 1h)")
+    p.add_argument("--dry-run", action="store_true", help="remove-orphans: list them, delete nothing")
+    p.add_argument("--json", action="store_true", help="ls, compact, expire, remove-orphans: JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return _compact(cfg, store, parse_time(args.before) if args.before else None, args.json)
     if args.action == "expire":
         return _expire(cfg, store, args.keep, args.json)
+    if args.action == "remove-orphans":
+        return _remove_orphans(cfg, store, args.older_than, args.dry_run, args.json)
     start, end = (parse_time(args.start) if args.start else None), (parse_time(args.end) if args.end else None)
     if cfg.archive.format == "iceberg":
         from healthpipe.sinks.archive.iceberg import IcebergTable
@@ -101,4 +107,38 @@ def _expire(cfg, store, keep: int | None, as_json: bool) -> int:
         return 2
     print(json.dumps(asdict(done)) if as_json else
           f"expired {done.snapshots_expired} snapshots, kept {done.snapshots_kept}, deleted {done.files_deleted} files")
+    return 0
+
+
+def _remove_orphans(cfg, store, older_than: str, dry_run: bool, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    from healthpipe.common.errors import ConfigError, Fatal, Retryable
+    from healthpipe.common.times import parse_duration_arg
+    from healthpipe.sinks.archive.iceberg import IcebergTable
+    from healthpipe.sinks.archive.orphans import remove_orphans
+
+    if cfg.archive.format != "iceberg":
+        print("archive remove-orphans: needs archive.format: iceberg (the hive layout's files are its listing)",
+              file=sys.stderr)
+        return 2
+    try:
+        found = remove_orphans(IcebergTable(cfg.archive, store), parse_duration_arg(older_than, "--older-than"),
+                               dry_run)
+    except (ConfigError, ValueError) as exc:
+        print(f"archive remove-orphans: {exc}", file=sys.stderr)
+        return 2
+    except Retryable as exc:
+        print(f"archive remove-orphans: {exc}", file=sys.stderr)
+        return 1
+    except Fatal as exc:
+        print(f"archive remove-orphans: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(asdict(found)))
+    else:
+        for rel in found.files:
+            print(rel)
+        print(f"{'would delete' if dry_run else 'deleted'} {len(found.files)} orphan files ({found.bytes} bytes) "
+              f"last modified over {older_than} ago")
     return 0

@@ -9,6 +9,7 @@ its upload completes). Errors are classified by the action they need: the store 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -101,12 +102,18 @@ class Store:
         except OSError as exc:
             raise self._fail(f"deleting {rel}", exc) from None
 
-    def list(self, rel: str = "", recursive: bool = True) -> list[tuple[str, int]]:
-        """(path relative to the root, size) of every file under `rel`; [] if there is nothing there."""
+    def list_dated(self, rel: str = "", recursive: bool = True) -> list[tuple[str, int, float]]:
+        """(path relative to the root, size, last modified as epoch seconds) of every file under `rel`; a file whose
+        store does not say when counts as modified now (never old enough for remove-orphans)."""
         selector = pafs.FileSelector(self._path(rel), recursive=recursive, allow_not_found=True)
         try:
             infos = self.fs.get_file_info(selector)
         except OSError as exc:
             raise self._fail(f"listing {rel or '/'}", exc) from None
         prefix = self.root + "/"
-        return [(i.path[len(prefix):], i.size or 0) for i in infos if i.type == pafs.FileType.File]
+        return [(i.path[len(prefix):], i.size or 0, i.mtime.timestamp() if i.mtime else time.time())
+                for i in infos if i.type == pafs.FileType.File]
+
+    def list(self, rel: str = "", recursive: bool = True) -> list[tuple[str, int]]:
+        """(path relative to the root, size) of every file under `rel`; [] if there is nothing there."""
+        return [(path, size) for path, size, _ in self.list_dated(rel, recursive)]
