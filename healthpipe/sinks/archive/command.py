@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, TypeVar
 
 from healthpipe.common.command import add_config_argument
+
+if TYPE_CHECKING:
+    from healthpipe.sinks.archive.expire import Expiry
+    from healthpipe.sinks.archive.iceberg import IcebergTable
+
+T = TypeVar("T")
 
 HELP = ("the cold tier: write the raw topic to Parquet or an Iceberg table (local or S3), exactly once; `archive ls` "
         "lists it, `archive compact` rewrites the Iceberg table's days sorted and without duplicates, `archive "
@@ -61,79 +70,60 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compact(cfg, store, before_ms: int | None, as_json: bool) -> int:
-    from dataclasses import asdict
-
+def _on_table(cfg, store, action: str, hive_reason: str, work: Callable[[IcebergTable], T]) -> tuple[int, T | None]:
+    """Run `work` on the Iceberg table: (exit code, its result). 2 for the hive layout, a bad argument (ValueError)
+    or anything else only a new configuration fixes (Fatal); 1 while the store or the catalog cannot be reached."""
     from healthpipe.common.errors import Fatal, Retryable
-    from healthpipe.sinks.archive.compact import compact, report
     from healthpipe.sinks.archive.iceberg import IcebergTable
 
     if cfg.archive.format != "iceberg":
-        print("archive compact: needs archive.format: iceberg (the hive layout's files are already one per range "
-              "and hour; compacting them is not built)", file=sys.stderr)
-        return 2
+        print(f"archive {action}: needs archive.format: iceberg ({hive_reason})", file=sys.stderr)
+        return 2, None
     try:
-        results = compact(IcebergTable(cfg.archive, store), before_ms, cfg.archive.iceberg.compact_file_rows)
+        return 0, work(IcebergTable(cfg.archive, store))
     except Retryable as exc:
-        print(f"archive compact: {exc}", file=sys.stderr)
-        return 1
-    except Fatal as exc:
-        print(f"archive compact: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps([asdict(r) for r in results], indent=2) if as_json else report(results))
-    return 0
+        print(f"archive {action}: {exc}", file=sys.stderr)
+        return 1, None
+    except (Fatal, ValueError) as exc:
+        print(f"archive {action}: {exc}", file=sys.stderr)
+        return 2, None
+
+
+def _compact(cfg, store, before_ms: int | None, as_json: bool) -> int:
+    from healthpipe.sinks.archive.compact import compact, report
+
+    code, results = _on_table(cfg, store, "compact", "the hive layout's files are already one per range and hour; "
+                              "compacting them is not built",
+                              lambda table: compact(table, before_ms, cfg.archive.iceberg.compact_file_rows))
+    if results is not None:
+        print(json.dumps([asdict(r) for r in results], indent=2) if as_json else report(results))
+    return code
 
 
 def _expire(cfg, store, keep: int | None, as_json: bool) -> int:
-    from dataclasses import asdict
-
-    from healthpipe.common.errors import Fatal, Retryable
     from healthpipe.sinks.archive.expire import expire
-    from healthpipe.sinks.archive.iceberg import IcebergTable
 
-    if cfg.archive.format != "iceberg":
-        print("archive expire: needs archive.format: iceberg (the hive layout keeps no snapshots)", file=sys.stderr)
-        return 2
-    if keep is not None and keep < 1:
-        print(f"archive expire: --keep {keep}: at least 1 (the current snapshot always stays)", file=sys.stderr)
-        return 2
-    try:
-        done = expire(IcebergTable(cfg.archive, store), keep or cfg.archive.iceberg.keep_snapshots)
-    except Retryable as exc:
-        print(f"archive expire: {exc}", file=sys.stderr)
-        return 1
-    except Fatal as exc:
-        print(f"archive expire: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(asdict(done)) if as_json else
-          f"expired {done.snapshots_expired} snapshots, kept {done.snapshots_kept}, deleted {done.files_deleted} files")
-    return 0
+    def work(table: IcebergTable) -> Expiry:
+        if keep is not None and keep < 1:
+            raise ValueError(f"--keep {keep}: at least 1 (the current snapshot always stays)")
+        return expire(table, keep or cfg.archive.iceberg.keep_snapshots)
+
+    code, done = _on_table(cfg, store, "expire", "the hive layout keeps no snapshots", work)
+    if done is not None:
+        print(json.dumps(asdict(done)) if as_json else f"expired {done.snapshots_expired} snapshots, kept "
+              f"{done.snapshots_kept}, deleted {done.files_deleted} files")
+    return code
 
 
 def _remove_orphans(cfg, store, older_than: str, dry_run: bool, as_json: bool) -> int:
-    from dataclasses import asdict
-
-    from healthpipe.common.errors import ConfigError, Fatal, Retryable
     from healthpipe.common.times import parse_duration_arg
-    from healthpipe.sinks.archive.iceberg import IcebergTable
     from healthpipe.sinks.archive.orphans import remove_orphans
 
-    if cfg.archive.format != "iceberg":
-        print("archive remove-orphans: needs archive.format: iceberg (the hive layout's files are its listing)",
-              file=sys.stderr)
-        return 2
-    try:
-        found = remove_orphans(IcebergTable(cfg.archive, store), parse_duration_arg(older_than, "--older-than"),
-                               dry_run)
-    except (ConfigError, ValueError) as exc:
-        print(f"archive remove-orphans: {exc}", file=sys.stderr)
-        return 2
-    except Retryable as exc:
-        print(f"archive remove-orphans: {exc}", file=sys.stderr)
-        return 1
-    except Fatal as exc:
-        print(f"archive remove-orphans: {exc}", file=sys.stderr)
-        return 2
+    code, found = _on_table(cfg, store, "remove-orphans", "the hive layout's files are its listing",
+                            lambda table: remove_orphans(table, parse_duration_arg(older_than, "--older-than"),
+                                                         dry_run))
+    if found is None:
+        return code
     if as_json:
         print(json.dumps(asdict(found)))
     else:
@@ -141,4 +131,4 @@ def _remove_orphans(cfg, store, older_than: str, dry_run: bool, as_json: bool) -
             print(rel)
         print(f"{'would delete' if dry_run else 'deleted'} {len(found.files)} orphan files ({found.bytes} bytes) "
               f"last modified over {older_than} ago")
-    return 0
+    return code
