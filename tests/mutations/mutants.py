@@ -121,6 +121,12 @@ MUTANTS = [
            "unit",
            [("healthpipe/sinks/archive/orphans.py",
              "    reached.update(entry.metadata_file for entry in metadata.metadata_log)\n", "")]),
+    Mutant("iceberg_open_creates_first", "opening the table creates it and loads it only when the catalog refuses "
+           "(pyiceberg's create_table_if_not_exists): each open leaves an unreached metadata file",
+           ["tests/unit/test_iceberg_orphans.py::test_opening_the_table_again_writes_nothing"], "unit",
+           [("healthpipe/sinks/archive/iceberg.py", "                return catalog.load_table(self.settings.iceberg.table)\n"
+             "            except NoSuchTableError:\n                pass\n",
+             "                raise NoSuchTableError\n            except NoSuchTableError:\n                pass\n")]),
     Mutant("orphans_ignore_age", "remove-orphans deletes an unreached file however new (one about to be committed)",
            ["tests/unit/test_iceberg_orphans.py::test_only_unreached_files_old_enough_go_and_every_snapshot_still_reads"],
            "unit",

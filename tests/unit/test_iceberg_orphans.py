@@ -86,3 +86,14 @@ def test_remove_orphans_refuses_a_short_age_and_the_hive_layout_exit_2(tmp_path)
     assert done.returncode == 2 and "--older-than" in done.stderr, done.stderr
     done = run(iceberg, "--json")
     assert done.returncode == 0 and '"files": []' in done.stdout, done.stderr
+
+
+def test_opening_the_table_again_writes_nothing(table):  # noqa: F811
+    """Every process that opens the table (an archiver restart, each `archive` command) loads it; creating it
+    anew would write a first metadata file the catalog then refuses, an orphan at every start."""
+    listed = {rel for rel, _ in table.store.list(table.rel)}
+    for _ in range(3):
+        again = IcebergTable(table.settings, table.store)
+        assert again.table().metadata_location == table.table(refresh=True).metadata_location
+    assert {rel for rel, _ in table.store.list(table.rel)} == listed
+    assert find(table, 0, now=time.time() + DAY).files == []

@@ -20,6 +20,7 @@ first); a lost race (CommitFailedException) refreshes the table and tries again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,6 +111,9 @@ class IcebergTable:
         self.location = f"{scheme}{store.root}/{self.rel}"
         self._catalog: Catalog | None = None
         self._table: Table | None = None
+        # the writer and /readyz both open the table: two creators racing would leave the loser's first
+        # metadata file behind, reached by nothing (an orphan from the first minute)
+        self._opening = threading.Lock()
 
     # --- opening ---------------------------------------------------------------------------------------------
 
@@ -155,6 +159,10 @@ class IcebergTable:
 
     def table(self, refresh: bool = False) -> Table:
         """The table, created on first use (partitioned by day(ts), sorted by series, ts)."""
+        with self._opening:
+            return self._open(refresh)
+
+    def _open(self, refresh: bool) -> Table:
         if self._table is not None:
             if refresh:
                 self.call("refreshing the table", self._table.refresh)
@@ -166,8 +174,22 @@ class IcebergTable:
         catalog = self.catalog()
 
         def create() -> Table:
+            from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+            # load first: create_table writes the table's first metadata file before it asks the catalog, so
+            # create_table_if_not_exists on a table that exists leaves a file no one reaches at every open
+            try:
+                return catalog.load_table(self.settings.iceberg.table)
+            except NoSuchTableError:
+                pass
             catalog.create_namespace_if_not_exists(self.namespace)
-            return catalog.create_table_if_not_exists(
+            try:
+                return made()
+            except TableAlreadyExistsError:  # another process made it first (its file is the loser's orphan)
+                return catalog.load_table(self.settings.iceberg.table)
+
+        def made() -> Table:
+            return catalog.create_table(
                 self.settings.iceberg.table, schema(), location=self.location,
                 partition_spec=PartitionSpec(PartitionField(1, 1000, DayTransform(), "ts_day")),
                 sort_order=SortOrder(SortField(6, IdentityTransform()), SortField(1, IdentityTransform())),
