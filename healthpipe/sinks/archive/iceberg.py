@@ -20,7 +20,6 @@ first); a lost race (CommitFailedException) refreshes the table and tries again.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,9 +110,6 @@ class IcebergTable:
         self.location = f"{scheme}{store.root}/{self.rel}"
         self._catalog: Catalog | None = None
         self._table: Table | None = None
-        # the writer and /readyz both open the table: two creators racing would leave the loser's first
-        # metadata file behind, reached by nothing (an orphan from the first minute)
-        self._opening = threading.Lock()
 
     # --- opening ---------------------------------------------------------------------------------------------
 
@@ -159,10 +155,6 @@ class IcebergTable:
 
     def table(self, refresh: bool = False) -> Table:
         """The table, created on first use (partitioned by day(ts), sorted by series, ts)."""
-        with self._opening:
-            return self._open(refresh)
-
-    def _open(self, refresh: bool) -> Table:
         if self._table is not None:
             if refresh:
                 self.call("refreshing the table", self._table.refresh)
