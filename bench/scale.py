@@ -5,6 +5,7 @@
     python -m bench.scale replicas [--replicas 1 2 3 6]   # switches the stack to 3 brokers and back
     python -m bench.scale backlog [--samples 10000000 100000000]
     python -m bench.scale producer [--series 1000 10000 100000 1000000]
+    python -m bench.scale reads [--series 1000 10000 100000 1000000] [--samples 1000000]
     python -m bench.scale plot        # docs/perf/scale-*.png from the newest result of each
 
 - cardinality: the same number of samples spread over 1k ... 1M series, every series scraped every 10 s and
@@ -24,6 +25,10 @@
 - producer: one window of 1k ... 1M series from a Prometheus of its own, read whole (extract.max_series_per_read
   above the series count: the producer before it read in groups) and in groups of series (the default), side by
   side: wall time, CPU, peak RSS.
+- reads: `healthpipe verify` (bench.verify, the exact case: the data loaded by the real producer and consumer
+  from a Prometheus of its own, samples every 10 s) and `healthpipe export` (bench.export: InfluxDB filled
+  directly, a sample a minute, exported on a 1-minute grid, so grid rows = samples) over the same `--samples`
+  spread over 1k ... 1M series: wall seconds and peak RSS of each command's process.
 - backlog: bench.memory's run (a topic of N samples drained by one consumer, RSS against progress) for each N.
 
 Every run checks completeness: the count in InfluxDB equals the samples sent. Results: bench/results/scale-*.json.
@@ -409,6 +414,31 @@ def backlog(args: argparse.Namespace) -> dict:
     return {"kind": "backlog", "rows": rows}
 
 
+def reads(args: argparse.Namespace) -> dict:
+    """verify (B5's bench, the exact case) and export (B7's) against the series count: the same samples spread
+    over more and more series, each bench a process of its own with its own data set and bucket."""
+    native_or_exit()
+    rows = []
+    for n in args.series:
+        points = max(1, args.samples // n)
+        row: dict = {"series": n, "points_per_series": points}
+        for name, every, extra in (("verify", 10, ["--exact-only"]), ("export", 60, [])):
+            # hours for exactly `points` samples a series: the benches take int(hours * 3600 / every)
+            hours = points * every / 3600 * (1 + 1e-7)
+            before = time.time()
+            subprocess.run([sys.executable, "-m", f"bench.{name}", "--series", str(n), "--hours", repr(hours),
+                            "--every", str(every), "--runs", "1", *extra], check=True, cwd=ROOT)
+            written = [f for f in RESULTS.glob(f"{name}-[0-9]*.json") if f.stat().st_mtime >= before]
+            doc = json.loads(max(written, key=lambda f: f.stat().st_mtime).read_text())
+            row[name] = doc["summary"] if name == "verify" else doc["b7_export"]
+        rows.append(row)
+        print(json.dumps({"series": n, "verify_s": row["verify"]["exact_median_s"],
+                          "verify_rss_mb": row["verify"]["exact_peak_rss_mb_max"],
+                          "export_samples_per_s": row["export"]["export_samples_per_s"],
+                          "export_rss_mb": row["export"]["export_peak_rss_mb_max"]}), flush=True)
+    return {"kind": "reads", "samples": args.samples, "rows": rows}
+
+
 def newest(kind: str) -> dict:
     files = sorted(RESULTS.glob(f"scale-{kind}-*.json"))
     if not files:
@@ -530,6 +560,26 @@ def plot(_: argparse.Namespace) -> dict:
                        "rebalance, so the wall rate does not rise here; CPU per sample is what carries to bigger "
                        "machines", fontsize=9)
         made.append(save(fig, "scale-replicas.png"))
+    if list(RESULTS.glob("scale-reads-*.json")):
+        data = newest("reads")
+        rows = sorted(data["rows"], key=lambda r: r["series"])
+        xs = [r["series"] for r in rows]
+        fig, (wall, mem) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+        wall.plot(xs, [r["verify"]["exact_median_s"] for r in rows], "o-", label="healthpipe verify (nothing missing)")
+        wall.plot(xs, [r["export"]["samples"] / r["export"]["export_samples_per_s"] for r in rows], "s-",
+                  label="healthpipe export (1-minute grid)")
+        mem.plot(xs, [r["verify"]["exact_peak_rss_mb_max"] for r in rows], "o-", label="verify peak RSS")
+        mem.plot(xs, [r["export"]["export_peak_rss_mb_max"] for r in rows], "s-", label="export peak RSS")
+        wall.set_ylabel("seconds (one run)")
+        mem.set_ylabel("MB")
+        mem.set_xlabel(f"distinct series ({data['samples']:,} samples per run; log scale)")
+        for ax in (wall, mem):
+            ax.set_xscale("log")
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+        wall.set_title("verify and export against cardinality: the same samples over more series", fontsize=10)
+        made.append(save(fig, "scale-reads.png"))
     if list(RESULTS.glob("scale-backlog-*.json")):
         data = newest("backlog")
         fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -565,11 +615,14 @@ def main() -> int:
     pw.add_argument("--series", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
     b = sub.add_parser("backlog")
     b.add_argument("--samples", type=int, nargs="+", default=[10_000_000, 100_000_000])
+    rd = sub.add_parser("reads")
+    rd.add_argument("--series", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
+    rd.add_argument("--samples", type=int, default=1_000_000)
     sub.add_parser("plot")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     result = {"cardinality": cardinality, "churn": churn, "replicas": replicas, "backlog": backlog,
-              "producer": producer_window, "plot": plot}[args.what](args)
+              "producer": producer_window, "reads": reads, "plot": plot}[args.what](args)
     if args.what != "plot":
         (RESULTS / f"scale-{args.what}-{int(time.time())}.json").write_text(json.dumps(result))
     print(json.dumps({k: v for k, v in result.items() if k not in ("rows", "consumer", "producer")}, indent=2))

@@ -118,6 +118,8 @@ class Expected:
     def _screen(self, w: Window) -> dict[str, Figures] | None:
         """Count and sum per series of one raw window, from Prometheus' *_over_time (None: compare exactly)."""
         span = w.end_ms - w.start_ms - 1  # Prometheus 2.x ranges include both ends: (start, end] on the ms grid
+        if span <= 0:  # a 1 ms window has no range selector ([0ms] is refused): its one instant is read exactly
+            return None
         selector = f"{self.query.promql}[{span}ms]"
         # count_over_time and sum_over_time drop __name__; last_over_time keeps it: map the name back
         names: dict[tuple, str] = {}

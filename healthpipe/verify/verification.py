@@ -81,7 +81,7 @@ def run(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_
     notes = []
     lowest = prometheus_lowest_ms(cfg.extract.prometheus_url)
     if lowest is not None and start_ms < lowest:
-        if lowest >= end_ms:
+        if lowest > end_ms:  # windows are (start, end]: a range ending at the oldest sample still holds it
             notes.append(f"the whole range is older than Prometheus' oldest sample ({iso(lowest)}): nothing verified")
             start_ms = end_ms
         else:

@@ -17,14 +17,14 @@ from tests.support import kafka
 from tests.support.pipeline import ConsumerProcess, ConsumerThread, committed_all, holds_uncommitted_work, wait_until
 
 
-def archive_config(services, target: str, tmp_path, **archive):
+def archive_config(services, target: str, tmp_path, consumer: dict | None = None, **archive):
     extra = {"target": target if target != "local" else str(tmp_path / "archive"), "max_file_rows": 7000,
              "max_file_age_seconds": 2, **archive}
     if target == "s3":
         if not services.s3:
             pytest.skip("no S3 server in the stack (make stack-up starts one)")
         extra["s3"] = {**services.s3, "prefix": f"test-{uuid.uuid4().hex[:10]}"}  # empty for every run
-    return services.config(archive=extra)
+    return services.config(archive=extra, consumer=consumer or {})
 
 
 def read(store: Store):

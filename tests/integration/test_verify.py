@@ -263,6 +263,11 @@ def test_a_window_too_large_for_prometheus_is_verified_in_pieces(services, tmp_p
             report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
             assert report.exact, report.as_json()
             assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
+            # a range that ends at Prometheus' oldest sample holds that sample of every series: (start, end]
+            oldest_ms = start_s * 1000
+            edge = verification.run(cfg, cfg.extract.queries, oldest_ms - 60_000, oldest_ms)
+            at_oldest = sum(1 for stamps in expected.values() for ts in stamps if ts == oldest_ms)
+            assert at_oldest > 0 and edge.exact and edge.queries[0].expected == at_oldest, edge.as_json()
             s = cfg.load.influxdb
             victim_ms = (start_s + 100) * 1000
             requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
