@@ -27,7 +27,7 @@ SERVICE = "healthpipe/consumer/service.py"
 
 MUTANTS = [
     Mutant("commit_before_write", "every Consumer commits what poll()/consume() returned at once (at-most-once)",
-           ["tests/chaos/test_scenarios.py::test_02_kill_9_consumer_at_10_random_moments"], "chaos",
+           ["tests/integration/test_consumer.py::test_kill_9_mid_batch_then_restart_loses_nothing"], "integration",
            pythonpath="tests/mutations/commit_before_write"),
     Mutant("archive_stop_leaves_open_ranges",
            "shutdown and revoke flush only an open or in-flight batch, not the sink's open files (the archive bug)",
