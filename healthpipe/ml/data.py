@@ -58,6 +58,8 @@ def check_range(start_ms: int, end_ms: int, as_of_ms: int | None) -> None:
 
 
 HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+MAX_CHUNK_MS = 7 * 24 * HOUR_MS
 CHUNK_ROWS = 300_000  # rows a chunk aims at: memory is bounded by this, whatever the range and the series count
 
 
@@ -65,23 +67,28 @@ def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
            as_of_ms: int | None = None, rate_counters: bool = False, feature_window_ms: int | None = None,
            now_ms: int | None = None, chunk_rows: int = CHUNK_ROWS,
            snapshot_id: int | None = None) -> Iterator[tuple[Part, pd.DataFrame]]:
-    """The export, chunk by chunk per query and tier: memory bounded by about `chunk_rows` rows. Chunks are whole
-    UTC hours, the first one hour long, each next one sized from the rows the last one had (1 hour to 7 days)."""
+    """The export, chunk by chunk per query and tier: memory bounded by about `chunk_rows` rows, or by one minute
+    of every series where a minute holds more. Chunks are whole UTC minutes, the first one minute long, each next
+    one sized from the rows the last one had (1 minute to 7 days; doubled after an empty one). Whole hours, as
+    before, held every series' hour at once: 1.85 GB for 100,000 series (B13)."""
     now_ms = now_ms or int(time.time() * 1000)
     cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms  # nothing newer than as-of is read at all
     parts = plan(cfg, start_ms, end_ms, step_ms, now_ms, snapshot_id)  # once: every query reads one snapshot
+    most = MAX_CHUNK_MS // MINUTE_MS
     for q in queries:
-        hours = 1
+        minutes = 1
         for part in parts:
             a = part.start_ms
             while a < part.end_ms:
-                b = min((a // HOUR_MS + hours) * HOUR_MS, part.end_ms)
+                b = min((a // MINUTE_MS + minutes) * MINUTE_MS, part.end_ms)
                 chunk = Part(part.tier, a, b, part.detail, part.snapshot_id)
                 frame = _chunk(cfg, q, chunk, step_ms, cut_ms, rate_counters, feature_window_ms,
                                continued=a > start_ms)
                 yield chunk, frame
                 if len(frame):
-                    hours = int(min(168, max(1, chunk_rows * (b - a) / len(frame) / HOUR_MS)))
+                    minutes = int(min(most, max(1, chunk_rows * (b - a) / len(frame) / MINUTE_MS)))
+                else:  # nothing there: a quiet stretch is crossed in a few reads, not one a minute
+                    minutes = min(most, minutes * 2)
                 a = b
 
 

@@ -8,7 +8,8 @@
 
 Everything is written under a temporary directory next to DIR and renamed into place at the end: an export
 that fails or is interrupted leaves no DIR that looks complete. Memory is bounded by two chunks (one written while
-the next is read; ~300,000 rows each, healthpipe.ml.data.CHUNK_ROWS), whatever the range.
+the next is read; ~300,000 rows each, healthpipe.ml.data.CHUNK_ROWS, or one minute of every series where that
+holds more), whatever the range.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ T = TypeVar("T")
 BINS = 120  # columns of the completeness picture
 DPI = 110
 LABELS = 60  # at most this many series named on its side
+PICTURE_ROWS = 1000  # series drawn at most (the least complete): the picture is at most ~1,300 pixels tall
 
 
 def healthpipe_version() -> str:
@@ -50,50 +52,87 @@ def healthpipe_version() -> str:
 
 @dataclass
 class Coverage:
-    """Per series, as chunks stream by: grid points expected and present, per bin and in total, longest gap."""
+    """Per series, as chunks stream by: grid points expected and present, per bin and in total, longest gap.
+
+    One row of arrays per series, not Python objects per series: at 1,000,000 series the dicts of arrays this
+    was held ~4 KB a series and spent most of an export's time in a per-series loop (B13's export curve)."""
 
     start_ms: int
     end_ms: int
     step_ms: int | None
-    expected: dict[str, np.ndarray] = field(default_factory=dict)
-    present: dict[str, np.ndarray] = field(default_factory=dict)
-    last_seen: dict[str, int] = field(default_factory=dict)
-    longest_gap_ms: dict[str, int] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # series_id → its row in the arrays below
+    names: list[str] = field(default_factory=list)
+    expected: np.ndarray = field(default_factory=lambda: np.zeros((0, BINS), dtype=np.int32))
+    present: np.ndarray = field(default_factory=lambda: np.zeros((0, BINS), dtype=np.int32))
+    last_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    longest_gap_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def _bins(self, ts: np.ndarray) -> np.ndarray:
         span = max(1, self.end_ms - self.start_ms)
         return np.clip(((ts - self.start_ms - 1) * BINS) // span, 0, BINS - 1)
+
+    def _rows_of(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each frame row's series row, new series given rows (and names) as they first appear."""
+        codes, uniques = pd.factorize(frame["series_id"].to_numpy())
+        _, firsts = np.unique(codes, return_index=True)
+        queries, metrics = frame["query"].to_numpy()[firsts], frame["metric"].to_numpy()[firsts]
+        row_of_code = np.empty(len(uniques), dtype=np.int64)
+        for code, sid in enumerate(uniques):
+            sid = str(sid)
+            row = self.rows.get(sid)
+            if row is None:
+                row = self.rows[sid] = len(self.names)
+                self.names.append(f"{queries[code]}:{metrics[code]}:{sid[:6]}")
+            row_of_code[code] = row
+        if len(self.names) > len(self.last_seen):
+            more = max(len(self.names) - len(self.last_seen), len(self.last_seen))  # doubling: amortised growth
+            self.expected = np.concatenate([self.expected, np.zeros((more, BINS), dtype=np.int32)])
+            self.present = np.concatenate([self.present, np.zeros((more, BINS), dtype=np.int32)])
+            self.last_seen = np.concatenate([self.last_seen, np.full(more, self.start_ms, dtype=np.int64)])
+            self.longest_gap_ms = np.concatenate([self.longest_gap_ms, np.zeros(more, dtype=np.int64)])
+        return row_of_code[codes]
 
     def add(self, frame: pd.DataFrame, value_column: str) -> None:
         if frame.empty:
             return
         ts = frame["ts"].dt.as_unit("ms").astype("int64").to_numpy()
         present = frame[value_column].notna().to_numpy()
-        for key, idx in pd.Series(np.arange(len(frame))).groupby(frame["series_id"].to_numpy()).groups.items():
-            sid, rows = str(key), np.asarray(idx)
-            bins = self._bins(ts[rows])
-            exp = self.expected.setdefault(sid, np.zeros(BINS, dtype=np.int64))
-            pre = self.present.setdefault(sid, np.zeros(BINS, dtype=np.int64))
-            np.add.at(exp, bins, 1)
-            np.add.at(pre, bins[present[rows]], 1)
-            seen = np.sort(ts[rows][present[rows]])
-            if len(seen):
-                prev = self.last_seen.get(sid, self.start_ms)
-                gaps = np.diff(np.concatenate([[prev], seen]))
-                self.longest_gap_ms[sid] = max(self.longest_gap_ms.get(sid, 0), int(gaps.max()))
-                self.last_seen[sid] = int(seen[-1])
-            self.names.setdefault(sid, f"{frame['query'].iloc[rows[0]]}:{frame['metric'].iloc[rows[0]]}:"
-                                       f"{sid[:6]}")
+        rows, bins = self._rows_of(frame), self._bins(ts)
+        np.add.at(self.expected, (rows, bins), 1)
+        np.add.at(self.present, (rows[present], bins[present]), 1)
+        # longest gap: between a series' present samples in time order, the first one measured from where the
+        # series was last seen (the range's start for a new one)
+        r, t = rows[present], ts[present]
+        if len(r):
+            order = np.lexsort((t, r))
+            r, t = r[order], t[order]
+            first_of_series = np.r_[True, r[1:] != r[:-1]]
+            before = np.where(first_of_series, self.last_seen[r], np.r_[t[:1], t[:-1]])
+            np.maximum.at(self.longest_gap_ms, r, t - before)
+            last_of_series = np.r_[r[1:] != r[:-1], True]
+            self.last_seen[r[last_of_series]] = t[last_of_series]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def share_present(self) -> np.ndarray:
+        """Per series row: the share of its grid points present (for raw exports: 1 if any sample, else 0)."""
+        n = len(self.names)
+        if self.step_ms:
+            return self.present[:n].sum(axis=1) / np.maximum(self.expected[:n].sum(axis=1), 1)
+        return (self.present[:n].sum(axis=1) > 0).astype(float)
 
     def table(self) -> pd.DataFrame:
-        rows = []
-        for sid in sorted(self.expected):
-            gap = max(self.longest_gap_ms.get(sid, 0), self.end_ms - self.last_seen.get(sid, self.start_ms))
-            rows.append({"series_id": sid, "name": self.names[sid],
-                         "expected": int(self.expected[sid].sum()) if self.step_ms else "",
-                         "present": int(self.present[sid].sum()), "longest_gap_s": gap / 1000})
-        return pd.DataFrame(rows, columns=["series_id", "name", "expected", "present", "longest_gap_s"])
+        n = len(self.names)
+        sids = np.array(list(self.rows), dtype=object)
+        order = np.argsort(sids, kind="stable")
+        rows = np.fromiter((self.rows[s] for s in sids[order]), dtype=np.int64, count=n)
+        gap = np.maximum(self.longest_gap_ms[:n], self.end_ms - self.last_seen[:n])[rows]
+        expected = self.expected[:n].sum(axis=1)[rows]
+        return pd.DataFrame({"series_id": sids[order], "name": np.array(self.names, dtype=object)[rows],
+                             "expected": expected if self.step_ms else [""] * n,
+                             "present": self.present[:n].sum(axis=1)[rows], "longest_gap_s": gap / 1000},
+                            columns=["series_id", "name", "expected", "present", "longest_gap_s"])
 
     def picture(self, path: Path, title: str) -> tuple[int, int, int, int]:
         """Draw the series × time heatmap (green: every grid point present, red: none) into `path`; returns the
@@ -103,12 +142,17 @@ class Coverage:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        sids = sorted(self.expected)
+        sids = sorted(self.rows)
+        worst_of = None
+        if len(sids) > PICTURE_ROWS:  # the least complete ones: what a reader of the picture looks for
+            share = self.share_present()
+            worst_of, sids = len(sids), sorted(sids, key=lambda s: (share[self.rows[s]], s))[:PICTURE_ROWS]
         if not sids:
             sids, matrix = ["(no series)"], np.zeros((1, BINS))
         else:
-            matrix = np.array([np.divide(self.present[s], np.maximum(self.expected[s], 1)) if self.step_ms
-                               else (self.present[s] > 0).astype(float) for s in sids])
+            rows = [self.rows[s] for s in sids]
+            matrix = (np.divide(self.present[rows], np.maximum(self.expected[rows], 1)) if self.step_ms
+                      else (self.present[rows] > 0).astype(float))
         height = min(12.0, 1.5 + 0.18 * len(sids))
         fig, ax = plt.subplots(figsize=(11, height), dpi=DPI)
         image = ax.imshow(matrix, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest",
@@ -117,8 +161,12 @@ class Coverage:
         every = -(-len(sids) // LABELS)
         named = np.arange(0, len(sids), every)
         ax.set_yticks(named + 0.5)
-        ax.set_yticklabels([self.names.get(sids[i], sids[i]) for i in named], fontsize=6 if len(named) > 30 else 8)
-        if every > 1:
+        ax.set_yticklabels([self.names[self.rows[sids[i]]] if sids[i] in self.rows else sids[i] for i in named],
+                           fontsize=6 if len(named) > 30 else 8)
+        if worst_of is not None:
+            ax.set_ylabel(f"the {len(sids):,} least complete of {worst_of:,} series, every {every}th named",
+                          fontsize=8)
+        elif every > 1:
             ax.set_ylabel(f"{len(sids)} series, every {every}th named", fontsize=8)
         ticks = np.linspace(0, BINS, 5)
         ax.set_xticks(ticks)
@@ -219,4 +267,4 @@ def _write(cfg, queries, start_ms, end_ms, tmp: Path, step_ms, as_of_ms, wide, r
     return {"rows": rows_total, "files": files, "tiers": list(tiers.values()),
             # the Iceberg snapshot the cold tier was read at: `export --snapshot` with it rebuilds these files
             "iceberg_snapshot": next(iter(read_snapshots), None),
-            "series": len(coverage.expected)}
+            "series": len(coverage)}

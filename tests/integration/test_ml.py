@@ -184,9 +184,9 @@ def test_the_features_equal_an_independent_computation_from_prometheus(loaded):
 def test_rate_counters_equal_an_independent_computation_from_prometheus(loaded, tmp_path, monkeypatch):
     """`export --rate-counters`, value for value, against rates computed here from Prometheus' raw counter samples:
     (v - previous) / seconds between them, a decrease counted as a reset (the new value in full), each series'
-    first sample in the range dropped. 1e-12 relative. Chunks of one minute instead of an hour, so that the range
-    always crosses chunk boundaries (a rate was lost at each one: found when a run crossed 20:00 UTC)."""
-    monkeypatch.setattr(data, "HOUR_MS", 60_000)
+    first sample in the range dropped. 1e-12 relative. Chunks of at most one minute, so that the range always
+    crosses chunk boundaries (a rate was lost at each one: found when a run crossed 20:00 UTC)."""
+    monkeypatch.setattr(data, "MAX_CHUNK_MS", 60_000)
     cfg, start, end = loaded
     out = tmp_path / "rates"
     export(cfg, cfg.select_queries(["requests"]), start, end, out, rate_counters=True, progress=False)
