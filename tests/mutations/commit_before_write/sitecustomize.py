@@ -1,7 +1,8 @@
 """A deliberately broken consumer, for checking that the tests can fail (tests/mutations/README.md).
 
 Every confluent_kafka.Consumer commits the offsets of whatever poll()/consume() returned at once, before any
-processing: the classic at-most-once bug. Put this folder first on PYTHONPATH; the consumer's kill -9 tests (integration, and chaos 02) must then FAIL.
+processing: the classic at-most-once bug. Put this folder first on PYTHONPATH; the consumer's kill -9 tests
+(integration, and chaos 02) must then FAIL.
 """
 
 import contextlib
