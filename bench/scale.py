@@ -6,7 +6,7 @@
     python -m bench.scale backlog [--samples 10000000 100000000]
     python -m bench.scale producer [--series 1000 10000 100000 1000000]
     python -m bench.scale reads [--series 1000 10000 100000 1000000] [--samples 1000000]
-    python -m bench.scale plot        # docs/perf/scale-*.png from the newest result of each
+    python -m bench.scale plot [--reads-before RESULTS_JSON]   # docs/perf/scale-*.png from the newest of each
 
 - cardinality: the same number of samples spread over 1k ... 1M series, every series scraped every 10 s and
   delivered as one message per series per 10-minute window (at 1M series: 2 samples a message, as a live
@@ -459,7 +459,7 @@ def save(fig, name: str) -> str:
     return name
 
 
-def plot(_: argparse.Namespace) -> dict:
+def plot(args: argparse.Namespace) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -570,6 +570,14 @@ def plot(_: argparse.Namespace) -> dict:
                   label="healthpipe export (1-minute grid)")
         mem.plot(xs, [r["verify"]["exact_peak_rss_mb_max"] for r in rows], "o-", label="verify peak RSS")
         mem.plot(xs, [r["export"]["export_peak_rss_mb_max"] for r in rows], "s-", label="export peak RSS")
+        if args.reads_before:  # an earlier run of the same command, at the code before a change (its own run)
+            old = sorted(json.loads(args.reads_before.read_text())["rows"], key=lambda r: r["series"])
+            name = args.reads_before_label
+            wall.plot([r["series"] for r in old],
+                      [r["export"]["samples"] / r["export"]["export_samples_per_s"] for r in old], "s:",
+                      color="tab:orange", alpha=0.6, label=f"export, {name}")
+            mem.plot([r["series"] for r in old], [r["export"]["export_peak_rss_mb_max"] for r in old], "s:",
+                     color="tab:orange", alpha=0.6, label=f"export peak RSS, {name}")
         wall.set_ylabel("seconds (one run)")
         mem.set_ylabel("MB")
         mem.set_xlabel(f"distinct series ({data['samples']:,} samples per run; log scale)")
@@ -618,7 +626,10 @@ def main() -> int:
     rd = sub.add_parser("reads")
     rd.add_argument("--series", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
     rd.add_argument("--samples", type=int, default=1_000_000)
-    sub.add_parser("plot")
+    pl = sub.add_parser("plot")
+    pl.add_argument("--reads-before", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="also draw the export curve of this earlier `reads` run (dotted)")
+    pl.add_argument("--reads-before-label", default="before")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     result = {"cardinality": cardinality, "churn": churn, "replicas": replicas, "backlog": backlog,
