@@ -376,7 +376,7 @@ class FeatureServer:
     def start(self) -> FeatureServer:
         # a thread per connection, and glibc gives threads heaps of their own, each kept at its peak: two heaps are
         # enough for the feed and the requests under one GIL (B8 at 10,000 series, side by side after the load:
-        # 361 MB against 389, the same latency)
+        # 361 MB against 389, latency within the noise)
         allocator.limit_arenas(2)
         if self.feed is not None:
             self.feed.start()
