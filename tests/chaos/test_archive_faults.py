@@ -18,11 +18,7 @@ from tests.chaos.ledger import generate
 from tests.integration.test_archive import archive_config, archived, truth
 from tests.support import kafka
 from tests.support.faults import FaultProxy
-from tests.support.pipeline import ConsumerProcess, committed_all, holds_uncommitted_work, wait_until
-
-# Each restart after a kill -9 waits for the killed member's session to expire before it gets the partitions:
-# Kafka's shortest (group.min.session.timeout.ms) instead of the default 10 s saves ~40 s a ten-kill test.
-REJOIN_SOON = {"session_timeout_ms": 6000}
+from tests.support.pipeline import REJOIN_SOON, ConsumerProcess, committed_all, holds_uncommitted_work, wait_until
 
 
 def assert_clean(store: Store) -> None:

@@ -21,6 +21,7 @@ from tests.chaos.ledger import assert_dead_letters, assert_no_duplicate_samples,
 from tests.support import kafka
 from tests.support.faults import FaultProxy
 from tests.support.pipeline import (
+    REJOIN_SOON,
     ConsumerProcess,
     ConsumerThread,
     committed_all,
@@ -89,9 +90,8 @@ def test_01_baseline_200k_samples(native):
 def test_02_kill_9_consumer_at_10_random_moments(native, slow_influx, tmp_path):
     """Writes take 1 s, so every kill lands while batches are consumed but not committed."""
     slow_influx.delay = 1.0
-    # Kafka's shortest session: each restart waits for the killed member's to expire (default 10 s)
     cfg, ledger = setup(native, 2, 200, 1000, influxdb={"batch_size": 2000, "url": slow_influx.url},
-                        consumer={"session_timeout_ms": 6000})
+                        consumer=REJOIN_SOON)
     rng = random.Random(2)
     log = tmp_path / "consumer.log"
     evidence = kill_9_with_work_in_flight(cfg, tmp_path, log, [rng.uniform(1.0, 4.0) for _ in range(10)])

@@ -161,6 +161,11 @@ def wait_for_log(log: Path, text: str, since: int, timeout: float = 60) -> None:
     wait_until(seen, timeout, interval=0.2, what=f"{text!r} in {log.name}")
 
 
+# Each restart after a kill -9 waits for the killed member's session to expire before it gets the partitions:
+# Kafka's shortest (group.min.session.timeout.ms) instead of the default 10 s saves ~40 s a ten-kill test.
+REJOIN_SOON = {"session_timeout_ms": 6000}
+
+
 def kill_9_with_work_in_flight(cfg: HealthpipeConfig, workdir: Path, log: Path, delays) -> list[dict[str, float]]:
     """Start a consumer process and SIGKILL it after each delay in turn (crashes at arbitrary moments), each
     time proving the crash hit work in flight: its /metrics, read just before the kill, show uncommitted
