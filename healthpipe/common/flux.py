@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -34,6 +35,24 @@ def flux_string(text: str) -> str:
     would swallow its backslash (`$\\"` ends the string, `$\\${` opens an interpolation), and `\\$` is no escape
     of its own: only the byte escape is safe everywhere (tests/integration/test_flux_quoting.py)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\x24") + '"'
+
+
+# Metacharacters of the regex engines a Flux regex literal meets (Flux's own parser in Rust, InfluxDB's storage in
+# Go): a backslash before any of them is that character; `/` ends the literal unless escaped.
+_REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$#&\-~/])")
+# Flux refuses a regex past its compiled-size limit ("compiled too big": 50,000 host names were, 10,000 were not)
+MAX_REGEX_VALUES = 10_000
+
+
+def flux_regex_in(values: Sequence[str]) -> str:
+    """A Flux regex literal matching a whole tag value equal to one of `values` ("" also matches a series without
+    the tag, as in InfluxDB's storage and in PromQL): the one quoting rule for data that reaches a Flux regex
+    (tests/integration/test_flux_quoting.py). Values are compared as stored: pass them through `representable`."""
+    if not values:
+        raise ValueError("at least one value is needed")
+    if len(values) > MAX_REGEX_VALUES:
+        raise ValueError(f"{len(values)} values in one regex: Flux compiles at most about {MAX_REGEX_VALUES}")
+    return "/^(?:" + "|".join(_REGEX_META.sub(r"\\\1", v) for v in values) + ")$/"
 
 
 def metric_names(query: QuerySettings) -> set[str]:

@@ -84,6 +84,17 @@ def tags_of(query: str, metric_type: str, labels: Mapping[str, str], include: Co
     return tags
 
 
+def tag_key_of_label(label: str, include: Collection[str] | None = None, exclude: Collection[str] = ()) -> str | None:
+    """The tag key that holds exactly `label`'s value in every series `tags_of` builds (absent where the label is),
+    or None when no tag does: `__name__` (the metric tag may hold the query's name), `service` (it may hold the
+    job's value), or a label left out by `include`/`exclude`."""
+    if label == "instance":
+        return "instance"
+    if label in ("__name__", "service") or label in exclude or (include is not None and label not in include):
+        return None
+    return tag_key(label)
+
+
 def stored_tags(tags: Mapping[str, str]) -> dict[str, str]:
     """A tag set as InfluxDB stores it and gives it back: the representable rule applied, empty ones left out."""
     return {representable(k): representable(v) for k, v in tags.items() if escape_tag(k) and escape_tag(v)}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from healthpipe.common.config import QuerySettings
 from healthpipe.common.flux import metric_names
 from healthpipe.producer.windows import Window
-from healthpipe.verify.expected import Expected, Points
+from healthpipe.verify.expected import Expected, Points, SeriesGroup
 from healthpipe.verify.stored import Stored
 
 HOUR_MS = 3_600_000
@@ -72,35 +72,47 @@ def verify_query(query: QuerySettings, expected: Expected, stored: Stored, start
     result = QueryResult(query.name)
     names = set(metric_names(query))
     windows = windows_of(start_ms, end_ms)
+    series_seen: int | None = None  # how many series the last window had: whether the next is read in groups
     for i, window in enumerate(windows):
-        want_figures = None if full else expected.figures([window])[window]
-        if want_figures is None:  # --full, or a window Prometheus cannot screen
-            truth = expected.points(window)
-            names |= expected.metrics_seen
-            actual = stored.points(query, window, names)
-            _compare(result, truth, actual, set(truth.values) | set(actual.values))
-        else:
-            want = want_figures
-            names |= expected.metrics_seen
-            have = stored.figures(query, window, names)
-            result.expected += sum(f.count for f in want.values())
-            result.present += sum(f.count for f in have.values())
-            differing = {p for p in want.keys() | have.keys()
-                         if p not in want or p not in have or not want[p].matches(have[p])}
-            for p in want.keys() - differing:
-                if p in result.series:
-                    result.series[p]._tail_missing = False
-            if differing:
-                truth = expected.points(window, differing)
-                known = {p: truth.tags[p] for p in differing if p in truth.tags}
-                actual = stored.points(query, window, names, known if len(known) == len(differing) else None)
-                # the screening counted the differing series too: count them exactly instead
-                result.expected -= sum(want[p].count for p in differing if p in want)
-                result.present -= sum(have[p].count for p in differing if p in have)
-                _compare(result, truth, actual, differing)
+        counted: int | None = 0
+        for group in expected.groups(window, series_seen):
+            n = _verify_piece(result, query, expected, stored, window, group, names, full)
+            counted = None if counted is None or n is None else counted + n
+        series_seen = counted
         if progress:
             progress(query.name, i + 1, len(windows))
     return result
+
+
+def _verify_piece(result: QueryResult, query: QuerySettings, expected: Expected, stored: Stored, window: Window,
+                  group: SeriesGroup | None, names: set[str], full: bool) -> int | None:
+    """One window (or one group of its series) into `result`; how many series Prometheus has in it (None: not
+    counted, when compared exactly)."""
+    want = None if full else expected.figures(window, group)
+    names |= expected.metrics_seen
+    if want is None:  # --full, or a window Prometheus cannot screen
+        truth = expected.points(window, None, group)
+        names |= expected.metrics_seen
+        actual = stored.points(query, window, names, None, group)
+        _compare(result, truth, actual, set(truth.values) | set(actual.values))
+        return None
+    have = stored.figures(query, window, names, group)
+    result.expected += sum(f.count for f in want.values())
+    result.present += sum(f.count for f in have.values())
+    differing = {p for p in want.keys() | have.keys()
+                 if p not in want or p not in have or not want[p].matches(have[p])}
+    for p in want.keys() - differing:
+        if p in result.series:
+            result.series[p]._tail_missing = False
+    if differing:
+        truth = expected.points(window, differing, group)
+        known = {p: truth.tags[p] for p in differing if p in truth.tags}
+        actual = stored.points(query, window, names, known if len(known) == len(differing) else None, group)
+        # the screening counted the differing series too: count them exactly instead
+        result.expected -= sum(want[p].count for p in differing if p in want)
+        result.present -= sum(have[p].count for p in differing if p in have)
+        _compare(result, truth, actual, differing)
+    return len(want)
 
 
 def _compare(result: QueryResult, truth: Points, actual: Points, prefixes: set[str]) -> None:

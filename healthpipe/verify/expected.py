@@ -12,6 +12,10 @@ the same prefix is rebuilt from the tags InfluxDB returns (`consumer.line_protoc
 Screening is cheap: per series and window, a count and a sum, computed by Prometheus (`count_over_time`,
 `sum_over_time` on raw selectors) or from the few range-mode points; only windows whose figures differ from
 InfluxDB's are fetched sample by sample.
+
+A raw window of more series than `extract.max_series_per_read` is verified in groups of series, the way the producer
+reads it: by the values of `extract.split_label` (a `SeriesGroup`), so that what is held at once is one group's
+figures, not the window's (1M series screened whole took 2.4 GB).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from dataclasses import dataclass, field
 
 from healthpipe.common.config import QuerySettings, TransformSettings
 from healthpipe.common.errors import PrometheusTooLarge
+from healthpipe.common.flux import MAX_REGEX_VALUES
 from healthpipe.common.messages import SeriesWindow
+from healthpipe.common.promql import with_label_in
 from healthpipe.producer.extractor import PrometheusExtractor, Series
 from healthpipe.producer.windows import Window, chunk_ms, pending_windows
-from healthpipe.schema import stored_tags
+from healthpipe.schema import stored_tags, tag_key_of_label
 from healthpipe.sinks.influx.transformer import DataTransformer
 
 
@@ -43,6 +49,25 @@ class Figures:
         if math.isnan(self.total) or math.isnan(other.total):
             return False
         return math.isclose(self.total, other.total, rel_tol=1e-12, abs_tol=1e-9)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesGroup:
+    """The series of a raw query whose `label` is one of `values` ("" = the series without it); InfluxDB keeps
+    the label as tag `tag`."""
+
+    label: str
+    tag: str
+    values: tuple[str, ...]
+
+
+def groups_of(values: list[str], series: int, max_series: int, max_values: int = MAX_REGEX_VALUES
+              ) -> list[tuple[str, ...]]:
+    """`values` cut into as few consecutive groups as hold about `max_series` of `series` series each and at most
+    `max_values` values (the largest regex Flux compiles)."""
+    n = max(1, -(-series // max_series), -(-len(values) // max_values))
+    size = -(-len(values) // n)
+    return [tuple(values[i:i + size]) for i in range(0, len(values), size)]
 
 
 @dataclass
@@ -76,11 +101,13 @@ class Expected:
     """Prometheus' side of a verification, for one query."""
 
     def __init__(self, extractor: PrometheusExtractor, query: QuerySettings, transform: TransformSettings,
-                 timings: Timings | None = None, split_label: str = "instance"):
+                 timings: Timings | None = None, split_label: str = "instance", max_series: int | None = None):
         self.timings = timings or Timings()
         self.extractor = extractor
         self.query = query
         self.split_label = split_label  # a window Prometheus refuses as too large is read in groups by it
+        self.max_series = max_series  # a raw window of more series is verified in groups (None: always whole)
+        self.split_tag = tag_key_of_label(split_label, transform.include_labels, transform.exclude_labels)
         self.transformer = DataTransformer(transform, clock=lambda: float("inf"))  # history is never "future"
         self.metrics_seen: set[str] = set()  # metric tags of every series met so far (InfluxDB is asked for these)
         # range mode: the points of the current chunk, fetched once for screening and reused for comparison
@@ -100,27 +127,49 @@ class Expected:
             self.metrics_seen.add(stored["metric"])
         return prefix, stored
 
+    # --- groups of series ---------------------------------------------------------------------------------
+
+    def groups(self, window: Window, series_hint: int | None) -> list[SeriesGroup | None]:
+        """The window's series in groups of about `max_series` ([None]: the window whole). `series_hint`: how many
+        series the previous window had (None: Prometheus counts this window's)."""
+        if self.query.mode != "raw" or self.max_series is None or self.split_tag is None:
+            return [None]  # a range query is an expression; a label InfluxDB does not keep cannot narrow its side
+        t0 = time.perf_counter()
+        try:
+            series = self.extractor.count_series(self.query, window) if series_hint is None else series_hint
+            if series <= self.max_series:
+                return [None]
+            values = ["", *self.extractor.label_values(self.query, window, self.split_label)]
+        except PrometheusTooLarge:  # too large even to count: read whole, it is compared in pieces (read_window_split)
+            return [None]
+        finally:
+            self.timings.prometheus_s += time.perf_counter() - t0
+        return [SeriesGroup(self.split_label, self.split_tag, part)
+                for part in groups_of(values, series, self.max_series)]
+
+    def _narrowed(self, group: SeriesGroup | None) -> QuerySettings:
+        if group is None:
+            return self.query
+        return self.query.model_copy(update={"promql": with_label_in(self.query.promql, group.label, group.values)})
+
     # --- screening ----------------------------------------------------------------------------------------
 
-    def figures(self, windows: list[Window]) -> dict[Window, dict[str, Figures] | None]:
-        """Count and sum per series for each window; None for a window that cannot be screened (then every
-        series of it is compared sample by sample)."""
+    def figures(self, window: Window, group: SeriesGroup | None = None) -> dict[str, Figures] | None:
+        """Count and sum per series of the window (of the group's series); None when it cannot be screened (then
+        every series of it is compared sample by sample)."""
         if self.query.mode == "range":
-            return {w: self._figures_of(self.points(w)) for w in windows}
-        out: dict[Window, dict[str, Figures] | None] = {}
-        for w in windows:
-            try:
-                out[w] = self._screen(w)
-            except PrometheusTooLarge:  # Prometheus will not count the window at once: compare it exactly
-                out[w] = None
-        return out
+            return self._figures_of(self.points(window))
+        try:
+            return self._screen(window, self._narrowed(group))
+        except PrometheusTooLarge:  # Prometheus will not count the window at once: compare it exactly
+            return None
 
-    def _screen(self, w: Window) -> dict[str, Figures] | None:
+    def _screen(self, w: Window, query: QuerySettings) -> dict[str, Figures] | None:
         """Count and sum per series of one raw window, from Prometheus' *_over_time (None: compare exactly)."""
         span = w.end_ms - w.start_ms - 1  # Prometheus 2.x ranges include both ends: (start, end] on the ms grid
         if span <= 0:  # a 1 ms window has no range selector ([0ms] is refused): its one instant is read exactly
             return None
-        selector = f"{self.query.promql}[{span}ms]"
+        selector = f"{query.promql}[{span}ms]"
         # count_over_time and sum_over_time drop __name__; last_over_time keeps it: map the name back
         names: dict[tuple, str] = {}
         for key, _value in self._instant_labels(f"last_over_time({selector})", w.end_ms):
@@ -158,16 +207,18 @@ class Expected:
 
     # --- exact samples ------------------------------------------------------------------------------------
 
-    def points(self, window: Window, prefixes: set[str] | None = None) -> Points:
-        """The exact points InfluxDB must hold for `window`, after the consumer's rules (optionally some series)."""
+    def points(self, window: Window, prefixes: set[str] | None = None, group: SeriesGroup | None = None) -> Points:
+        """The exact points InfluxDB must hold for `window`, after the consumer's rules (optionally some series, of
+        one group)."""
         if self.query.mode == "range" and self._range_cache and self._range_cache[0] == window:
             points = self._range_cache[1]
         else:
             points = Points()
+            query = self._narrowed(group)
             for part in pending_windows(window.start_ms, window.end_ms,
                                         chunk_ms(self.query.mode, self.query.step_ms, window.end_ms - window.start_ms)):
                 t0 = time.perf_counter()
-                series = self.extractor.read_window_split(self.query, part, self.split_label)
+                series = self.extractor.read_window_split(query, part, self.split_label)
                 self.timings.prometheus_s += time.perf_counter() - t0
                 self._add(points, series)
             if self.query.mode == "range":

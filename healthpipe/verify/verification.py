@@ -96,7 +96,8 @@ def run(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_
         steps(f"verify {name}", done, total, "windows")
 
     try:
-        results = [verify_query(q, Expected(extractor, q, cfg.transform, timings, cfg.extract.split_label), stored,
+        results = [verify_query(q, Expected(extractor, q, cfg.transform, timings, cfg.extract.split_label,
+                                                     cfg.extract.max_series_per_read), stored,
                                 start_ms, end_ms, full, windows_done if progress else None)
                    for q in queries] if start_ms < end_ms else [QueryResult(q.name) for q in queries]
     finally:

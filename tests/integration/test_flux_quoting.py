@@ -7,8 +7,10 @@ breaks and cannot tell an empty string from null, which would hide what the lite
 import json
 
 import pytest
+from influxdb_client.client.write_api import SYNCHRONOUS
 
-from healthpipe.common.flux import flux_string
+from healthpipe.common.flux import flux_regex_in, flux_string
+from healthpipe.schema import escape_tag, representable
 from tests.support import influx
 
 pytestmark = pytest.mark.integration
@@ -27,3 +29,28 @@ def test_every_payload_round_trips_through_flux_unchanged(services):
         tables = c.query_api().query(flux)
     got = {rec.values["i"]: json.loads(rec.values["v"]) for table in tables for rec in table.records}
     assert [got.get(i) for i in range(len(PAYLOADS))] == PAYLOADS
+
+
+# Tag values as Prometheus may send them: regex and Flux metacharacters, the literal's own `/`, escapes that Flux's
+# lexer would read (`\x41`), what line protocol escapes, and what InfluxDB stores in another form (line breaks)
+TAG_VALUES = [*(p for p in PAYLOADS if p), "re.ge(x)|*+?[]{}^$", "sl/ash", "/)/ or true //", "a\\x41b", "a\\/b",
+              "#&-~", "a b,c=d", "ctl\x01x", "\\"]
+
+
+def test_every_tag_value_is_matched_by_its_regex_and_by_no_other(services):
+    """`flux_regex_in([v])` selects exactly the series tagged v (as stored), and "" the series without the tag;
+    `flux_regex_in(all)` selects them all: the regex verify narrows InfluxDB's side with (verify/stored.py)."""
+    t = 1_790_000_000_000
+    lines = [f"m,instance={escape_tag(v)} value={i} {t}" for i, v in enumerate(TAG_VALUES)]
+    lines.append(f"m,other=x value=-1 {t}")  # no `instance`
+    with influx.temporary_bucket(services.config().load.influxdb, "regex") as s, influx.client(s) as c:
+        c.write_api(write_options=SYNCHRONOUS).write(s.bucket, s.org, "\n".join(lines), write_precision="ms")
+
+        def values(regex: str) -> list[float]:
+            rows = influx.points(s, f'r._field == "value" and r["instance"] =~ {regex}', measurement="m")
+            return sorted(r["_value"] for r in rows)
+
+        for i, v in enumerate(TAG_VALUES):
+            assert values(flux_regex_in([representable(v)])) == [i], repr(v)
+        assert values(flux_regex_in([""])) == [-1]
+        assert values(flux_regex_in(["", *map(representable, TAG_VALUES)])) == [-1, *range(len(TAG_VALUES))]

@@ -278,3 +278,63 @@ def test_a_window_too_large_for_prometheus_is_verified_in_pieces(services, tmp_p
             assert report.missing == 1 and report.extra == report.mismatched == 0, report.as_json()
     finally:
         prom.close()
+
+
+def test_a_window_of_more_series_than_max_series_per_read_is_verified_in_groups(services, tmp_path):
+    """With extract.max_series_per_read 7, the 60 series (hostile instance values, one without `instance`) are
+    screened in groups by `instance`, each group narrowed on both sides (a PromQL regex and a Flux regex): every
+    sample is counted once, a deleted point and a point of another series written into InfluxDB are both found,
+    in the groups they belong to."""
+    import time
+
+    from bench.producer import BlockPrometheus
+    from healthpipe.producer.extractor import PrometheusExtractor
+    from healthpipe.producer.windows import Window
+    from healthpipe.verify.expected import Expected
+    from tests.integration.test_producer import split_data_set
+
+    points, end_s = 120, int(time.time()) // 60 * 60 - 600
+    start_s = end_s - points + 1
+    expected = split_data_set(tmp_path / "data.om", start_s, points)
+    prom = BlockPrometheus(tmp_path, tmp_path / "data.om")
+    try:
+        base = services.config()
+        with influx.temporary_bucket(base.load.influxdb, "verify-groups") as bucket:
+            query = {"name": "split", "promql": 'split_metric{job="split"}', "mode": "raw", "metric_type": "gauge"}
+            cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "max_backfill": "30d",
+                                           "raw_chunk": "30m", "lag_seconds": 0, "max_series_per_read": 7},
+                                  influxdb={"bucket": bucket.bucket}, transform={"valid_metrics": []})
+            producer = ProducerService(cfg, clock=lambda: end_s)
+            producer.initialize()
+            producer.watermarks["split"] = (start_s - 1) * 1000
+            while producer.watermarks["split"] < end_s * 1000:
+                producer.run_single_cycle()
+            producer.close()
+            ConsumerThread(cfg, until_idle=3).join()
+            start_ms, end_ms = (start_s - 1) * 1000, end_s * 1000
+            q = cfg.extract.queries[0]
+            groups = Expected(PrometheusExtractor(prom.url), q, cfg.transform, max_series=7).groups(
+                Window(start_ms, end_ms), None)
+            assert len(groups) >= 60 // 7 and groups[0].values[0] == "" and groups[0].tag == "instance"
+            assert sum(len(g.values) for g in groups) == 60  # every instance value once, "" for the series without
+            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+            assert report.exact, report.as_json()
+            assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
+            s = cfg.load.influxdb
+            victim_ms = (start_s + 30) * 1000
+            requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
+                          headers={"Authorization": f"Token {s.token.get_secret_value()}"},
+                          json={"start": iso(victim_ms), "stop": iso(victim_ms),
+                                "predicate": 'instance="node-40"'}).raise_for_status()
+            stray_ms = start_s * 1000 + 500  # between two samples of the series without `instance`
+            with influx.client(s) as c:
+                c.write_api(write_options=SYNCHRONOUS).write(
+                    s.bucket, s.org, f"health_metrics,job=split,metric=split_metric,metric_type=gauge,service=split "
+                                     f"value=1 {stray_ms}", write_precision="ms")
+            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+            assert (report.missing, report.extra, report.mismatched) == (1, 1, 0), report.as_json()
+            by_instance = {d.labels.get("instance", ""): d for d in report.queries[0].series.values()}
+            assert by_instance["node-40"].missing_ranges == [[victim_ms, victim_ms, 1]]
+            assert by_instance[""].extra == 1
+    finally:
+        prom.close()

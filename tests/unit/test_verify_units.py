@@ -43,3 +43,37 @@ def test_continuous_mode_verifies_each_closed_interval_once():
     assert v.due_interval() is None  # same interval: nothing new
     now[0] += 300
     assert v.due_interval() == (first[1], first[1] + 300_000)
+
+
+def test_groups_cover_every_value_once_and_respect_both_bounds():
+    from healthpipe.verify.expected import groups_of
+
+    values = ["", *(f"v{i}" for i in range(999))]
+    for series, max_series, max_values in [(1000, 1000, 10_000), (1000, 100, 10_000), (50_000, 7_000, 10_000),
+                                           (1000, 1000, 64), (10, 1, 3)]:
+        groups = groups_of(values, series, max_series, max_values)
+        assert [v for g in groups for v in g] == values
+        assert max(map(len, groups)) <= max_values
+        # about max_series series a group, as the values spread them evenly
+        assert len(groups) >= -(-series // max_series) and len(groups) >= -(-len(values) // max_values)
+    assert groups_of(values, 1000, 1000) == [tuple(values)]
+
+
+def test_the_split_label_is_found_under_its_tag_in_every_series_or_not_at_all():
+    """tag_key_of_label names the tag that holds exactly the label's value wherever tags_of builds the series, and
+    None where no tag does (verify then screens the window whole)."""
+    from healthpipe.schema import tag_key_of_label, tags_of
+
+    series = [{"__name__": "m", "job": "j", "instance": "i:1", "pod": "p", "metric": "x", "_hidden": "h"},
+              {"__name__": "m", "service": "s", "pod": "q"}, {"__name__": "m"}]
+    for include, exclude in [(None, ()), (["pod"], ()), (None, ["pod"])]:
+        for label in ["instance", "pod", "job", "metric", "_hidden", "service", "__name__"]:
+            key = tag_key_of_label(label, include, exclude)
+            if key is None:
+                continue
+            for labels in series:
+                tags = tags_of("q", "gauge", labels, include, exclude)
+                assert tags.get(key) == labels.get(label), (label, include, exclude, labels)
+    assert tag_key_of_label("service") is None and tag_key_of_label("__name__") is None
+    assert tag_key_of_label("pod", None, ["pod"]) is None and tag_key_of_label("pod", ["x"]) is None
+    assert tag_key_of_label("metric") == "label_metric"  # healthpipe's own tag names are renamed
