@@ -11,6 +11,9 @@ own process, twice per run:
 Against cardinality (B13, issue #29): the same 1 M samples over more and more series, e.g.
     python -m bench.verify --exact-only --series 100000 --hours 0.02778 --runs 1   # 10 points a series
 
+`--whole-too` also runs the exact case with every window screened whole (extract.max_series_per_read above the
+series count: verify before it screened in groups of series), alternating with the default, for a side-by-side ratio.
+
 Reported per case: wall seconds, peak RSS of the verify process (wait4's ru_maxrss), and verify's own time split
 (Prometheus, InfluxDB, Kafka, compare) from its --json `timings`.
 """
@@ -58,9 +61,11 @@ def load(cfg, config_file: Path, samples: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_verify(cfg, config_file: Path, start_ms: int, end_ms: int) -> dict:
+def run_verify(cfg, config_file: Path, start_ms: int, end_ms: int, max_series_per_read: int | None = None) -> dict:
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
+    if max_series_per_read:
+        env["HEALTHPIPE_EXTRACT__MAX_SERIES_PER_READ"] = str(max_series_per_read)
     out = RESULTS / "verify-out.json"
     t0 = time.perf_counter()
     with out.open("w") as f:
@@ -89,6 +94,9 @@ def main() -> int:
     add_data_set_args(parser, series=2000, hours=6)
     parser.add_argument("--exact-only", action="store_true",
                         help="skip the one-hour gap case (for data sets under 3 hours: bench.scale's verify curve)")
+    parser.add_argument("--whole-too", action="store_true",
+                        help="also verify with every window screened whole (max_series_per_read above the series "
+                             "count), alternating with the default: groups against whole side by side")
     parser.set_defaults(runs=1)
     args = parser.parse_args()
     services = native_or_exit()
@@ -107,9 +115,12 @@ def main() -> int:
             print(json.dumps({"loaded": prom.samples, "load_seconds": load_s}), flush=True)
             start_ms, end_ms = start_s * 1000, (start_s + n_points * args.every) * 1000
             for run in range(args.runs):
-                exact = run_verify(cfg, config_file, start_ms, end_ms)
-                assert exact["exit"] == 0 and exact["expected"] == prom.samples, exact
-                rows.append({"run": run, "exact": exact})
+                row: dict = {"run": run}
+                cases = [("exact", None), ("exact_whole", args.series + 1)] if args.whole_too else [("exact", None)]
+                for name, per_read in cases if run % 2 == 0 else cases[::-1]:
+                    row[name] = run_verify(cfg, config_file, start_ms, end_ms, per_read)
+                    assert row[name]["exit"] == 0 and row[name]["expected"] == prom.samples, row[name]
+                rows.append(row)
                 print(json.dumps(rows[-1]), flush=True)
             hole = (start_s // 3600 + 2) * 3_600_000  # a whole hour inside the data set
             if not args.exact_only:
@@ -125,6 +136,9 @@ def main() -> int:
                "runs": len(rows),
                "exact_median_s": statistics.median(r["exact"]["seconds"] for r in rows),
                "exact_peak_rss_mb_max": max(r["exact"]["peak_rss_mb"] for r in rows),
+               **({"exact_whole_median_s": statistics.median(r["exact_whole"]["seconds"] for r in rows),
+                   "exact_whole_peak_rss_mb_max": max(r["exact_whole"]["peak_rss_mb"] for r in rows)}
+                  if args.whole_too else {}),
                "load_seconds": load_s,
                "gap_median_s": None if args.exact_only else
                statistics.median(r["one_hour_missing_in_10_series"]["seconds"] for r in rows),

@@ -75,7 +75,10 @@ def verify_query(query: QuerySettings, expected: Expected, stored: Stored, start
     series_seen: int | None = None  # how many series the last window had: whether the next is read in groups
     for i, window in enumerate(windows):
         counted: int | None = 0
-        for group in expected.groups(window, series_seen):
+        def stored_values(tag: str, window: Window = window) -> set[str]:
+            return stored.tag_values(query, window, names | expected.metrics_seen, tag)
+
+        for group in expected.groups(window, series_seen, stored_values):
             n = _verify_piece(result, query, expected, stored, window, group, names, full)
             counted = None if counted is None or n is None else counted + n
         series_seen = counted

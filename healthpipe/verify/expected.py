@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from healthpipe.common.config import QuerySettings, TransformSettings
@@ -32,7 +32,7 @@ from healthpipe.common.messages import SeriesWindow
 from healthpipe.common.promql import with_label_in
 from healthpipe.producer.extractor import PrometheusExtractor, Series
 from healthpipe.producer.windows import Window, chunk_ms, pending_windows
-from healthpipe.schema import stored_tags, tag_key_of_label
+from healthpipe.schema import representable, stored_tags, tag_key_of_label
 from healthpipe.sinks.influx.transformer import DataTransformer
 
 
@@ -53,18 +53,22 @@ class Figures:
 
 @dataclass(frozen=True, slots=True)
 class SeriesGroup:
-    """The series of a raw query whose `label` is one of `values` ("" = the series without it); InfluxDB keeps
-    the label as tag `tag`."""
+    """The series of a raw query whose `label` is one of `values` ("" = the series without it) in Prometheus, and
+    whose tag `tag` is one of `stored` in InfluxDB (the same values as InfluxDB stores them, plus values only
+    InfluxDB has: series Prometheus does not know, all of them extra)."""
 
     label: str
     tag: str
-    values: tuple[str, ...]
+    values: tuple[str, ...]  # empty: a group of InfluxDB's values only (nothing to ask Prometheus)
+    stored: tuple[str, ...]
 
 
 def groups_of(values: list[str], series: int, max_series: int, max_values: int = MAX_REGEX_VALUES
               ) -> list[tuple[str, ...]]:
     """`values` cut into as few consecutive groups as hold about `max_series` of `series` series each and at most
     `max_values` values (the largest regex Flux compiles)."""
+    if not values:
+        return []
     n = max(1, -(-series // max_series), -(-len(values) // max_values))
     size = -(-len(values) // n)
     return [tuple(values[i:i + size]) for i in range(0, len(values), size)]
@@ -129,9 +133,11 @@ class Expected:
 
     # --- groups of series ---------------------------------------------------------------------------------
 
-    def groups(self, window: Window, series_hint: int | None) -> list[SeriesGroup | None]:
-        """The window's series in groups of about `max_series` ([None]: the window whole). `series_hint`: how many
-        series the previous window had (None: Prometheus counts this window's)."""
+    def groups(self, window: Window, series_hint: int | None,
+               stored_values: Callable[[str], set[str]]) -> list[SeriesGroup | None]:
+        """The window's series in groups of about `max_series` ([None]: the window whole), covering every series of
+        either side once. `series_hint`: how many series the previous window had (None: Prometheus counts this
+        window's); `stored_values(tag)`: the values InfluxDB holds for the tag in the window."""
         if self.query.mode != "raw" or self.max_series is None or self.split_tag is None:
             return [None]  # a range query is an expression; a label InfluxDB does not keep cannot narrow its side
         t0 = time.perf_counter()
@@ -144,12 +150,23 @@ class Expected:
             return [None]
         finally:
             self.timings.prometheus_s += time.perf_counter() - t0
-        return [SeriesGroup(self.split_label, self.split_tag, part)
-                for part in groups_of(values, series, self.max_series)]
+        tag = self.split_tag
+        groups: list[SeriesGroup | None] = [
+            SeriesGroup(self.split_label, tag, part, tuple(dict.fromkeys(representable(v) for v in part)))
+            for part in groups_of(values, series, self.max_series)]
+        # a series InfluxDB has under a value Prometheus never listed is in no group above: extra, found here
+        known = {representable(v) for v in values}
+        only_stored = sorted(v for v in stored_values(tag) if v not in known)
+        groups += [SeriesGroup(self.split_label, tag, (), part)
+                   for part in groups_of(only_stored, len(only_stored), self.max_series)]
+        return groups
 
-    def _narrowed(self, group: SeriesGroup | None) -> QuerySettings:
+    def _narrowed(self, group: SeriesGroup | None) -> QuerySettings | None:
+        """The query narrowed to the group's series (None: Prometheus has none of them)."""
         if group is None:
             return self.query
+        if not group.values:
+            return None
         return self.query.model_copy(update={"promql": with_label_in(self.query.promql, group.label, group.values)})
 
     # --- screening ----------------------------------------------------------------------------------------
@@ -159,8 +176,11 @@ class Expected:
         every series of it is compared sample by sample)."""
         if self.query.mode == "range":
             return self._figures_of(self.points(window))
+        query = self._narrowed(group)
+        if query is None:
+            return {}
         try:
-            return self._screen(window, self._narrowed(group))
+            return self._screen(window, query)
         except PrometheusTooLarge:  # Prometheus will not count the window at once: compare it exactly
             return None
 
@@ -215,6 +235,8 @@ class Expected:
         else:
             points = Points()
             query = self._narrowed(group)
+            if query is None:
+                return points
             for part in pending_windows(window.start_ms, window.end_ms,
                                         chunk_ms(self.query.mode, self.query.step_ms, window.end_ms - window.start_ms)):
                 t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from healthpipe.common.errors import Fatal, SinkUnavailable
 from healthpipe.common.flux import flux_regex_in, flux_string
 from healthpipe.common.times import iso
 from healthpipe.producer.windows import Window
-from healthpipe.schema import FIELD, MEASUREMENT, representable, series_prefix
+from healthpipe.schema import FIELD, MEASUREMENT, series_prefix
 from healthpipe.verify.expected import Figures, Points, SeriesGroup, Timings
 
 _NOT_TAGS = {"result", "table", "_start", "_stop", "_time", "_value", "_field", "_measurement"}
@@ -48,7 +48,7 @@ class Stored:
         where = (f'r._measurement == "{MEASUREMENT}" and r._field == "{FIELD}" and '
                  f"r.metric_type == {flux_string(query.metric_type)} and ({metrics})")
         if group is not None:  # a regex, not contains(): the storage applies it (contains() took 100-400x longer)
-            where += f" and r[{flux_string(group.tag)}] =~ {flux_regex_in([representable(v) for v in group.values])}"
+            where += f" and r[{flux_string(group.tag)}] =~ {flux_regex_in(group.stored)}"
         if series:  # only these series: match every tag of each
             each = [" and ".join(f"r[{flux_string(k)}] == {flux_string(v)}" for k, v in sorted(tags.items()))
                     for tags in series.values()]
@@ -102,6 +102,14 @@ class Stored:
             else:
                 sums[prefix] = float(rec.get_value())
         return {p: Figures(n, sums.get(p, float("nan"))) for p, n in counts.items()}
+
+    def tag_values(self, query: QuerySettings, window: Window, names: Iterable[str], tag: str) -> set[str]:
+        """The values tag `tag` has among the query's series with points in the window (InfluxDB's index)."""
+        flux = (f'import "influxdata/influxdb/schema"\n'
+                f"schema.tagValues(bucket: {flux_string(self.settings.bucket)}, tag: {flux_string(tag)}, "
+                f"predicate: (r) => {self._where(query, names, None)}, "
+                f"start: {iso(window.start_ms + 1)}, stop: {iso(window.end_ms + 1)})")
+        return {str(rec.get_value()) for rec in self._records(flux)}
 
     def points(self, query: QuerySettings, window: Window, names: Iterable[str],
                series: dict[str, dict[str, str]] | None = None, group: SeriesGroup | None = None) -> Points:

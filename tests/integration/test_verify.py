@@ -283,8 +283,8 @@ def test_a_window_too_large_for_prometheus_is_verified_in_pieces(services, tmp_p
 def test_a_window_of_more_series_than_max_series_per_read_is_verified_in_groups(services, tmp_path):
     """With extract.max_series_per_read 7, the 60 series (hostile instance values, one without `instance`) are
     screened in groups by `instance`, each group narrowed on both sides (a PromQL regex and a Flux regex): every
-    sample is counted once, a deleted point and a point of another series written into InfluxDB are both found,
-    in the groups they belong to."""
+    sample is counted once; a deleted point, a point of another series written into InfluxDB, and a series under an
+    instance Prometheus never had are all found."""
     import time
 
     from bench.producer import BlockPrometheus
@@ -314,9 +314,10 @@ def test_a_window_of_more_series_than_max_series_per_read_is_verified_in_groups(
             start_ms, end_ms = (start_s - 1) * 1000, end_s * 1000
             q = cfg.extract.queries[0]
             groups = Expected(PrometheusExtractor(prom.url), q, cfg.transform, max_series=7).groups(
-                Window(start_ms, end_ms), None)
-            assert len(groups) >= 60 // 7 and groups[0].values[0] == "" and groups[0].tag == "instance"
+                Window(start_ms, end_ms), None, lambda tag: {"node-1", "ghost"})
+            assert len(groups) >= 60 // 7 + 1 and groups[0].values[0] == "" and groups[0].tag == "instance"
             assert sum(len(g.values) for g in groups) == 60  # every instance value once, "" for the series without
+            assert (groups[-1].values, groups[-1].stored) == ((), ("ghost",))  # InfluxDB's only: its own group
             report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
             assert report.exact, report.as_json()
             assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
@@ -327,14 +328,15 @@ def test_a_window_of_more_series_than_max_series_per_read_is_verified_in_groups(
                           json={"start": iso(victim_ms), "stop": iso(victim_ms),
                                 "predicate": 'instance="node-40"'}).raise_for_status()
             stray_ms = start_s * 1000 + 500  # between two samples of the series without `instance`
+            tags = "health_metrics,job=split,metric=split_metric,metric_type=gauge,service=split"
             with influx.client(s) as c:
                 c.write_api(write_options=SYNCHRONOUS).write(
-                    s.bucket, s.org, f"health_metrics,job=split,metric=split_metric,metric_type=gauge,service=split "
-                                     f"value=1 {stray_ms}", write_precision="ms")
+                    s.bucket, s.org, [f"{tags} value=1 {stray_ms}", f"{tags},instance=ghost value=2 {stray_ms}"],
+                    write_precision="ms")
             report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
-            assert (report.missing, report.extra, report.mismatched) == (1, 1, 0), report.as_json()
+            assert (report.missing, report.extra, report.mismatched) == (1, 2, 0), report.as_json()
             by_instance = {d.labels.get("instance", ""): d for d in report.queries[0].series.values()}
             assert by_instance["node-40"].missing_ranges == [[victim_ms, victim_ms, 1]]
-            assert by_instance[""].extra == 1
+            assert by_instance[""].extra == by_instance["ghost"].extra == 1
     finally:
         prom.close()
