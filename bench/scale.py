@@ -6,7 +6,7 @@
     python -m bench.scale backlog [--samples 10000000 100000000]
     python -m bench.scale producer [--series 1000 10000 100000 1000000]
     python -m bench.scale reads [--series 1000 10000 100000 1000000] [--samples 1000000]
-    python -m bench.scale plot [--reads-before RESULTS_JSON]   # docs/perf/scale-*.png from the newest of each
+    python -m bench.scale plot [--reads-before RESULTS_JSON [--reads-before-what verify]]   # docs/perf/scale-*.png
 
 - cardinality: the same number of samples spread over 1k ... 1M series, every series scraped every 10 s and
   delivered as one message per series per 10-minute window (at 1M series: 2 samples a message, as a live
@@ -572,12 +572,17 @@ def plot(args: argparse.Namespace) -> dict:
         mem.plot(xs, [r["export"]["export_peak_rss_mb_max"] for r in rows], "s-", label="export peak RSS")
         if args.reads_before:  # an earlier run of the same command, at the code before a change (its own run)
             old = sorted(json.loads(args.reads_before.read_text())["rows"], key=lambda r: r["series"])
-            name = args.reads_before_label
-            wall.plot([r["series"] for r in old],
-                      [r["export"]["samples"] / r["export"]["export_samples_per_s"] for r in old], "s:",
-                      color="tab:orange", alpha=0.6, label=f"export, {name}")
-            mem.plot([r["series"] for r in old], [r["export"]["export_peak_rss_mb_max"] for r in old], "s:",
-                     color="tab:orange", alpha=0.6, label=f"export peak RSS, {name}")
+            name, olds = args.reads_before_label, [r["series"] for r in old]
+            if args.reads_before_what == "export":
+                wall.plot(olds, [r["export"]["samples"] / r["export"]["export_samples_per_s"] for r in old], "s:",
+                          color="tab:orange", alpha=0.6, label=f"export, {name}")
+                mem.plot(olds, [r["export"]["export_peak_rss_mb_max"] for r in old], "s:",
+                         color="tab:orange", alpha=0.6, label=f"export peak RSS, {name}")
+            else:
+                wall.plot(olds, [r["verify"]["exact_median_s"] for r in old], "o:", color="tab:blue", alpha=0.6,
+                          label=f"verify, {name}")
+                mem.plot(olds, [r["verify"]["exact_peak_rss_mb_max"] for r in old], "o:", color="tab:blue",
+                         alpha=0.6, label=f"verify peak RSS, {name}")
         wall.set_ylabel("seconds (one run)")
         mem.set_ylabel("MB")
         mem.set_xlabel(f"distinct series ({data['samples']:,} samples per run; log scale)")
@@ -628,8 +633,10 @@ def main() -> int:
     rd.add_argument("--samples", type=int, default=1_000_000)
     pl = sub.add_parser("plot")
     pl.add_argument("--reads-before", type=Path, default=None, metavar="RESULTS_JSON",
-                    help="also draw the export curve of this earlier `reads` run (dotted)")
+                    help="also draw a curve of this earlier `reads` run (dotted; --reads-before-what)")
     pl.add_argument("--reads-before-label", default="before")
+    pl.add_argument("--reads-before-what", choices=["export", "verify"], default="export",
+                    help="which curve of --reads-before to draw (dotted)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     result = {"cardinality": cardinality, "churn": churn, "replicas": replicas, "backlog": backlog,
