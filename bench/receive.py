@@ -1,5 +1,5 @@
 """B11: remote-write receive throughput, healthpipe receive against Telegraf, side by side in one run:
-`python -m bench.receive [--requests 400] [--runs 2]`.
+`python -m bench.receive [--requests 400] [--runs 2] [--code DIR]`.
 
 A bench client posts pre-built remote-write 1.0 requests of 2,000 samples (100 series x 20 samples, snappy
 protobuf, as Prometheus sends them) from 1 and from 4 concurrent connections ("shards") to each receiver, each run
@@ -105,22 +105,25 @@ def drive(url: str, payloads: list[bytes], shards: int) -> float:
     return time.perf_counter() - t0
 
 
-def one(kind: str, services, payloads: list[bytes], shards: int, tmp: Path) -> dict:
+def one(kind: str, services, payloads: list[bytes], shards: int, tmp: Path, code: Path | None = None) -> dict:
     cfg = services.config(pipeline={"log_level": "WARNING"})
     ensure_topics(cfg)
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/v1/write"
-    if kind == "healthpipe":
+    cwd = None
+    if kind in ("healthpipe", "base"):  # base: the receiver of another checkout (--code), for a before/after ratio
         cfg.receive.port = port
         config_file = config_for(cfg, tmp / f"receive-{port}.yaml", None)
         command = process_command("receive", config_file)
         env = clean_env()
+        if kind == "base":
+            cwd, env = code, clean_env(PYTHONPATH=str(code))
     else:
         conf = tmp / f"telegraf-{port}.conf"
         conf.write_text(TELEGRAF_CONF.format(port=port, brokers=cfg.kafka.bootstrap_servers, topic=cfg.kafka.topic))
         command, env = [str(telegraf_binary()), "--config", str(conf)], clean_env()
     with (tmp / f"{kind}-{port}.log").open("w") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             deadline = time.monotonic() + 60
             while not _ready(url):
@@ -145,7 +148,7 @@ def _count_samples(cfg, kind: str) -> int:
 
     total = 0
     for msg in read_topic(cfg, cfg.kafka.topic, committed_only=False, timeout=300):
-        if kind == "healthpipe":
+        if kind != "telegraf":
             total += len(json.loads(msg.value())["samples"])
         else:
             total += msg.value().count(b"\n") or 1
@@ -156,6 +159,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--code", type=Path, default=None,
+                        help="also run the receiver of this checkout (e.g. a worktree of the commit before a change)")
     args = parser.parse_args()
     services = from_environment()
     if services is None:
@@ -167,9 +172,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         for run in range(args.runs):
             for shards in (1, 4):
-                order = ["healthpipe", "telegraf"] if run % 2 == 0 else ["telegraf", "healthpipe"]
-                for kind in order:
-                    row = one(kind, services, payloads, shards, Path(d)) | {"run": run}
+                order = ["healthpipe", "telegraf", *(["base"] if args.code else [])]
+                for kind in order if run % 2 == 0 else order[::-1]:
+                    row = one(kind, services, payloads, shards, Path(d), args.code) | {"run": run}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     summary = {}
@@ -185,6 +190,12 @@ def main() -> int:
             "healthpipe_cpu_s_per_million": statistics.median(hc),
             "telegraf_cpu_s_per_million": statistics.median(tc),
             "cpu_ratio": round(statistics.median(hc) / statistics.median(tc), 2)}
+        if args.code:
+            bp, bc = pick("base", "samples_per_s"), pick("base", "cpu_s_per_million")
+            summary[f"{shards}_shards"] |= {
+                "base_samples_per_s": statistics.median(bp), "base_cpu_s_per_million": statistics.median(bc),
+                "throughput_vs_base": round(statistics.median(hp) / statistics.median(bp), 2),
+                "cpu_vs_base": round(statistics.median(hc) / statistics.median(bc), 2)}
     out = {"bench": "B11 receive", "requests": args.requests, "samples_per_request": SERIES * POINTS,
            "runs": rows, "summary": summary, "id": uuid.uuid4().hex[:8],
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

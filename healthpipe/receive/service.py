@@ -161,12 +161,13 @@ class ReceiveService:
         query, p = self.cfg.receive.query, self.cfg.producer
         hdrs = headers()
         for series in decoded.series:
-            stamps = [ts for ts, _ in series.samples]
-            window = SeriesWindow(query, self.cfg.receive.metric_type, series.labels, min(stamps) - 1, max(stamps),
-                                  series.samples)
+            # (timestamp, text) tuples: min and max compare the timestamps first, in C
+            window = SeriesWindow(query, self.cfg.receive.metric_type, series.labels, min(series.samples)[0] - 1,
+                                  max(series.samples)[0], series.samples)
+            key = window.key  # every part of a series has its key
             for part in window.split(p.max_samples_per_message, p.max_message_bytes):
                 acks.expect(1)
-                self._produce(part.key, part.to_json(), hdrs, acks, deadline)
+                self._produce(key, part.to_json(), hdrs, acks, deadline)
                 sent += 1
         acks.expect(0)
         if not acks.done.wait(max(0.0, deadline - time.monotonic())):

@@ -61,3 +61,15 @@ def test_split_bounds_count_and_bytes_and_keeps_every_sample():
     assert all(len(p.to_json()) <= 4096 for p in small)
     assert sum(len(p.samples) for p in small) == 2500
     assert {p.key for p in parts} == {w.key}
+
+
+@pytest.mark.parametrize("text", ["a", "\x01", '"', "\\", "ü", "\u2028"])
+def test_a_window_kept_whole_fits_the_byte_limit_whatever_its_labels_hold(text):
+    """A window under the limit is passed on without encoding its labels first (the receiver's hundred small
+    windows a request): JSON's longest escape (\\u00XX, 6 bytes a character) keeps that estimate safe."""
+    for repeat in (10, 300, 600):
+        w = window(n=20, pod=text * repeat, **{"x" * 50: text * repeat})
+        for limit in (2048, 4096, 8192, 16384):
+            parts = list(w.split(max_samples=1000, max_bytes=limit))
+            assert [s for p in parts for s in p.samples] == w.samples
+            assert all(len(p.to_json()) <= limit for p in parts if len(p.samples) > 1), (text, repeat, limit)
