@@ -4,7 +4,9 @@ writing Iceberg against the hive layout, side by side.
 **Bytes** (`python -m bench.cold_tier bytes`). Two sets of samples:
 - *real*: a Prometheus scraping itself, the stack's Prometheus and the demo app every second
   (`python -m bench.cold_tier collect` starts it, ~/.cache/healthpipe/b6-realdata, port 9096; leave it running
-  for hours), read back raw through its HTTP API (range selectors, 30-minute slices) over the last `--hours`;
+  for hours), read back raw through its HTTP API (range selectors, 30-minute slices) over the last `--hours`
+  (several, `--hours 0.5 1 2`: the set at each length, ending at the same moment, and a panel of bytes per sample
+  against the length);
 - *synthetic*: bench/archive.py's demo-like series (`up` = 1, slowly moving rates and latencies, 1 s apart).
 
 For each set: the cold tier's compacted form (one file per day, rows sorted by (series, ts), the archiver's
@@ -219,31 +221,50 @@ def prometheus_bytes(series: Series, work: Path) -> dict:
             "chunks_bytes_per_sample": chunks / n}
 
 
-def bytes_report(hours: float) -> dict:
-    out = {}
+def bytes_report(hours: list[float]) -> dict:
+    """Both sets; with several `hours`, the real set at each length (the same end: each shorter set the newest part
+    of the longer), the longest reported in full, every length in `real_by_hours`."""
+    out: dict = {}
     with tempfile.TemporaryDirectory(prefix="hp-b6b-") as tmp:
         sets = {}
         if Path(f"/proc/{(REAL / 'pid').read_text().strip()}").exists() if (REAL / "pid").exists() else False:
-            sets["real"], start_s, end_s = real_samples(hours)
-            out["real_window"] = {"from": start_s, "to": end_s, "hours": hours}
+            end_s = time.time() - 60  # a minute back: every target's last scrape is in
+            out["real_by_hours"] = []
+            for h in sorted(hours):
+                series, start_s, _ = real_samples(h, end_s)
+                if h == max(hours):
+                    sets["real"] = series
+                    out["real_window"] = {"from": start_s, "to": end_s, "hours": h}
+                else:
+                    out["real_by_hours"].append({"hours": h, **_measure(series, Path(tmp) / f"real-{h}", brief=True)})
         else:
             print("no collecting Prometheus (python -m bench.cold_tier collect): the real set is skipped")
         sets["synthetic"] = synthetic_samples()
         for name, series in sets.items():
-            work = Path(tmp) / name
-            work.mkdir()
-            samples = sum(len(ts) for ts, _ in series.values())
-            prom = prometheus_bytes(series, work)
-            assert prom["samples"] == samples
-            cold = cold_bytes(series)
-            best = min(cold, key=lambda k: cold[k]["bytes_per_sample"])
-            out[name] = {"series": len(series), "samples": samples, "prometheus": prom, "cold": cold,
-                         "best": best,
-                         "today_vs_prometheus": cold[next(iter(VARIANTS))]["bytes_per_sample"]
-                         / prom["bytes_per_sample"],
-                         "best_vs_prometheus": cold[best]["bytes_per_sample"] / prom["bytes_per_sample"]}
-            shutil.rmtree(work)
+            out[name] = _measure(series, Path(tmp) / name)
+        if "real" in out:
+            out["real_by_hours"].append({"hours": max(hours), **{k: out["real"][k] for k in (
+                "series", "samples", "prometheus_bytes_per_sample", "today_bytes_per_sample", "best",
+                "best_bytes_per_sample", "today_vs_prometheus", "best_vs_prometheus")}})
     return out
+
+
+def _measure(series: Series, work: Path, brief: bool = False) -> dict:
+    """Prometheus' blocks and the cold tier's encodings for one set of samples (brief: the summary figures only)."""
+    work.mkdir()
+    samples = sum(len(ts) for ts, _ in series.values())
+    prom = prometheus_bytes(series, work)
+    assert prom["samples"] == samples
+    cold = cold_bytes(series)
+    shutil.rmtree(work)
+    best = min(cold, key=lambda k: cold[k]["bytes_per_sample"])
+    today = cold[next(iter(VARIANTS))]["bytes_per_sample"]
+    figures = {"series": len(series), "samples": samples,
+               "prometheus_bytes_per_sample": prom["bytes_per_sample"], "today_bytes_per_sample": today,
+               "best": best, "best_bytes_per_sample": cold[best]["bytes_per_sample"],
+               "today_vs_prometheus": today / prom["bytes_per_sample"],
+               "best_vs_prometheus": cold[best]["bytes_per_sample"] / prom["bytes_per_sample"]}
+    return figures if brief else {**figures, "prometheus": prom, "cold": cold}
 
 
 def plot(report: dict, path: Path) -> None:
@@ -254,8 +275,27 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = [name for name in ("real", "synthetic") if name in report]
-    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.6), squeeze=False)
-    for ax, name in zip(axes[0], sets, strict=True):
+    curve = sorted(report.get("real_by_hours", []), key=lambda r: r["hours"])
+    panels = len(sets) + (len(curve) > 1)
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.6), squeeze=False)
+    if len(curve) > 1:  # the real set's bytes per sample against its length: does the ratio hold as it grows?
+        ax = axes[0][-1]
+        xs = [r["hours"] for r in curve]
+        ax.plot(xs, [r["prometheus_bytes_per_sample"] for r in curve], "k--o", label="Prometheus TSDB (chunks + index)")
+        ax.plot(xs, [r["today_bytes_per_sample"] for r in curve], "o-", color="tab:green",
+                label="cold tier, compacted (PLAIN, zstd 6)")
+        ax.plot(xs, [r["best_bytes_per_sample"] for r in curve], "s:", color="tab:blue",
+                label="cold tier, best encoding measured")
+        for r in curve:
+            ax.annotate(f"{r['today_vs_prometheus']:.2f}×", (r["hours"], r["today_bytes_per_sample"]), fontsize=8,
+                        textcoords="offset points", xytext=(0, -12), ha="center")
+        ax.set_xlabel("hours of 1 s scrapes (the newest part of the real set)")
+        ax.set_ylabel("bytes per sample")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("real set against its length (ratio to Prometheus labelled)", fontsize=10)
+    for ax, name in zip(axes[0], sets, strict=False):
         data = report[name]
         names = list(data["cold"])
         values = [data["cold"][n]["bytes_per_sample"] for n in names]
@@ -342,7 +382,8 @@ def formats_report(samples: int, runs: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["collect", "bytes", "formats"])
-    parser.add_argument("--hours", type=float, default=6.0, help="bytes: the real set's length (default 6)")
+    parser.add_argument("--hours", type=float, nargs="+", default=[6.0],
+                        help="bytes: the real set's length (default 6); several: the ratio against the length")
     parser.add_argument("--samples", type=int, default=1_000_000, help="formats: samples per run")
     parser.add_argument("--runs", type=int, default=2, help="formats: runs")
     args = parser.parse_args()
