@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from healthpipe.common.config import QuerySettings, TransformSettings
@@ -133,11 +133,10 @@ class Expected:
 
     # --- groups of series ---------------------------------------------------------------------------------
 
-    def groups(self, window: Window, series_hint: int | None,
-               stored_values: Callable[[str], set[str]]) -> list[SeriesGroup | None]:
-        """The window's series in groups of about `max_series` ([None]: the window whole), covering every series of
-        either side once. `series_hint`: how many series the previous window had (None: Prometheus counts this
-        window's); `stored_values(tag)`: the values InfluxDB holds for the tag in the window."""
+    def groups(self, window: Window, series_hint: int | None) -> list[SeriesGroup | None]:
+        """The window's series in groups of about `max_series` ([None]: the window whole), covering every series
+        Prometheus has once. `series_hint`: how many series the previous window had (None: Prometheus counts this
+        window's)."""
         if self.query.mode != "raw" or self.max_series is None or self.split_tag is None:
             return [None]  # a range query is an expression; a label InfluxDB does not keep cannot narrow its side
         t0 = time.perf_counter()
@@ -150,16 +149,17 @@ class Expected:
             return [None]
         finally:
             self.timings.prometheus_s += time.perf_counter() - t0
-        tag = self.split_tag
-        groups: list[SeriesGroup | None] = [
-            SeriesGroup(self.split_label, tag, part, tuple(dict.fromkeys(representable(v) for v in part)))
-            for part in groups_of(values, series, self.max_series)]
-        # a series InfluxDB has under a value Prometheus never listed is in no group above: extra, found here
-        known = {representable(v) for v in values}
-        only_stored = sorted(v for v in stored_values(tag) if v not in known)
-        groups += [SeriesGroup(self.split_label, tag, (), part)
-                   for part in groups_of(only_stored, len(only_stored), self.max_series)]
-        return groups
+        return [SeriesGroup(self.split_label, self.split_tag, part,
+                            tuple(dict.fromkeys(representable(v) for v in part)))
+                for part in groups_of(values, series, self.max_series)]
+
+    def outsider_groups(self, groups: list[SeriesGroup | None], stored_values: set[str]) -> list[SeriesGroup | None]:
+        """Groups of the values InfluxDB holds for the split tag that no group above has (series Prometheus never
+        had: all extra), so that every series of either side is in one group."""
+        known = {v for g in groups if g is not None for v in g.stored}
+        only_stored = sorted(v for v in stored_values if v not in known)
+        return [SeriesGroup(self.split_label, g.tag, (), part) for g in groups[:1] if g is not None
+                for part in groups_of(only_stored, len(only_stored), self.max_series or len(only_stored))]
 
     def _narrowed(self, group: SeriesGroup | None) -> QuerySettings | None:
         """The query narrowed to the group's series (None: Prometheus has none of them)."""

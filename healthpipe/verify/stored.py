@@ -89,14 +89,18 @@ class Stored:
         return {k: str(v) for k, v in values.items() if k not in _NOT_TAGS and v is not None}
 
     def figures(self, query: QuerySettings, window: Window, names: Iterable[str],
-                group: SeriesGroup | None = None) -> dict[str, Figures]:
-        """Count and sum per series in one window (of the group's series), computed by InfluxDB."""
+                group: SeriesGroup | None = None, values_seen: set[str] | None = None) -> dict[str, Figures]:
+        """Count and sum per series in one window (of the group's series), computed by InfluxDB; the group's tag
+        values met are added to `values_seen`."""
         base = self._base(window, self._where(query, names, None, group))
         flux = f'{base} |> count() |> yield(name: "count")\n{base} |> sum() |> yield(name: "sum")'
         counts: dict[str, int] = {}
         sums: dict[str, float] = {}
         for rec in self._records(flux):
-            prefix = series_prefix(self._tags(rec.values).items())
+            tags = self._tags(rec.values)
+            if group is not None and values_seen is not None and tags.get(group.tag):
+                values_seen.add(tags[group.tag])  # as InfluxDB counts them: a series without the tag has no value
+            prefix = series_prefix(tags.items())
             if rec.values["result"] == "count":
                 counts[prefix] = int(rec.get_value())
             else:
@@ -104,12 +108,22 @@ class Stored:
         return {p: Figures(n, sums.get(p, float("nan"))) for p, n in counts.items()}
 
     def tag_values(self, query: QuerySettings, window: Window, names: Iterable[str], tag: str) -> set[str]:
-        """The values tag `tag` has among the query's series with points in the window (InfluxDB's index)."""
-        flux = (f'import "influxdata/influxdb/schema"\n'
+        """The values tag `tag` has among the query's series in the window (InfluxDB's index: a series with points
+        in the window's shards, not only in the window, may add its value)."""
+        return {str(rec.get_value()) for rec in self._records(self._tag_values(query, window, names, tag))
+                if rec.get_value()}  # an empty value (null in the CSV) stands for the series without the tag
+
+    def count_tag_values(self, query: QuerySettings, window: Window, names: Iterable[str], tag: str) -> int:
+        """How many values tag_values would list, counted by InfluxDB (one number travels; the empty value of the
+        series without the tag left out, as tag_values leaves it)."""
+        flux = self._tag_values(query, window, names, tag) + ' |> filter(fn: (r) => r._value != "") |> count()'
+        return sum(int(rec.get_value()) for rec in self._records(flux))
+
+    def _tag_values(self, query: QuerySettings, window: Window, names: Iterable[str], tag: str) -> str:
+        return (f'import "influxdata/influxdb/schema"\n'
                 f"schema.tagValues(bucket: {flux_string(self.settings.bucket)}, tag: {flux_string(tag)}, "
                 f"predicate: (r) => {self._where(query, names, None)}, "
                 f"start: {iso(window.start_ms + 1)}, stop: {iso(window.end_ms + 1)})")
-        return {str(rec.get_value()) for rec in self._records(flux)}
 
     def points(self, query: QuerySettings, window: Window, names: Iterable[str],
                series: dict[str, dict[str, str]] | None = None, group: SeriesGroup | None = None) -> Points:
