@@ -44,15 +44,19 @@ _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$#&\-~/])")
 MAX_REGEX_VALUES = 10_000
 
 
-def flux_regex_in(values: Sequence[str]) -> str:
+def flux_regex_in(values: Sequence[str], prefixes: Sequence[str] = ()) -> str:
     """A Flux regex literal matching a whole tag value equal to one of `values` ("" also matches a series without
-    the tag, as in InfluxDB's storage and in PromQL): the one quoting rule for data that reaches a Flux regex
-    (tests/integration/test_flux_quoting.py). Values are compared as stored: pass them through `representable`."""
-    if not values:
+    the tag, as in InfluxDB's storage and in PromQL) or starting with one of `prefixes`: the one quoting rule for
+    data that reaches a Flux regex (tests/integration/test_flux_quoting.py). Values are compared as stored: pass
+    them through `representable` (a stored value holds no line break for `.` to miss)."""
+    if not values and not prefixes:
         raise ValueError("at least one value is needed")
-    if len(values) > MAX_REGEX_VALUES:
-        raise ValueError(f"{len(values)} values in one regex: Flux compiles at most about {MAX_REGEX_VALUES}")
-    return "/^(?:" + "|".join(_REGEX_META.sub(r"\\\1", v) for v in values) + ")$/"
+    if len(values) + len(prefixes) > MAX_REGEX_VALUES:
+        raise ValueError(f"{len(values) + len(prefixes)} alternatives in one regex: Flux compiles at most about "
+                         f"{MAX_REGEX_VALUES}")
+    alternatives = [_REGEX_META.sub(r"\\\1", v) for v in values]
+    alternatives += [_REGEX_META.sub(r"\\\1", p) + ".*" for p in prefixes]
+    return "/^(?:" + "|".join(alternatives) + ")$/"
 
 
 def metric_names(query: QuerySettings) -> set[str]:

@@ -28,15 +28,17 @@ def regex_literal(value: str) -> str:
     return _RE2_META.sub(r"\\\1", value)
 
 
-def with_label_in(selector: str, label: str, values: Sequence[str]) -> str:
+def with_label_in(selector: str, label: str, values: Sequence[str], prefixes: Sequence[str] = ()) -> str:
     """The plain vector selector `selector` narrowed to series whose `label` is one of `values` ("" = the series
-    without it). `selector` is the user's configured PromQL (a raw-mode query is a plain selector, checked at
-    start); `label` is a configured label name; only `values` come from data, and they are quoted."""
+    without it) or starts with one of `prefixes`. `selector` is the user's configured PromQL (a raw-mode query is a
+    plain selector, checked at start); `label` is a configured label name; only `values` and `prefixes` come from
+    data, and they are quoted. (Prometheus anchors the regex and lets `.` match a line break: `(?s:...)`.)"""
     if not LABEL_NAME.fullmatch(label):
         raise ValueError(f"label name {label!r} is not [a-zA-Z_][a-zA-Z0-9_]*")
-    if not values:
+    if not values and not prefixes:
         raise ValueError("at least one label value is needed")
-    matcher = f"{label}=~{string('|'.join(regex_literal(v) for v in values))}"
+    alternatives = [regex_literal(v) for v in values] + [regex_literal(p) + ".*" for p in prefixes]
+    matcher = f"{label}=~{string('|'.join(alternatives))}"
     selector = selector.strip()
     if selector.endswith("}"):
         before = selector[:-1].rstrip()  # a valid selector's matchers end in a quote; `{` or `,` need no comma

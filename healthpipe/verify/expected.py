@@ -20,7 +20,9 @@ figures, not the window's (1M series screened whole took 2.4 GB).
 
 from __future__ import annotations
 
+import bisect
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,14 +55,18 @@ class Figures:
 
 @dataclass(frozen=True, slots=True)
 class SeriesGroup:
-    """The series of a raw query whose `label` is one of `values` ("" = the series without it) in Prometheus, and
-    whose tag `tag` is one of `stored` in InfluxDB (the same values as InfluxDB stores them, plus values only
-    InfluxDB has: series Prometheus does not know, all of them extra)."""
+    """The series of a raw query whose `label` is one of `values` ("" = the series without it) or starts with one of
+    `prefixes` in Prometheus, and whose tag `tag` is one of `stored` (the values as InfluxDB stores them) or starts
+    with one of `prefixes` in InfluxDB. A prefix is chosen so that both sides select the same series."""
 
     label: str
     tag: str
-    values: tuple[str, ...]  # empty: a group of InfluxDB's values only (nothing to ask Prometheus)
+    values: tuple[str, ...]  # empty with no prefixes: a group of InfluxDB's values only (nothing to ask Prometheus)
     stored: tuple[str, ...]
+    prefixes: tuple[str, ...] = ()
+
+    def covers(self, stored_value: str) -> bool:
+        return stored_value in self.stored or stored_value.startswith(self.prefixes)
 
 
 def groups_of(values: list[str], series: int, max_series: int, max_values: int = MAX_REGEX_VALUES
@@ -72,6 +78,64 @@ def groups_of(values: list[str], series: int, max_series: int, max_values: int =
     n = max(1, -(-series // max_series), -(-len(values) // max_values))
     size = -(-len(values) // n)
     return [tuple(values[i:i + size]) for i in range(0, len(values), size)]
+
+
+# A prefix selects the same series in Prometheus (raw values) and InfluxDB (stored values) when the stored form of
+# every value starting with it starts with it too, and back: it must read the same stored (`representable`) and
+# hold none of the characters `representable` writes in place of others.
+_REPLACEMENTS = ("\u2424", "\u240d", "\u29f5")
+
+
+def _prefix_ok(prefix: str) -> bool:
+    return bool(prefix) and representable(prefix) == prefix and not any(c in prefix for c in _REPLACEMENTS)
+
+
+def pattern_groups(values: list[str], series: int, max_series: int, max_alternatives: int = MAX_REGEX_VALUES
+                   ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Sorted distinct `values` as about series / max_series groups of (exact values, prefixes): a whole branch of
+    values sharing a prefix becomes that prefix (a regex InfluxDB matches against its index in a fraction of the time
+    a list of values takes, and groups no longer capped by the list a regex may hold), the rest exact values. Every
+    value is in one group; no value outside a group's branches starts with its prefixes."""
+    if not values:
+        return []
+    n = max(1, -(-series // max_series))
+    per_group = max(1, -(-len(values) // n))
+    patterns: list[tuple[str, bool, int]] = []  # (text, is a prefix, values it stands for), in sorted order
+
+    # a depth-first walk of the values' trie, in sorted order (a stack, not recursion: a label value may be long)
+    stack = [(0, len(values), 0)]
+    while stack:
+        lo, hi, depth = stack.pop()
+        if hi - lo == 1:
+            patterns.append((values[lo], False, 1))
+            continue
+        depth = max(depth, len(os.path.commonprefix([values[lo], values[hi - 1]])))  # sorted: first and last tell
+        prefix = values[lo][:depth]
+        if depth and hi - lo <= per_group and _prefix_ok(prefix):
+            patterns.append((prefix, True, hi - lo))
+            continue
+        i, children = lo, []
+        if len(values[i]) == depth:  # the value that is the branch's prefix itself (distinct: at most one)
+            children.append((i, i + 1, depth))
+            i += 1
+        while i < hi:
+            branch = values[i][:depth + 1]
+            past = branch[:-1] + chr(ord(branch[-1]) + 1) if ord(branch[-1]) < 0x10FFFF else None
+            j = bisect.bisect_left(values, past, i, hi) if past else hi  # the first value past the branch
+            children.append((i, j, depth + 1))
+            i = j
+        stack.extend(reversed(children))
+
+    groups: list[tuple[list[str], list[str]]] = [([], [])]
+    held = 0
+    for text, is_prefix, count in patterns:
+        exact, prefixes = groups[-1]
+        if held and (held + count > per_group or len(exact) + len(prefixes) >= max_alternatives):
+            groups.append(([], []))
+            exact, prefixes, held = groups[-1][0], groups[-1][1], 0
+        (prefixes if is_prefix else exact).append(text)
+        held += count
+    return [(tuple(e), tuple(p)) for e, p in groups]
 
 
 @dataclass
@@ -149,15 +213,16 @@ class Expected:
             return [None]
         finally:
             self.timings.prometheus_s += time.perf_counter() - t0
-        return [SeriesGroup(self.split_label, self.split_tag, part,
-                            tuple(dict.fromkeys(representable(v) for v in part)))
-                for part in groups_of(values, series, self.max_series)]
+        return [SeriesGroup(self.split_label, self.split_tag, exact, tuple(dict.fromkeys(map(representable, exact))),
+                            prefixes)
+                for exact, prefixes in pattern_groups(sorted(set(values)), series, self.max_series)]
 
     def outsider_groups(self, groups: list[SeriesGroup | None], stored_values: set[str]) -> list[SeriesGroup | None]:
         """Groups of the values InfluxDB holds for the split tag that no group above has (series Prometheus never
         had: all extra), so that every series of either side is in one group."""
-        known = {v for g in groups if g is not None for v in g.stored}
-        only_stored = sorted(v for v in stored_values if v not in known)
+        exact = {v for g in groups if g is not None for v in g.stored}
+        prefixes = tuple(p for g in groups if g is not None for p in g.prefixes)
+        only_stored = sorted(v for v in stored_values if v not in exact and not v.startswith(prefixes))
         return [SeriesGroup(self.split_label, g.tag, (), part) for g in groups[:1] if g is not None
                 for part in groups_of(only_stored, len(only_stored), self.max_series or len(only_stored))]
 
@@ -165,9 +230,10 @@ class Expected:
         """The query narrowed to the group's series (None: Prometheus has none of them)."""
         if group is None:
             return self.query
-        if not group.values:
+        if not group.values and not group.prefixes:
             return None
-        return self.query.model_copy(update={"promql": with_label_in(self.query.promql, group.label, group.values)})
+        return self.query.model_copy(update={"promql": with_label_in(self.query.promql, group.label, group.values,
+                                                                     group.prefixes)})
 
     # --- screening ----------------------------------------------------------------------------------------
 

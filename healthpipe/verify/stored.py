@@ -48,7 +48,7 @@ class Stored:
         where = (f'r._measurement == "{MEASUREMENT}" and r._field == "{FIELD}" and '
                  f"r.metric_type == {flux_string(query.metric_type)} and ({metrics})")
         if group is not None:  # a regex, not contains(): the storage applies it (contains() took 100-400x longer)
-            where += f" and r[{flux_string(group.tag)}] =~ {flux_regex_in(group.stored)}"
+            where += f" and r[{flux_string(group.tag)}] =~ {flux_regex_in(group.stored, group.prefixes)}"
         if series:  # only these series: match every tag of each
             each = [" and ".join(f"r[{flux_string(k)}] == {flux_string(v)}" for k, v in sorted(tags.items()))
                     for tags in series.values()]

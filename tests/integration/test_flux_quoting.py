@@ -53,4 +53,9 @@ def test_every_tag_value_is_matched_by_its_regex_and_by_no_other(services):
         for i, v in enumerate(TAG_VALUES):
             assert values(flux_regex_in([representable(v)])) == [i], repr(v)
         assert values(flux_regex_in([""])) == [-1]
+        for i, v in enumerate(TAG_VALUES):  # a prefix: the value's first half selects it and what shares that half
+            half = representable(v)[:max(1, len(representable(v)) // 2)]
+            assert i in values(flux_regex_in([], [half])), repr(v)
+            assert set(values(flux_regex_in([], [half]))) == {
+                j for j, w in enumerate(TAG_VALUES) if representable(w).startswith(half)}, repr(v)
         assert values(flux_regex_in(["", *map(representable, TAG_VALUES)])) == [-1, *range(len(TAG_VALUES))]

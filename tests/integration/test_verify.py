@@ -282,7 +282,8 @@ def test_a_window_too_large_for_prometheus_is_verified_in_pieces(services, tmp_p
 
 def test_a_window_of_more_series_than_max_series_per_read_is_verified_in_groups(services, tmp_path):
     """With extract.max_series_per_read 7, the 60 series (hostile instance values, one without `instance`) are
-    screened in groups by `instance`, each group narrowed on both sides (a PromQL regex and a Flux regex): every
+    screened in groups by `instance` (exact values and prefixes such as `node-1`), each group narrowed on both sides
+    (a PromQL regex and a Flux regex): every
     sample is counted once; a deleted point, a point of another series written into InfluxDB, and a series under an
     instance Prometheus never had are all found."""
     import time
@@ -316,7 +317,10 @@ def test_a_window_of_more_series_than_max_series_per_read_is_verified_in_groups(
             expected_side = Expected(PrometheusExtractor(prom.url), q, cfg.transform, max_series=7)
             groups = expected_side.groups(Window(start_ms, end_ms), None)
             assert len(groups) >= 60 // 7 and groups[0].values[0] == "" and groups[0].tag == "instance"
-            assert sum(len(g.values) for g in groups) == 60  # every instance value once, "" for the series without
+            instances = [dict(labels).get("instance", "") for labels in expected]
+            # every instance value in one group, "" for the series without; branches of values as one prefix
+            assert [sum(v in g.values or v.startswith(g.prefixes) for g in groups) for v in instances] == [1] * 60
+            assert any(g.prefixes for g in groups), [(g.values, g.prefixes) for g in groups]
             (ghost,) = expected_side.outsider_groups(groups, {"node-1", "ghost"})  # InfluxDB's only: its own group
             assert (ghost.values, ghost.stored) == ((), ("ghost",))
             report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)

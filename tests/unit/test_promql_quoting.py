@@ -2,6 +2,7 @@
 integration test tests/integration/test_producer.py::test_a_window_too_large_...  reads hostile values back from a
 real Prometheus through these.)"""
 
+import json
 import re
 
 import pytest
@@ -49,3 +50,12 @@ def test_a_selector_gets_one_more_matcher(selector, narrowed):
 def test_a_label_name_is_never_quoted_only_refused(label):
     with pytest.raises(ValueError, match="label name"):
         promql.with_label_in("up", label, ["a"])
+
+
+@given(st.lists(st.text(), max_size=3), st.lists(st.text(min_size=1), min_size=1, max_size=3), st.text())
+def test_prefixes_match_what_starts_with_them_and_values_only_themselves(values, prefixes, other):
+    narrowed = promql.with_label_in("up", "instance", values, prefixes)
+    pattern = json.loads(narrowed[len('up{instance=~'):-1])
+    for candidate in [*values, *prefixes, *(p + other for p in prefixes), other]:
+        expected = candidate in values or candidate.startswith(tuple(prefixes))
+        assert bool(re.fullmatch(pattern, candidate, flags=re.DOTALL)) == expected, (candidate, pattern)

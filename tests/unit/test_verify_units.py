@@ -77,3 +77,38 @@ def test_the_split_label_is_found_under_its_tag_in_every_series_or_not_at_all():
     assert tag_key_of_label("service") is None and tag_key_of_label("__name__") is None
     assert tag_key_of_label("pod", None, ["pod"]) is None and tag_key_of_label("pod", ["x"]) is None
     assert tag_key_of_label("metric") == "label_metric"  # healthpipe's own tag names are renamed
+
+
+def test_pattern_groups_put_every_value_in_one_group_on_both_sides():
+    """Exact values and prefixes (whole branches of the values' trie) cut into about series / max_series groups:
+    each listed value, and its stored form, is selected by exactly one group; a prefix is never one whose stored
+    reading differs (a line break, a backslash before `,= ` or at the end, the characters written in their place)."""
+    import random
+
+    from healthpipe.schema import representable
+    from healthpipe.verify.expected import _prefix_ok, pattern_groups
+
+    def check(values, series, max_series, max_alternatives):
+        values = sorted(set(values))
+        groups = pattern_groups(values, series, max_series, max_alternatives)
+        for v in values:
+            raw = [i for i, (exact, prefixes) in enumerate(groups) if v in exact or v.startswith(prefixes)]
+            assert len(raw) == 1, (v, groups)
+            stored = representable(v)  # two raw values may store alike ("\n" and "\u2424"): one series in InfluxDB
+            assert raw[0] in [i for i, (exact, _) in enumerate(groups) if stored in map(representable, exact)] or \
+                stored.startswith(groups[raw[0]][1]), (v, groups)
+            by_prefix = [i for i, (_, prefixes) in enumerate(groups) if stored.startswith(prefixes)]
+            assert by_prefix in ([], raw), (v, groups)
+        assert all(len(e) + len(p) <= max_alternatives and all(map(_prefix_ok, p)) for e, p in groups)
+        return groups
+
+    groups = check([f"host-{i}:9100" for i in range(100_000)] + [""], 100_000, 5_000, 10_000)
+    assert 20 <= len(groups) <= 25 and sum(len(p) for _, p in groups) > 0
+    hostile = ['quote"d', "back\\slash", "back\\", "back\\,x", "new\nline", "a\u2424b", "ünï", "", "\U0010ffff",
+               "\U0010ffffz", "re.ge(x)|*+?[]{}^$"]
+    rng = random.Random(7)
+    for _ in range(300):  # values over a small alphabet: deep shared branches, the awkward characters among them
+        values = hostile + ["".join(rng.choice("ab\\\n,= \u2424") for _ in range(rng.randint(0, 6)))
+                            for _ in range(rng.randint(1, 60))]
+        check(values, len(values), rng.randint(1, 10), rng.randint(1, 20))
+    check(["a" * i for i in range(1, 3000)], 3000, 10, 10_000)  # a comb 3,000 deep: no recursion to overflow
