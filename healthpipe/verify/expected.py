@@ -65,9 +65,6 @@ class SeriesGroup:
     stored: tuple[str, ...]
     prefixes: tuple[str, ...] = ()
 
-    def covers(self, stored_value: str) -> bool:
-        return stored_value in self.stored or stored_value.startswith(self.prefixes)
-
 
 def groups_of(values: list[str], series: int, max_series: int, max_values: int = MAX_REGEX_VALUES
               ) -> list[tuple[str, ...]]:
@@ -215,7 +212,7 @@ class Expected:
             self.timings.prometheus_s += time.perf_counter() - t0
         return [SeriesGroup(self.split_label, self.split_tag, exact, tuple(dict.fromkeys(map(representable, exact))),
                             prefixes)
-                for exact, prefixes in pattern_groups(sorted(set(values)), series, self.max_series)]
+                for exact, prefixes in pattern_groups(values, series, self.max_series)]  # "" first, then sorted
 
     def outsider_groups(self, groups: list[SeriesGroup | None], stored_values: set[str]) -> list[SeriesGroup | None]:
         """Groups of the values InfluxDB holds for the split tag that no group above has (series Prometheus never

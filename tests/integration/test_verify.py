@@ -4,6 +4,8 @@ test's own, then deletions, changes and outages that verify must name exactly.""
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -48,6 +50,43 @@ def run(cfg, start, end, **kw):
     return verification.run(cfg, cfg.extract.queries, start, end, **kw)
 
 
+def delete(s, start_ms: int, stop_ms: int, predicate: str) -> None:
+    """InfluxDB's delete API (its stop is inclusive)."""
+    requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
+                  headers={"Authorization": f"Token {s.token.get_secret_value()}"},
+                  json={"start": iso(start_ms), "stop": iso(stop_ms), "predicate": predicate}).raise_for_status()
+
+
+@contextmanager
+def split_data_loaded(services, tmp_path, points: int, bucket_prefix: str, flags=(), **extract):
+    """tests/integration/test_producer.py's 60 `split_metric` series (hostile instance values, one without
+    `instance`), `points` seconds of them, in a Prometheus of their own (started with `flags`), published by the
+    real producer and loaded by the real consumer into a scratch bucket: (cfg, prom, expected, start_s, end_s)."""
+    from bench.producer import BlockPrometheus
+    from tests.integration.test_producer import split_data_set
+
+    end_s = int(time.time()) // 60 * 60 - 600
+    start_s = end_s - points + 1
+    expected = split_data_set(tmp_path / "data.om", start_s, points)
+    prom = BlockPrometheus(tmp_path, tmp_path / "data.om", flags=flags)
+    try:
+        with influx.temporary_bucket(services.config().load.influxdb, bucket_prefix) as bucket:
+            query = {"name": "split", "promql": 'split_metric{job="split"}', "mode": "raw", "metric_type": "gauge"}
+            cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "max_backfill": "30d",
+                                           "raw_chunk": "30m", "lag_seconds": 0, **extract},
+                                  influxdb={"bucket": bucket.bucket}, transform={"valid_metrics": []})
+            producer = ProducerService(cfg, clock=lambda: end_s)
+            producer.initialize()
+            producer.watermarks["split"] = (start_s - 1) * 1000
+            while producer.watermarks["split"] < end_s * 1000:
+                producer.run_single_cycle()
+            producer.close()
+            ConsumerThread(cfg, until_idle=3).join()
+            yield cfg, prom, expected, start_s, end_s
+    finally:
+        prom.close()
+
+
 def test_a_freshly_loaded_range_is_exact_and_counts_every_sample(loaded):
     cfg, start, end = loaded
     report = run(cfg, start, end)
@@ -69,10 +108,7 @@ def test_a_deleted_minute_of_one_series_is_named_with_its_exact_range_and_count(
     before = influx.points(s, 'r.metric == "request_rate" and r.method == "GET" and r.path == "/api/users"',
                            start=iso(hole_start), stop=iso(hole_end + 1))
     assert len(before) >= 5
-    requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
-                  headers={"Authorization": f"Token {s.token.get_secret_value()}"},
-                  json={"start": iso(hole_start), "stop": iso(hole_end),
-                        "predicate": 'metric="request_rate" AND method="GET" AND path="/api/users"'}).raise_for_status()
+    delete(s, hole_start, hole_end, 'metric="request_rate" AND method="GET" AND path="/api/users"')
     gone = {round(r["_time"].timestamp() * 1000) for r in before}  # InfluxDB's delete includes its stop
     report = run(cfg, start, end)
     assert not report.exact
@@ -86,10 +122,7 @@ def test_a_deleted_minute_of_one_series_is_named_with_its_exact_range_and_count(
 def test_repair_republishes_from_prometheus_and_ends_exact(loaded, capsys):
     cfg, start, end = loaded
     s = cfg.load.influxdb
-    requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
-                  headers={"Authorization": f"Token {s.token.get_secret_value()}"},
-                  json={"start": iso(start + 60_000), "stop": iso(start + 70_000),
-                        "predicate": 'metric="up"'}).raise_for_status()
+    delete(s, start + 60_000, start + 70_000, 'metric="up"')
     assert run(cfg, start, end).missing >= 5
     from healthpipe.verify.repair import repair
 
@@ -232,116 +265,65 @@ def test_a_window_too_large_for_prometheus_is_verified_in_pieces(services, tmp_p
     """Prometheus started with --query.max-samples=40 refuses verify's screening counts and any read of the whole
     window (60 series × 300 s): verify compares it exactly, read in time halves and groups of series, and finds every
     sample; a point then deleted from InfluxDB is named missing (the pieces cover the window, nothing more)."""
-    import time
-
-    from bench.producer import BlockPrometheus
-    from tests.integration.test_producer import split_data_set
-
-    points, end_s = 300, int(time.time()) // 60 * 60 - 600
-    start_s = end_s - points + 1
-    expected = split_data_set(tmp_path / "data.om", start_s, points)
-    prom = BlockPrometheus(tmp_path, tmp_path / "data.om", flags=("--query.max-samples=40",))
-    try:
-        base = services.config()
-        with influx.temporary_bucket(base.load.influxdb, "verify-split") as bucket:
-            query = {"name": "split", "promql": 'split_metric{job="split"}', "mode": "raw", "metric_type": "gauge"}
-            cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "max_backfill": "30d",
-                                           "raw_chunk": "30m", "lag_seconds": 0}, influxdb={"bucket": bucket.bucket},
-                                  transform={"valid_metrics": []})
-            producer = ProducerService(cfg, clock=lambda: end_s)
-            producer.initialize()
-            producer.watermarks["split"] = (start_s - 1) * 1000
-            while producer.watermarks["split"] < end_s * 1000:
-                producer.run_single_cycle()
-            producer.close()
-            ConsumerThread(cfg, until_idle=3).join()
-            # the fault hits verify's own reads: the window's screening count is refused
-            screen = requests.post(f"{prom.url}/api/v1/query", timeout=30, data={
-                "query": f'count_over_time(split_metric{{job="split"}}[{points}s])', "time": end_s})
-            assert screen.status_code == 422 and "too many samples" in screen.json()["error"], screen.text
-            start_ms, end_ms = (start_s - 1) * 1000, end_s * 1000
-            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
-            assert report.exact, report.as_json()
-            assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
-            # a range that ends at Prometheus' oldest sample holds that sample of every series: (start, end]
-            oldest_ms = start_s * 1000
-            edge = verification.run(cfg, cfg.extract.queries, oldest_ms - 60_000, oldest_ms)
-            at_oldest = sum(1 for stamps in expected.values() for ts in stamps if ts == oldest_ms)
-            assert at_oldest > 0 and edge.exact and edge.queries[0].expected == at_oldest, edge.as_json()
-            s = cfg.load.influxdb
-            victim_ms = (start_s + 100) * 1000
-            requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
-                          headers={"Authorization": f"Token {s.token.get_secret_value()}"},
-                          json={"start": iso(victim_ms), "stop": iso(victim_ms),
-                                "predicate": 'instance="node-3"'}).raise_for_status()
-            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
-            assert report.missing == 1 and report.extra == report.mismatched == 0, report.as_json()
-    finally:
-        prom.close()
+    points = 300
+    with split_data_loaded(services, tmp_path, points, "verify-split", flags=("--query.max-samples=40",)) as (
+            cfg, prom, expected, start_s, end_s):
+        # the fault hits verify's own reads: the window's screening count is refused
+        screen = requests.post(f"{prom.url}/api/v1/query", timeout=30, data={
+            "query": f'count_over_time(split_metric{{job="split"}}[{points}s])', "time": end_s})
+        assert screen.status_code == 422 and "too many samples" in screen.json()["error"], screen.text
+        start_ms, end_ms = (start_s - 1) * 1000, end_s * 1000
+        report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+        assert report.exact, report.as_json()
+        assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
+        # a range that ends at Prometheus' oldest sample holds that sample of every series: (start, end]
+        oldest_ms = start_s * 1000
+        edge = verification.run(cfg, cfg.extract.queries, oldest_ms - 60_000, oldest_ms)
+        at_oldest = sum(1 for stamps in expected.values() for ts in stamps if ts == oldest_ms)
+        assert at_oldest > 0 and edge.exact and edge.queries[0].expected == at_oldest, edge.as_json()
+        s = cfg.load.influxdb
+        victim_ms = (start_s + 100) * 1000
+        delete(s, victim_ms, victim_ms, 'instance="node-3"')
+        report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+        assert report.missing == 1 and report.extra == report.mismatched == 0, report.as_json()
 
 
 def test_a_window_of_more_series_than_max_series_per_read_is_verified_in_groups(services, tmp_path):
     """With extract.max_series_per_read 7, the 60 series (hostile instance values, one without `instance`) are
     screened in groups by `instance` (exact values and prefixes such as `node-1`), each group narrowed on both sides
-    (a PromQL regex and a Flux regex): every
-    sample is counted once; a deleted point, a point of another series written into InfluxDB, and a series under an
-    instance Prometheus never had are all found."""
-    import time
-
-    from bench.producer import BlockPrometheus
+    (a PromQL regex and a Flux regex): every sample is counted once; a deleted point, a point of another series
+    written into InfluxDB, and a series under an instance Prometheus never had are all found."""
     from healthpipe.producer.extractor import PrometheusExtractor
     from healthpipe.producer.windows import Window
     from healthpipe.verify.expected import Expected
-    from tests.integration.test_producer import split_data_set
 
-    points, end_s = 120, int(time.time()) // 60 * 60 - 600
-    start_s = end_s - points + 1
-    expected = split_data_set(tmp_path / "data.om", start_s, points)
-    prom = BlockPrometheus(tmp_path, tmp_path / "data.om")
-    try:
-        base = services.config()
-        with influx.temporary_bucket(base.load.influxdb, "verify-groups") as bucket:
-            query = {"name": "split", "promql": 'split_metric{job="split"}', "mode": "raw", "metric_type": "gauge"}
-            cfg = services.config(extract={"prometheus_url": prom.url, "queries": [query], "max_backfill": "30d",
-                                           "raw_chunk": "30m", "lag_seconds": 0, "max_series_per_read": 7},
-                                  influxdb={"bucket": bucket.bucket}, transform={"valid_metrics": []})
-            producer = ProducerService(cfg, clock=lambda: end_s)
-            producer.initialize()
-            producer.watermarks["split"] = (start_s - 1) * 1000
-            while producer.watermarks["split"] < end_s * 1000:
-                producer.run_single_cycle()
-            producer.close()
-            ConsumerThread(cfg, until_idle=3).join()
-            start_ms, end_ms = (start_s - 1) * 1000, end_s * 1000
-            q = cfg.extract.queries[0]
-            expected_side = Expected(PrometheusExtractor(prom.url), q, cfg.transform, max_series=7)
-            groups = expected_side.groups(Window(start_ms, end_ms), None)
-            assert len(groups) >= 60 // 7 and groups[0].values[0] == "" and groups[0].tag == "instance"
-            instances = [dict(labels).get("instance", "") for labels in expected]
-            # every instance value in one group, "" for the series without; branches of values as one prefix
-            assert [sum(v in g.values or v.startswith(g.prefixes) for g in groups) for v in instances] == [1] * 60
-            assert any(g.prefixes for g in groups), [(g.values, g.prefixes) for g in groups]
-            (ghost,) = expected_side.outsider_groups(groups, {"node-1", "ghost"})  # InfluxDB's only: its own group
-            assert (ghost.values, ghost.stored) == ((), ("ghost",))
-            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
-            assert report.exact, report.as_json()
-            assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
-            s = cfg.load.influxdb
-            victim_ms = (start_s + 30) * 1000
-            requests.post(f"{s.url}/api/v2/delete", params={"org": s.org, "bucket": s.bucket}, timeout=30,
-                          headers={"Authorization": f"Token {s.token.get_secret_value()}"},
-                          json={"start": iso(victim_ms), "stop": iso(victim_ms),
-                                "predicate": 'instance="node-40"'}).raise_for_status()
-            stray_ms = start_s * 1000 + 500  # between two samples of the series without `instance`
-            tags = "health_metrics,job=split,metric=split_metric,metric_type=gauge,service=split"
-            with influx.client(s) as c:
-                c.write_api(write_options=SYNCHRONOUS).write(
-                    s.bucket, s.org, [f"{tags} value=1 {stray_ms}", f"{tags},instance=ghost value=2 {stray_ms}"],
-                    write_precision="ms")
-            report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
-            assert (report.missing, report.extra, report.mismatched) == (1, 2, 0), report.as_json()
-            by_instance = {d.labels.get("instance", ""): d for d in report.queries[0].series.values()}
-            assert by_instance["node-40"].missing_ranges == [[victim_ms, victim_ms, 1]]
-            assert by_instance[""].extra == by_instance["ghost"].extra == 1
-    finally:
-        prom.close()
+    with split_data_loaded(services, tmp_path, 120, "verify-groups", max_series_per_read=7) as (
+            cfg, prom, expected, start_s, end_s):
+        start_ms, end_ms = (start_s - 1) * 1000, end_s * 1000
+        q = cfg.extract.queries[0]
+        expected_side = Expected(PrometheusExtractor(prom.url), q, cfg.transform, max_series=7)
+        groups = expected_side.groups(Window(start_ms, end_ms), None)
+        assert len(groups) >= 60 // 7 and groups[0].values[0] == "" and groups[0].tag == "instance"
+        instances = [dict(labels).get("instance", "") for labels in expected]
+        # every instance value in one group, "" for the series without; branches of values as one prefix
+        assert [sum(v in g.values or v.startswith(g.prefixes) for g in groups) for v in instances] == [1] * 60
+        assert any(g.prefixes for g in groups), [(g.values, g.prefixes) for g in groups]
+        (ghost,) = expected_side.outsider_groups(groups, {"node-1", "ghost"})  # InfluxDB's only: its own group
+        assert (ghost.values, ghost.stored) == ((), ("ghost",))
+        report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+        assert report.exact, report.as_json()
+        assert report.queries[0].expected == report.queries[0].present == sum(map(len, expected.values()))
+        s = cfg.load.influxdb
+        victim_ms = (start_s + 30) * 1000
+        delete(s, victim_ms, victim_ms, 'instance="node-40"')
+        stray_ms = start_s * 1000 + 500  # between two samples of the series without `instance`
+        tags = "health_metrics,job=split,metric=split_metric,metric_type=gauge,service=split"
+        with influx.client(s) as c:
+            c.write_api(write_options=SYNCHRONOUS).write(
+                s.bucket, s.org, [f"{tags} value=1 {stray_ms}", f"{tags},instance=ghost value=2 {stray_ms}"],
+                write_precision="ms")
+        report = verification.run(cfg, cfg.extract.queries, start_ms, end_ms)
+        assert (report.missing, report.extra, report.mismatched) == (1, 2, 0), report.as_json()
+        by_instance = {d.labels.get("instance", ""): d for d in report.queries[0].series.values()}
+        assert by_instance["node-40"].missing_ranges == [[victim_ms, victim_ms, 1]]
+        assert by_instance[""].extra == by_instance["ghost"].extra == 1
