@@ -18,11 +18,11 @@ import hashlib
 import json
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,46 +50,67 @@ def healthpipe_version() -> str:
         return "unknown"
 
 
-@dataclass
+# one record of the picture's spill file: (series row × BINS + bin, grid points expected, present)
+BIN_RECORD = np.dtype([("cell", "<i8"), ("expected", "<i4"), ("present", "<i4")])
+SPILL_READ = 1 << 20  # records read back at once when the picture is drawn (16 MB)
+
+
 class Coverage:
-    """Per series, as chunks stream by: grid points expected and present, per bin and in total, longest gap.
+    """Per series, as chunks stream by: grid points expected and present, longest gap.
 
-    One row of arrays per series (~1 KB), filled without a per-series Python loop: at 1,000,000 series a dict of
-    arrays per series and that loop took most of an export's time (B13's export curve)."""
+    A few numbers per series are kept in arrays (~40 bytes, and the series id in a dict), filled without a
+    per-series Python loop. The per time-bin counts only the picture needs go to an anonymous file, one record per
+    (series, bin) a chunk touched, and are read back at the end for the at most PICTURE_ROWS series it draws: kept
+    in memory as a (series × BINS) matrix they took 1.2 GB at 1,000,000 series (B13's export curve)."""
 
-    start_ms: int
-    end_ms: int
-    step_ms: int | None
-    rows: dict[str, int] = field(default_factory=dict)  # series_id → its row in the arrays below
-    names: list[str] = field(default_factory=list)
-    expected: np.ndarray = field(default_factory=lambda: np.zeros((0, BINS), dtype=np.int32))
-    present: np.ndarray = field(default_factory=lambda: np.zeros((0, BINS), dtype=np.int32))
-    last_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    longest_gap_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    def __init__(self, start_ms: int, end_ms: int, step_ms: int | None, spill_dir: Path | None = None) -> None:
+        self.start_ms, self.end_ms, self.step_ms = start_ms, end_ms, step_ms
+        self.rows: dict[str, int] = {}  # series_id → its row in the arrays below
+        self.kinds: dict[str, int] = {}  # "query:metric" → its code; a series' name is that and its id's start
+        self.kind_of = np.zeros(0, dtype=np.int32)
+        self.expected = np.zeros(0, dtype=np.int64)
+        self.present = np.zeros(0, dtype=np.int64)
+        self.last_seen = np.zeros(0, dtype=np.int64)
+        self.longest_gap_ms = np.zeros(0, dtype=np.int64)
+        # closed by close() / the with block: the file lives as long as the Coverage does
+        self._bins_file = tempfile.TemporaryFile(prefix="healthpipe-coverage-", dir=spill_dir)  # noqa: SIM115
+
+    def close(self) -> None:
+        self._bins_file.close()
+
+    def __enter__(self) -> Coverage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _bins(self, ts: np.ndarray) -> np.ndarray:
         span = max(1, self.end_ms - self.start_ms)
         return np.clip(((ts - self.start_ms - 1) * BINS) // span, 0, BINS - 1)
 
     def _rows_of(self, frame: pd.DataFrame) -> np.ndarray:
-        """Each frame row's series row, new series given rows (and names) as they first appear."""
+        """Each frame row's series row, new series given rows (and kinds) as they first appear."""
         codes, uniques = pd.factorize(frame["series_id"].to_numpy())
         _, firsts = np.unique(codes, return_index=True)
-        queries, metrics = frame["query"].to_numpy()[firsts], frame["metric"].to_numpy()[firsts]
+        kinds = (frame["query"].astype(str).to_numpy()[firsts] + ":" + frame["metric"].astype(str).to_numpy()[firsts])
         row_of_code = np.empty(len(uniques), dtype=np.int64)
+        new_kinds = []
         for code, sid in enumerate(uniques):
             sid = str(sid)
             row = self.rows.get(sid)
             if row is None:
-                row = self.rows[sid] = len(self.names)
-                self.names.append(f"{queries[code]}:{metrics[code]}:{sid[:6]}")
+                row = self.rows[sid] = len(self.rows)
+                new_kinds.append(self.kinds.setdefault(kinds[code], len(self.kinds)))
             row_of_code[code] = row
-        if len(self.names) > len(self.last_seen):
-            more = max(len(self.names) - len(self.last_seen), len(self.last_seen))  # doubling: amortised growth
-            self.expected = np.concatenate([self.expected, np.zeros((more, BINS), dtype=np.int32)])
-            self.present = np.concatenate([self.present, np.zeros((more, BINS), dtype=np.int32)])
+        n = len(self.rows)
+        if n > len(self.last_seen):
+            more = max(n - len(self.last_seen), len(self.last_seen))  # doubling: amortised growth
+            self.kind_of = np.concatenate([self.kind_of, np.zeros(more, dtype=np.int32)])
+            self.expected = np.concatenate([self.expected, np.zeros(more, dtype=np.int64)])
+            self.present = np.concatenate([self.present, np.zeros(more, dtype=np.int64)])
             self.last_seen = np.concatenate([self.last_seen, np.full(more, self.start_ms, dtype=np.int64)])
             self.longest_gap_ms = np.concatenate([self.longest_gap_ms, np.zeros(more, dtype=np.int64)])
+        self.kind_of[n - len(new_kinds):n] = new_kinds
         return row_of_code[codes]
 
     def add(self, frame: pd.DataFrame, value_column: str) -> None:
@@ -97,9 +118,17 @@ class Coverage:
             return
         ts = frame["ts"].dt.as_unit("ms").astype("int64").to_numpy()
         present = frame[value_column].notna().to_numpy()
-        rows, bins = self._rows_of(frame), self._bins(ts)
-        np.add.at(self.expected, (rows, bins), 1)
-        np.add.at(self.present, (rows[present], bins[present]), 1)
+        rows = self._rows_of(frame)
+        n = len(self.rows)
+        self.expected[:n] += np.bincount(rows, minlength=n)
+        self.present[:n] += np.bincount(rows[present], minlength=n)
+        # the picture's counts: one record per (series, bin) this chunk touched
+        cells, cell_of_row = np.unique(rows * BINS + self._bins(ts), return_inverse=True)
+        records = np.empty(len(cells), dtype=BIN_RECORD)
+        records["cell"] = cells
+        records["expected"] = np.bincount(cell_of_row, minlength=len(cells))
+        records["present"] = np.bincount(cell_of_row[present], minlength=len(cells))
+        self._bins_file.write(records.tobytes())
         # longest gap: between a series' present samples in time order, the first one measured from where the
         # series was last seen (the range's start for a new one)
         r, t = rows[present], ts[present]
@@ -113,26 +142,48 @@ class Coverage:
             self.last_seen[r[last_of_series]] = t[last_of_series]
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.rows)
+
+    def _name(self, sid: str, kind_names: list[str]) -> str:
+        return f"{kind_names[self.kind_of[self.rows[sid]]]}:{sid[:6]}"
 
     def share_present(self) -> np.ndarray:
         """Per series row: the share of its grid points present (for raw exports: 1 if any sample, else 0)."""
-        n = len(self.names)
+        n = len(self.rows)
         if self.step_ms:
-            return self.present[:n].sum(axis=1) / np.maximum(self.expected[:n].sum(axis=1), 1)
-        return (self.present[:n].sum(axis=1) > 0).astype(float)
+            return self.present[:n] / np.maximum(self.expected[:n], 1)
+        return (self.present[:n] > 0).astype(float)
 
     def table(self) -> pd.DataFrame:
-        n = len(self.names)
+        n = len(self.rows)
         sids = np.array(list(self.rows), dtype=object)
         order = np.argsort(sids, kind="stable")
         rows = np.fromiter((self.rows[s] for s in sids[order]), dtype=np.int64, count=n)
         gap = np.maximum(self.longest_gap_ms[:n], self.end_ms - self.last_seen[:n])[rows]
-        expected = self.expected[:n].sum(axis=1)[rows]
-        return pd.DataFrame({"series_id": sids[order], "name": np.array(self.names, dtype=object)[rows],
-                             "expected": expected if self.step_ms else [""] * n,
-                             "present": self.present[:n].sum(axis=1)[rows], "longest_gap_s": gap / 1000},
+        kind_names = list(self.kinds)
+        return pd.DataFrame({"series_id": sids[order],
+                             "name": [self._name(s, kind_names) for s in sids[order]],
+                             "expected": self.expected[rows] if self.step_ms else [""] * n,
+                             "present": self.present[rows], "longest_gap_s": gap / 1000},
                             columns=["series_id", "name", "expected", "present", "longest_gap_s"])
+
+    def _bin_counts(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(expected, present) per bin of the given series rows, in their order: the spill file read back."""
+        place = np.full(len(self.rows), -1, dtype=np.int64)
+        place[rows] = np.arange(len(rows))
+        expected = np.zeros((len(rows), BINS), dtype=np.int64)
+        present = np.zeros((len(rows), BINS), dtype=np.int64)
+        self._bins_file.flush()
+        self._bins_file.seek(0)
+        while block := self._bins_file.read(SPILL_READ * BIN_RECORD.itemsize):
+            records = np.frombuffer(block, dtype=BIN_RECORD)
+            at = place[records["cell"] // BINS]
+            drawn = at >= 0
+            where = (at[drawn], records["cell"][drawn] % BINS)
+            np.add.at(expected, where, records["expected"][drawn])
+            np.add.at(present, where, records["present"][drawn])
+        self._bins_file.seek(0, 2)  # appends go on at the end
+        return expected, present
 
     def picture(self, path: Path, title: str) -> tuple[int, int, int, int]:
         """Draw the series × time heatmap (green: every grid point present, red: none) into `path`; returns the
@@ -150,9 +201,8 @@ class Coverage:
         if not sids:
             sids, matrix = ["(no series)"], np.zeros((1, BINS))
         else:
-            rows = [self.rows[s] for s in sids]
-            matrix = (np.divide(self.present[rows], np.maximum(self.expected[rows], 1)) if self.step_ms
-                      else (self.present[rows] > 0).astype(float))
+            expected, present = self._bin_counts([self.rows[s] for s in sids])
+            matrix = (np.divide(present, np.maximum(expected, 1)) if self.step_ms else (present > 0).astype(float))
         height = min(12.0, 1.5 + 0.18 * len(sids))
         fig, ax = plt.subplots(figsize=(11, height), dpi=DPI)
         image = ax.imshow(matrix, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest",
@@ -161,7 +211,8 @@ class Coverage:
         every = -(-len(sids) // LABELS)
         named = np.arange(0, len(sids), every)
         ax.set_yticks(named + 0.5)
-        ax.set_yticklabels([self.names[self.rows[sids[i]]] if sids[i] in self.rows else sids[i] for i in named],
+        kind_names = list(self.kinds)
+        ax.set_yticklabels([self._name(sids[i], kind_names) if sids[i] in self.rows else sids[i] for i in named],
                            fontsize=6 if len(named) > 30 else 8)
         if worst_of is not None:
             ax.set_ylabel(f"the {len(sids):,} least complete of {worst_of:,} series, every {every}th named",
@@ -223,7 +274,13 @@ def _one_ahead(items: Iterator[T]) -> Iterator[T]:
 
 def _write(cfg, queries, start_ms, end_ms, tmp: Path, step_ms, as_of_ms, wide, rate_counters, feature_window_ms,
            fmt, progress, snapshot_id=None) -> dict:
-    coverage = Coverage(start_ms, end_ms, step_ms)
+    with Coverage(start_ms, end_ms, step_ms, spill_dir=tmp) as coverage:
+        return _write_with(coverage, cfg, queries, start_ms, end_ms, tmp, step_ms, as_of_ms, wide, rate_counters,
+                           feature_window_ms, fmt, progress, snapshot_id)
+
+
+def _write_with(coverage: Coverage, cfg, queries, start_ms, end_ms, tmp: Path, step_ms, as_of_ms, wide, rate_counters,
+                feature_window_ms, fmt, progress, snapshot_id) -> dict:
     files: list[dict] = []
     tiers: dict[tuple[str, str], dict] = {}
     rows_total = part = 0

@@ -104,6 +104,12 @@ MUTANTS = [
     Mutant("completeness_picture_draws_the_first_series", "past PICTURE_ROWS series the picture draws the first ones "
            "by id, not the least complete", ["tests/unit/test_completeness_picture.py"], "unit",
            [("healthpipe/ml/export.py", "key=lambda s: (share[self.rows[s]], s))", "key=lambda s: s)")]),
+    Mutant("completeness_picture_reads_one_block", "the picture reads back only the first block of its spilled "
+           "per-bin counts", ["tests/unit/test_completeness_picture.py"], "unit",
+           [("healthpipe/ml/export.py", "while block := self._bins_file.read(", "if block := self._bins_file.read(")]),
+    Mutant("completeness_bins_not_spilled", "a chunk's per-bin counts are never written for the picture",
+           ["tests/unit/test_completeness_picture.py"], "unit",
+           [("healthpipe/ml/export.py", "self._bins_file.write(records.tobytes())", "records.tobytes()")]),
     Mutant("split_label_values_unescaped", "the series split puts label values into the regex unescaped",
            ["tests/integration/test_producer.py::test_a_window_too_large_for_prometheus_is_split_and_published_whole"],
            "integration",
