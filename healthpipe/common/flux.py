@@ -1,5 +1,6 @@
-"""Reading healthpipe's points back from InfluxDB: Flux literals, which series belong to a query, and a fast
-reader that takes Flux's CSV straight into pandas (influxdb-client's record-by-record parser is ~10x slower).
+"""Reading healthpipe's points back from InfluxDB: Flux literals, which series belong to a query, a fast reader
+that takes Flux's CSV straight into pandas (influxdb-client's record-by-record parser is ~10x slower), and a reader
+without pandas and pyarrow for the feature server (`read_series`).
 
 A query's series in InfluxDB are the points of measurement `health_metrics`, field `value`, with the query's
 `metric_type` and one of its metric names (the selector's metric in raw mode, the query name for computed
@@ -9,19 +10,25 @@ series, and any name Prometheus returned for it).
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
+import numpy as np
 import requests
 
 from healthpipe.common.config import InfluxSettings, QuerySettings
 from healthpipe.common.errors import Fatal, SinkUnavailable
 from healthpipe.common.times import iso
 from healthpipe.schema import FIELD, MEASUREMENT
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+# pandas and pyarrow are imported by the readers that return their types, not here: the feature server reads
+# through read_series and never loads them (~80 MB of its resident memory, B8)
 
 NOT_TAGS = {"", "result", "table", "_start", "_stop", "_time", "_value", "_field", "_measurement"}
 _SELECTOR_NAME = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{|\[|$)")
@@ -86,6 +93,10 @@ def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: 
     series has no such tag), `ts` (ms) and `value`. With `last_every_ms`, only the last point of each series in
     each window (g - every, g] on the epoch grid, stamped `ts` = g (+ 1 ms, which is taken off): InfluxDB does the
     reduction, so fewer rows travel. Tag columns are categoricals (a day of 500 series is 720,000 rows)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     window = ""
     if last_every_ms:
         # aggregateWindow's `last` is pushed down into InfluxDB's storage (window() |> last() is not: measured
@@ -109,6 +120,9 @@ def count_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms:
                 session: requests.Session | None = None, timeout: float = 60) -> pd.DataFrame:
     """How many points each series matching `predicate` has with time in (start_ms, end_ms]: the tag columns and
     `count`. InfluxDB counts inside its storage engine, so this costs a fraction of reading the points."""
+    import pandas as pd
+    import pyarrow as pa
+
     flux = (f'from(bucket: {flux_string(settings.bucket)}) '
             f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
             f'|> count() |> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
@@ -120,10 +134,56 @@ def count_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms:
     return out
 
 
-def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None,
-                 value_type: pa.DataType) -> pa.Table | None:
-    """Flux's CSV answer (None when empty) as a table of the tag columns (dictionary-encoded: a tag value is
-    stored once, not once per row), `_time` and `_value`; typed errors for what the caller must do."""
+def read_series(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int, timeout: float = 300,
+                session: requests.Session | None = None) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    """Points matching `predicate` with time in (start_ms, end_ms], series by series: (its tags as stored; `ts` in
+    ms, int64, in time order; values, float64). The same points as read_frame, parsed by Python's csv module and
+    numpy instead of pyarrow: a process that reads only this way never imports pandas or pyarrow (the feature
+    server's fill, B8)."""
+    # no group(): Flux answers one table per series, its rows in time order
+    flux = (f'from(bucket: {flux_string(settings.bucket)}) '
+            f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
+            f'|> drop(columns: ["_start", "_stop", "_field", "_measurement"])')
+    out: list[tuple[dict[str, str], np.ndarray, np.ndarray]] = []
+    tags: dict[str, str] = {}
+    times: list[str] = []
+    values: list[str] = []
+
+    def end_of_series() -> None:
+        if times:
+            # RFC 3339 in UTC: numpy parses it without the "Z" (with it, ~10x slower and deprecated)
+            ts = np.array([t[:-1] for t in times], dtype="datetime64[ns]").astype(np.int64) // 1_000_000
+            out.append((tags, ts, np.array(values, dtype=np.float64)))
+            times.clear()
+            values.clear()
+
+    header: list[str] | None = None
+    table = time_at = value_at = 0
+    tag_columns: list[tuple[int, str]] = []
+    current = None
+    lines = io.TextIOWrapper(io.BytesIO(_query_csv(settings, flux, timeout, session)), encoding="utf-8", newline="")
+    for row in csv.reader(lines):
+        if not any(row):  # a blank line: the next block of tables has a header of its own (other tag keys)
+            header = None
+            continue
+        if header is None:
+            header = row
+            table, time_at, value_at = row.index("table"), row.index("_time"), row.index("_value")
+            tag_columns = [(i, c) for i, c in enumerate(row) if c not in NOT_TAGS]
+            current = None
+            continue
+        if row[table] != current:
+            end_of_series()
+            current = row[table]
+            tags = {c: row[i] for i, c in tag_columns}  # a block's columns are its tables' own tags: none empty
+        times.append(row[time_at])
+        values.append(row[value_at])
+    end_of_series()
+    return out
+
+
+def _query_csv(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None) -> bytes:
+    """Flux's CSV answer (a header row, no annotations); typed errors for what the caller must do."""
     try:
         resp = (session or requests).post(
             f"{settings.url}/api/v2/query", params={"org": settings.org}, timeout=timeout, verify=settings.tls_verify,
@@ -139,7 +199,17 @@ def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: r
                     f"load.influxdb.token / org / bucket {settings.bucket!r}")
     if resp.status_code != 200:
         raise SinkUnavailable(f"InfluxDB at {settings.url}: HTTP {resp.status_code} {resp.text[:200]}")
-    body = resp.content
+    return resp.content
+
+
+def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None,
+                 value_type: pa.DataType) -> pa.Table | None:
+    """Flux's CSV answer (None when empty) as a table of the tag columns (dictionary-encoded: a tag value is
+    stored once, not once per row), `_time` and `_value`."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    body = _query_csv(settings, flux, timeout, session)
     newline = body.find(b"\n")
     first_line = (body if newline < 0 else body[:newline]).decode().strip()
     if not first_line:

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 import msgspec
@@ -46,15 +47,16 @@ import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from healthpipe.common import allocator, observability
-from healthpipe.common.bounded import CacheCollector
+from healthpipe.common.bounded import BoundedCache, CacheCollector
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.errors import ConfigError, HealthpipeError, Retryable
 from healthpipe.common.times import parse_duration_arg, parse_time
 from healthpipe.ml import features as feature_fn
-from healthpipe.ml.data import latest_features
 from healthpipe.ml.stream_feed import StreamFeed
 from healthpipe.ml.stream_store import StreamStore, as_arrays
-from healthpipe.ml.window_cache import WindowCache
+
+if TYPE_CHECKING:
+    from healthpipe.ml.window_cache import WindowCache
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,28 @@ def parse_request(cfg: HealthpipeConfig, query: str | None, labels: dict[str, st
     return FeatureRequest(query, labels, window, int(window_s * 1000), at_ms)
 
 
-def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCache | None = None,
+class LazyWindowCache:
+    """The WindowCache for the requests the stream store does not cover, made on the first one: it and the reader
+    behind it use pandas and pyarrow, which a server whose store answers everything never imports (~80 MB of its
+    resident memory, B8). Its bounded map of selectors exists from the start, for /metrics."""
+
+    def __init__(self, cfg: HealthpipeConfig, on_read: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.on_read = on_read
+        self.entries: BoundedCache = BoundedCache("feature_windows", cfg.features.window_cache_selectors)
+        self._cache: WindowCache | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> WindowCache:
+        with self._lock:
+            if self._cache is None:
+                from healthpipe.ml.window_cache import WindowCache
+
+                self._cache = WindowCache(self.cfg, on_read=self.on_read, entries=self.entries)
+            return self._cache
+
+
+def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: LazyWindowCache | None = None,
            feed: StreamFeed | None = None) -> dict:
     """The GET /features answer for the query string `params`; ConfigError for a bad request."""
     labels = {k[len("match["):-1]: v[0] for k, v in params.items() if k.startswith("match[") and k.endswith("]")}
@@ -102,7 +125,7 @@ def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: WindowCac
     return answer_many(cfg, [request], cache, feed)[0]
 
 
-def answer_many(cfg: HealthpipeConfig, requests: list[FeatureRequest], cache: WindowCache | None = None,
+def answer_many(cfg: HealthpipeConfig, requests: list[FeatureRequest], cache: LazyWindowCache | None = None,
                 feed: StreamFeed | None = None) -> list[dict]:
     """Answers in the order asked. Requests the stream store covers are computed together, in one call of the
     feature function; the others read InfluxDB (through the cache), one by one."""
@@ -120,7 +143,10 @@ def answer_many(cfg: HealthpipeConfig, requests: list[FeatureRequest], cache: Wi
             selector = dict(request.labels)
             if request.query is not None:
                 selector["query"] = request.query
-            rows = latest_features(selector, window=request.window, cfg=cfg, cache=cache, at_ms=request.at_ms)
+            from healthpipe.ml.data import latest_features  # here: pandas only where InfluxDB is read
+
+            rows = latest_features(selector, window=request.window, cfg=cfg, cache=cache.get() if cache else None,
+                                   at_ms=request.at_ms)
             series = [_as_json(row) for row in rows]
             fresh: dict[str, object] = {"source": "influxdb", "offsets": None, "staleness_s": None}
         else:
@@ -228,7 +254,7 @@ class FeatureServer:
         window_reads = Counter("healthpipe_features_window_reads_total",
                                "/features windows by how they were read: cached (counts only), newest, whole",
                                ["how"], registry=self.registry)
-        self.cache = WindowCache(cfg, on_read=lambda how: window_reads.labels(how).inc())
+        self.cache = LazyWindowCache(cfg, on_read=lambda how: window_reads.labels(how).inc())
         self.feed: StreamFeed | None = None
         caches: list = [self.cache.entries]
         if cfg.features.stream:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from healthpipe.common.config import QuerySettings, TiersSettings
-from healthpipe.ml.tiers_read import series_id
+from healthpipe.schema import series_id
 
 STALENESS_MS = 300_000
 FIRST = ["series_id", "ts", "value", "metric", "query", "metric_type"]

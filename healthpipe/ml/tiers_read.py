@@ -10,7 +10,6 @@ Which tier serves which part of a range (`plan`):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +34,6 @@ class Part:
     end_ms: int  # inclusive
     detail: str = ""
     snapshot_id: int | None = None  # cold, archive.format iceberg: the table snapshot every read of it uses
-
-
-def series_id(tags: dict[str, str]) -> str:
-    """A stable 16-hex fingerprint of a series' stored tag set (the same in every tier and every run)."""
-    canonical = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(tags.items()) if v != "")
-    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
 def warm_for(cfg: HealthpipeConfig, step_ms: int | None) -> WarmTier | None:

@@ -33,7 +33,7 @@ from healthpipe.common.bounded import BoundedCache
 from healthpipe.common.config import HealthpipeConfig, QuerySettings
 from healthpipe.common.flux import count_frame, query_predicate, read_frame
 from healthpipe.ml import shape
-from healthpipe.ml.tiers_read import series_id
+from healthpipe.schema import series_id
 
 T = TypeVar("T")
 
@@ -49,13 +49,13 @@ class _Entry:
 
 class WindowCache:
     def __init__(self, cfg: HealthpipeConfig, overlap_ms: int = 60_000, refresh_seconds: float = 300,
-                 on_read: Callable[[str], None] | None = None):
+                 on_read: Callable[[str], None] | None = None, entries: BoundedCache | None = None):
         self.cfg = cfg
         self.overlap_ms = overlap_ms
         self.refresh_seconds = refresh_seconds
         # one entry per selector, each holding at most ~2 windows of its series' samples (compute() trims it)
-        self.entries: BoundedCache[tuple, _Entry] = BoundedCache("feature_windows",
-                                                                 cfg.features.window_cache_selectors)
+        self.entries: BoundedCache[tuple, _Entry] = entries if entries is not None else BoundedCache(
+            "feature_windows", cfg.features.window_cache_selectors)
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._counting = ThreadPoolExecutor(4, thread_name_prefix="window-count")

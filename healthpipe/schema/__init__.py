@@ -28,6 +28,7 @@ then use the pure-Python engines (same output, more CPU). This module imports no
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -93,6 +94,12 @@ def tag_key_of_label(label: str, include: Collection[str] | None = None, exclude
     if label in ("__name__", "service") or label in exclude or (include is not None and label not in include):
         return None
     return tag_key(label)
+
+
+def series_id(tags: Mapping[str, str]) -> str:
+    """A stable 16-hex fingerprint of a series' stored tag set (the same in every tier and every run)."""
+    canonical = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(tags.items()) if v != "")
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
 def stored_tags(tags: Mapping[str, str]) -> dict[str, str]:

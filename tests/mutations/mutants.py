@@ -110,6 +110,13 @@ MUTANTS = [
     Mutant("completeness_bins_not_spilled", "a chunk's per-bin counts are never written for the picture",
            ["tests/unit/test_completeness_picture.py"], "unit",
            [("healthpipe/ml/export.py", "self._bins_file.write(records.tobytes())", "records.tobytes()")]),
+    Mutant("read_series_misses_a_new_header", "the pandas-free Flux reader takes the header of a later block of "
+           "tables (other tag keys) for a row", ["tests/integration/test_flux_readers.py"], "integration",
+           [("healthpipe/common/flux.py", "            header = None\n            continue", "            continue")]),
+    Mutant("serve_imports_pandas_at_start", "the feature server loads pandas (and pyarrow) before any request needs "
+           "them", ["tests/unit/test_serve_imports.py"], "unit",
+           [("healthpipe/ml/serve.py", "from healthpipe.ml.stream_feed import StreamFeed\n",
+             "from healthpipe.ml.data import latest_features  # noqa: F401\nfrom healthpipe.ml.stream_feed import StreamFeed\n")]),
     Mutant("split_label_values_unescaped", "the series split puts label values into the regex unescaped",
            ["tests/integration/test_producer.py::test_a_window_too_large_for_prometheus_is_split_and_published_whole"],
            "integration",

@@ -13,8 +13,7 @@ from healthpipe.common.config import HealthpipeConfig, QuerySettings
 from healthpipe.common.messages import SeriesWindow
 from healthpipe.ml.stream_feed import StreamFeed
 from healthpipe.ml.stream_store import SeriesSamples, StreamStore, as_arrays
-from healthpipe.ml.tiers_read import series_id
-from healthpipe.schema import stored_tags
+from healthpipe.schema import series_id, stored_tags
 from healthpipe.sinks.influx.transformer import DataTransformer
 
 MIN = 60_000
