@@ -66,10 +66,10 @@ def fill(settings, series: int, start_ms: int, points: int, every_s: int) -> int
     return series * points
 
 
-def timed(cmd: list[str], env: dict, log: Path) -> dict:
+def timed(cmd: list[str], env: dict, log: Path, cwd: Path | None = None) -> dict:
     t0 = time.perf_counter()
     with log.open("ab") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
     assert proc.stdout is not None
     out = proc.stdout.read().decode()
@@ -112,15 +112,22 @@ def b7(services, args, tmp: Path) -> dict:
         for run in range(args.runs):
             row: dict = {"run": run, "samples": samples}
             order = ["export", "plain"] if run % 2 == 0 else ["plain", "export"]
+            if args.no_plain:
+                order.remove("plain")
+            if args.code is not None:  # the same export from another checkout, same bucket, same run
+                order.insert(run % 2, "export-base")
             for name in order:
-                if name == "export":
+                if name in ("export", "export-base"):
                     out = tmp / f"out-{run}"
+                    # another checkout runs from its own directory: `python -m` puts the working directory first
+                    # on sys.path, ahead of PYTHONPATH
+                    code = args.code if name == "export-base" else None
                     r = timed([sys.executable, "-m", "healthpipe", "export", "--config", str(config_file), "--from",
                                iso(start_ms), "--to", iso(end_ms), "--step", "1m", "--out", str(out), "--overwrite"],
-                              env, RESULTS / "export-bench.log")
+                              {**env, "PYTHONPATH": str(code)} if code else env, RESULTS / "export-bench.log", cwd=code)
                     summary = json.loads(r.pop("stdout").strip().splitlines()[-1])
                     assert summary["rows"] == args.series * (end_ms - start_ms) // 60_000, summary
-                    row["export"] = r | {"grid_rows": summary["rows"], "samples_per_s": samples / r["seconds"]}
+                    row[name] = r | {"grid_rows": summary["rows"], "samples_per_s": samples / r["seconds"]}
                 else:
                     r = timed([sys.executable, "-c", PLAIN, bucket.url, bucket.token.get_secret_value(), bucket.org,
                                bucket.bucket, iso(start_ms), iso(end_ms + 1), "all" if whole else "z0"], env,
@@ -128,16 +135,24 @@ def b7(services, args, tmp: Path) -> dict:
                     read = int(r.pop("stdout").strip())
                     assert read == (samples if whole else points * len(range(0, args.series, 7)))
                     row["plain"] = r | {"samples": read, "samples_per_s": read / r["seconds"]}
-            row["ratio_export_vs_plain"] = row["export"]["samples_per_s"] / row["plain"]["samples_per_s"]
+            if "plain" in row:
+                row["ratio_export_vs_plain"] = row["export"]["samples_per_s"] / row["plain"]["samples_per_s"]
+            if "export-base" in row:
+                row["ratio_export_vs_base"] = row["export"]["samples_per_s"] / row["export-base"]["samples_per_s"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {"series": args.series, "hours": args.hours, "every_s": args.every, "samples": samples,
             "runs": rows, "export_samples_per_s": statistics.median(r["export"]["samples_per_s"] for r in rows),
             "export_peak_rss_mb_max": max(r["export"]["peak_rss_mb"] for r in rows),
-            "plain_samples_per_s": statistics.median(r["plain"]["samples_per_s"] for r in rows),
-            "plain_reads": "the whole range" if whole else "one zone of the range (every 7th series)",
-            "plain_peak_rss_mb_max": max(r["plain"]["peak_rss_mb"] for r in rows),
-            "ratio_export_vs_plain": statistics.median(r["ratio_export_vs_plain"] for r in rows),
+            **({} if args.no_plain else {
+                "plain_samples_per_s": statistics.median(r["plain"]["samples_per_s"] for r in rows),
+                "plain_reads": "the whole range" if whole else "one zone of the range (every 7th series)",
+                "plain_peak_rss_mb_max": max(r["plain"]["peak_rss_mb"] for r in rows),
+                "ratio_export_vs_plain": statistics.median(r["ratio_export_vs_plain"] for r in rows)}),
+            **({} if args.code is None else {
+                "code": str(args.code),
+                "export_base_samples_per_s": statistics.median(r["export-base"]["samples_per_s"] for r in rows),
+                "export_base_peak_rss_mb_max": max(r["export-base"]["peak_rss_mb"] for r in rows)}),
             "targets": {"export_samples_per_s": 1_000_000, "export_rss_mb": 500}}
 
 
@@ -147,6 +162,10 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--code", type=Path, default=None,
+                        help="also export with this checkout's healthpipe (`git worktree add /tmp/base <commit>`)")
+    parser.add_argument("--no-plain", action="store_true",
+                        help="skip influxdb-client's query_data_frame (it holds ~1.4 KB a sample)")
     args = parser.parse_args()
     services = native_or_exit()
     RESULTS.mkdir(exist_ok=True)

@@ -156,14 +156,14 @@ def one_size(services, n: int, seconds: float, tmp: Path, code: Path | None = No
         deliveries = Deliveries(cfg, n)
         deliveries.thread.start()
         servers = {}
-        kinds = [("stream", True, None), ("influxdb", False, None)]
+        kinds: list[tuple[str, bool, Path | None]] = [("stream", True, None), ("influxdb", False, None)]
         if code is not None:  # the stream server of another checkout, beside this one's
-            kinds.insert(1, ("stream-base", True, {"PYTHONPATH": str(code)}))
-        for name, stream, env in kinds:
+            kinds.insert(1, ("stream-base", True, code))
+        for name, stream, checkout in kinds:
             c = cfg.model_copy(update={"features": cfg.features.model_copy(update={"stream": stream})})
             port = free_port()
             proc = start_process("features", write_config(c, tmp / f"{name}-{n}.yaml"), c, "serve", "--port",
-                                 str(port), log=tmp / f"{name}-{n}.log", env=env)
+                                 str(port), log=tmp / f"{name}-{n}.log", code=checkout)
             servers[name] = (proc, port)
         started = time.monotonic()
         try:

@@ -80,11 +80,14 @@ def process_env(cfg: HealthpipeConfig) -> dict[str, str]:
 
 
 def start_process(kind: str, config_file: Path, cfg: HealthpipeConfig, *args: str, log: Path | None = None,
-                  env: dict[str, str] | None = None):
-    """env: more variables for the process (a test's pause hook, say)."""
+                  env: dict[str, str] | None = None, code: Path | None = None):
+    """env: more variables for the process (a test's pause hook, say); code: another checkout to run it from (a
+    benchmark's before). `python -m` puts the working directory first on sys.path, ahead of PYTHONPATH: the
+    process starts in that checkout, or it would run this one's healthpipe whatever PYTHONPATH says."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (owned by the process)
-    return subprocess.Popen([sys.executable, "-m", "healthpipe", kind, "--config", str(config_file), *args],
-                            env={**process_env(cfg), **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    more = {**(env or {}), **({"PYTHONPATH": str(code)} if code is not None else {})}
+    return subprocess.Popen([sys.executable, "-m", "healthpipe", kind, "--config", str(config_file.resolve()), *args],
+                            env={**process_env(cfg), **more}, stdout=out, stderr=subprocess.STDOUT, cwd=code)
 
 
 def free_port() -> int:
