@@ -401,8 +401,8 @@ class FeatureServer:
 
     def start(self) -> FeatureServer:
         # a thread per connection, and glibc gives threads heaps of their own, each kept at its peak: two heaps are
-        # enough for the feed and the requests under one GIL (B8 at 10,000 series, side by side after the load:
-        # 361 MB against 389, latency within the noise)
+        # enough for the feed and the requests under one GIL (its effect is unmeasured: the B8 run quoted for it
+        # compared two identical servers, BENCHMARKS.md)
         allocator.limit_arenas(2)
         if self.feed is not None:
             self.feed.start()
