@@ -34,6 +34,8 @@ from healthpipe.common.flux import metric_names
 
 Timestamps = Sequence[int] | np.ndarray  # a message's samples come as lists, a fill's as arrays
 Values = Sequence[float] | np.ndarray
+TRIM_PER_LOCK = 1000  # series a trim looks at per hold of the store's lock (~1.5 ms)
+TRIM_SLACK_MS = 10_000  # how far behind the span a series' oldest sample may be before it is cut
 
 
 @dataclass
@@ -203,18 +205,26 @@ class StreamStore:
             self._evict_quietest()
 
     def trim(self) -> None:
-        """Keep the span behind the newest sample; drop series with nothing left (churned away)."""
+        """Keep the span behind the newest sample; drop series with nothing left (churned away).
+
+        The feed calls this every second. Walking every series under the lock held requests ~15 ms at 10,000
+        series (their p99), so the series are looked at TRIM_PER_LOCK at a time, and a series is cut only once its
+        oldest sample is TRIM_SLACK_MS behind the span: one cut every few seconds, not one a second. Samples
+        older than low_ms are never read (a window starts at or after it), only held a little longer."""
         with self.lock:
             if self.low_ms is None:
                 return
-            self.low_ms = max(self.low_ms, self.newest_ms - self.span_ms)
-            gone = []
-            for series in self._series.values():
-                series.trim(self.low_ms)
-                if not series.ts:
-                    gone.append(series)
-            for series in gone:
-                self._remove(series)
+            self.low_ms = low = max(self.low_ms, self.newest_ms - self.span_ms)
+            ids = list(self._series)
+        for first in range(0, len(ids), TRIM_PER_LOCK):
+            with self.lock:
+                for series_id in ids[first:first + TRIM_PER_LOCK]:
+                    series = self._series.get(series_id)
+                    if series is None or (series.ts and series.ts[0] > low - TRIM_SLACK_MS):
+                        continue
+                    series.trim(low)
+                    if not series.ts:
+                        self._remove(series)
 
     def _evict_quietest(self) -> None:
         """Past the series limit: push out the 1% of series with the oldest newest sample, and stop covering
