@@ -157,17 +157,17 @@ def read_series(settings: InfluxSettings, predicate: str, start_ms: int, end_ms:
             times.clear()
             values.clear()
 
-    header: list[str] | None = None
+    header_next = True
     table = time_at = value_at = 0
     tag_columns: list[tuple[int, str]] = []
     current = None
     lines = io.TextIOWrapper(io.BytesIO(_query_csv(settings, flux, timeout, session)), encoding="utf-8", newline="")
     for row in csv.reader(lines):
         if not any(row):  # a blank line: the next block of tables has a header of its own (other tag keys)
-            header = None
+            header_next = True
             continue
-        if header is None:
-            header = row
+        if header_next:
+            header_next = False
             table, time_at, value_at = row.index("table"), row.index("_time"), row.index("_value")
             tag_columns = [(i, c) for i, c in enumerate(row) if c not in NOT_TAGS]
             current = None

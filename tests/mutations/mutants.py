@@ -112,7 +112,7 @@ MUTANTS = [
            [("healthpipe/ml/export.py", "self._bins_file.write(records.tobytes())", "records.tobytes()")]),
     Mutant("read_series_misses_a_new_header", "the pandas-free Flux reader takes the header of a later block of "
            "tables (other tag keys) for a row", ["tests/integration/test_flux_readers.py"], "integration",
-           [("healthpipe/common/flux.py", "            header = None\n            continue", "            continue")]),
+           [("healthpipe/common/flux.py", "            header_next = True\n            continue", "            continue")]),
     Mutant("serve_imports_pandas_at_start", "the feature server loads pandas (and pyarrow) before any request needs "
            "them", ["tests/unit/test_serve_imports.py"], "unit",
            [("healthpipe/ml/serve.py", "from healthpipe.ml.stream_feed import StreamFeed\n",
