@@ -25,6 +25,7 @@ if __name__ == "__main__" and "--code" in sys.argv:  # before anything imports h
 
 
 def memory() -> dict[str, int]:
+    """This process's RSS (bench.support.status_mb's reading, taken here before the harness's own modules load)."""
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return {k: int(status[k].split()[0]) // 1024 for k in ("VmRSS", "RssAnon")}
 

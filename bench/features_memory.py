@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.features import QUERY, Deliveries, _ready, history
-from bench.support import RESULTS
+from bench.support import RESULTS, status_mb
 from healthpipe.common.kafka import ensure_topics
 from tests.support.influx import temporary_bucket
 from tests.support.pipeline import free_port, start_process, wait_until, write_config
@@ -28,8 +28,7 @@ from tests.support.services import native_or_exit
 
 
 def memory(pid: int) -> dict[str, int]:
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return {k: int(status[k].split()[0]) // 1024 for k in ("VmRSS", "RssAnon", "RssFile")}
+    return {field: int(status_mb(pid, field)) for field in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def main() -> int:
