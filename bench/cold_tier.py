@@ -2,11 +2,11 @@
 writing Iceberg against the hive layout, side by side.
 
 **Bytes** (`python -m bench.cold_tier bytes`). Two sets of samples:
-- *real*: a Prometheus scraping itself, the stack's Prometheus and the demo app every second
-  (`python -m bench.cold_tier collect` starts it, ~/.cache/healthpipe/b6-realdata, port 9096; leave it running
-  for hours), read back raw through its HTTP API (range selectors, 30-minute slices) over the last `--hours`
-  (several, `--hours 0.5 1 2`: the set at each length, ending at the same moment, and a panel of bytes per sample
-  against the length);
+- *real*: a Prometheus scraping itself and a demo app of its own every second (`python -m bench.cold_tier collect`
+  starts both, ~/.cache/healthpipe/b6-realdata, ports 9196 and 9198, independent of the native stack; leave them
+  running for hours; `collect-stop` stops them by their PIDs), read back raw through its HTTP API (range
+  selectors, 30-minute slices) over the last `--hours` (several, `--hours 0.5 1 2`: the set at each length,
+  ending at the same moment, and a panel of bytes per sample against the length);
 - *synthetic*: bench/archive.py's demo-like series (`up` = 1, slowly moving rates and latencies, 1 s apart).
 
 For each set: the cold tier's compacted form (one file per day, rows sorted by (series, ts), the archiver's
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,20 +41,19 @@ import requests
 from bench.support import RESULTS
 
 REAL = Path.home() / ".cache" / "healthpipe" / "b6-realdata"
-REAL_PORT = 9096
-JOBS = ("prometheus", "stack-prometheus", "demo-app")
+REAL_PORT = 9196  # not the stack's: 9096 is the third broker's listener in the 3-broker cluster
+DEMO_PORT = 9198
+JOBS = ("prometheus", "demo-app")
 SLICE_S = 1800
-PROMETHEUS_CONFIG = """# bench/cold_tier.py's real set: Prometheus' own metrics and the demo app, scraped every second
+PROMETHEUS_CONFIG = f"""# bench/cold_tier.py's real set: Prometheus' own metrics and a demo app, scraped every second
 global:
   scrape_interval: 1s
   scrape_timeout: 1s
 scrape_configs:
   - job_name: prometheus
-    static_configs: [{targets: ["127.0.0.1:9096"]}]
-  - job_name: stack-prometheus
-    static_configs: [{targets: ["127.0.0.1:9090"]}]
+    static_configs: [{{targets: ["127.0.0.1:{REAL_PORT}"]}}]
   - job_name: demo-app
-    static_configs: [{targets: ["127.0.0.1:8000"]}]
+    static_configs: [{{targets: ["127.0.0.1:{DEMO_PORT}"]}}]
 """
 
 
@@ -62,20 +62,41 @@ scrape_configs:
 Series = dict[tuple[tuple[str, str], ...], tuple[list[int], list[float]]]
 
 
+def _running(name: str) -> int | None:
+    """The PID in REAL/<name>.pid if that process is alive."""
+    pid_file = REAL / f"{name}.pid"
+    if pid_file.exists() and Path(f"/proc/{pid_file.read_text().strip()}").exists():
+        return int(pid_file.read_text())
+    return None
+
+
 def collect() -> int:
-    """Start the 1 s scraping Prometheus (once; it keeps running, its TSDB outside the work tree)."""
+    """Start the 1 s scraping Prometheus and its demo app (once; they keep running, the TSDB outside the work
+    tree). Their own: the set must not depend on whether the native stack is up."""
     REAL.mkdir(parents=True, exist_ok=True)
     (REAL / "prometheus.yml").write_text(PROMETHEUS_CONFIG)
-    pid = REAL / "pid"
-    if pid.exists() and Path(f"/proc/{pid.read_text().strip()}").exists():
-        print(f"already collecting (pid {pid.read_text().strip()}, {REAL})")
-        return 0
-    proc = subprocess.Popen(["prometheus", f"--config.file={REAL / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={REAL / 'tsdb'}", f"--web.listen-address=127.0.0.1:{REAL_PORT}",
-                             "--storage.tsdb.retention.time=30d"], stdout=subprocess.DEVNULL,
-                            stderr=open(REAL / "prometheus.log", "ab"), start_new_session=True)  # noqa: SIM115
-    pid.write_text(str(proc.pid))
-    print(f"collecting: pid {proc.pid}, http://127.0.0.1:{REAL_PORT}, {REAL}")
+    commands = {
+        "demo-app": [sys.executable, "-m", "healthpipe", "demo-app", "--host", "127.0.0.1", "--port", str(DEMO_PORT)],
+        "prometheus": ["prometheus", f"--config.file={REAL / 'prometheus.yml'}", f"--storage.tsdb.path={REAL / 'tsdb'}",
+                       f"--web.listen-address=127.0.0.1:{REAL_PORT}", "--storage.tsdb.retention.time=30d"]}
+    for name, command in commands.items():
+        if pid := _running(name):
+            print(f"{name}: already running (pid {pid})")
+            continue
+        with open(REAL / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        (REAL / f"{name}.pid").write_text(str(proc.pid))
+        print(f"{name}: started (pid {proc.pid})")
+    print(f"collecting into {REAL}: http://127.0.0.1:{REAL_PORT}")
+    return 0
+
+
+def collect_stop() -> int:
+    """Stop what `collect` started, by the PIDs it recorded (SIGTERM: Prometheus closes its head cleanly)."""
+    for name in ("prometheus", "demo-app"):
+        if pid := _running(name):
+            os.kill(pid, signal.SIGTERM)
+            print(f"{name}: stopped (pid {pid})")
     return 0
 
 
@@ -227,7 +248,7 @@ def bytes_report(hours: list[float]) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="hp-b6b-") as tmp:
         sets = {}
-        if Path(f"/proc/{(REAL / 'pid').read_text().strip()}").exists() if (REAL / "pid").exists() else False:
+        if _running("prometheus"):
             end_s = time.time() - 60  # a minute back: every target's last scrape is in
             out["real_by_hours"] = []
             for h in sorted(hours):
@@ -381,7 +402,7 @@ def formats_report(samples: int, runs: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["collect", "bytes", "formats"])
+    parser.add_argument("what", choices=["collect", "collect-stop", "bytes", "formats"])
     parser.add_argument("--hours", type=float, nargs="+", default=[6.0],
                         help="bytes: the real set's length (default 6); several: the ratio against the length")
     parser.add_argument("--samples", type=int, default=1_000_000, help="formats: samples per run")
@@ -389,6 +410,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.what == "collect":
         return collect()
+    if args.what == "collect-stop":
+        return collect_stop()
     RESULTS.mkdir(exist_ok=True)
     report = bytes_report(args.hours) if args.what == "bytes" else formats_report(args.samples, args.runs)
     if args.what == "bytes":
