@@ -28,28 +28,39 @@ training export uses (`healthpipe.ml.features`): served and trained values agree
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import math
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 import msgspec
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from healthpipe.common import allocator, observability
+from healthpipe.common import allocator
 from healthpipe.common.bounded import BoundedCache, CacheCollector
 from healthpipe.common.config import HealthpipeConfig
 from healthpipe.common.errors import ConfigError, HealthpipeError, Retryable
+from healthpipe.common.http_server import (
+    BackgroundHTTPServer,
+    BodyTooLarge,
+    ClientTimeout,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    respond,
+)
 from healthpipe.common.times import parse_duration_arg, parse_time
 from healthpipe.ml import features as feature_fn
 from healthpipe.ml.stream_feed import StreamFeed
@@ -115,45 +126,62 @@ class LazyWindowCache:
             return self._cache
 
 
+def parse_params(cfg: HealthpipeConfig, params: dict[str, list[str]]) -> FeatureRequest:
+    """GET /features' query string as a checked request; ConfigError naming what is wrong."""
+    labels = {k[len("match["):-1]: v[0] for k, v in params.items() if k.startswith("match[") and k.endswith("]")}
+    at = params.get("at", [None])[0]
+    return parse_request(cfg, params["query"][0] if "query" in params else None, labels,
+                         params.get("window", ["5m"])[0], at)
+
+
 def answer(cfg: HealthpipeConfig, params: dict[str, list[str]], cache: LazyWindowCache | None = None,
            feed: StreamFeed | None = None) -> dict:
     """The GET /features answer for the query string `params`; ConfigError for a bad request."""
-    labels = {k[len("match["):-1]: v[0] for k, v in params.items() if k.startswith("match[") and k.endswith("]")}
-    at = params.get("at", [None])[0]
-    request = parse_request(cfg, params["query"][0] if "query" in params else None, labels,
-                            params.get("window", ["5m"])[0], at)
-    return answer_many(cfg, [request], cache, feed)[0]
+    return answer_many(cfg, [parse_params(cfg, params)], cache, feed)[0]
+
+
+def _stream_answers(cfg: HealthpipeConfig, requests: list[FeatureRequest],
+                    feed: StreamFeed) -> list[dict | None]:
+    """Per request, its answer from the stream store, or None where the store does not hold the whole window."""
+    # read before the store: the feed publishes offsets after applying their messages, so the answer holds at
+    # least everything before them
+    offsets = {str(p): o for p, o in sorted(feed.offsets.items())}
+    freshness: dict[str, object] = {"source": "stream", "offsets": offsets, "staleness_s": feed.staleness_s()}
+    return [None if series is None else
+            {"at": request.at_ms if series else None, "window": request.window, "series": series,
+             "freshness": freshness}
+            for request, series in zip(requests, stream_features(cfg, feed.store, requests), strict=True)]
+
+
+def answer_from_stream(cfg: HealthpipeConfig, requests: list[FeatureRequest],
+                       feed: StreamFeed | None) -> list[dict] | None:
+    """The answers if the stream store covers every request (memory only: no I/O, safe on the event loop),
+    else None."""
+    if feed is None:
+        return None
+    answers = _stream_answers(cfg, requests, feed)
+    return None if any(a is None for a in answers) else answers  # type: ignore[return-value]
 
 
 def answer_many(cfg: HealthpipeConfig, requests: list[FeatureRequest], cache: LazyWindowCache | None = None,
                 feed: StreamFeed | None = None) -> list[dict]:
     """Answers in the order asked. Requests the stream store covers are computed together, in one call of the
     feature function; the others read InfluxDB (through the cache), one by one."""
-    from_stream: list[list[msgspec.Raw] | None] = [None] * len(requests)
-    if feed is not None:
-        # read before the store: the feed publishes offsets after applying their messages, so the answer holds
-        # at least everything before them
-        offsets = {str(p): o for p, o in sorted(feed.offsets.items())}
-        freshness: dict[str, object] = {"source": "stream", "offsets": offsets, "staleness_s": feed.staleness_s()}
-        from_stream = stream_features(cfg, feed.store, requests)
-    out = []
-    for request, streamed in zip(requests, from_stream, strict=True):
-        series: list[msgspec.Raw] | list[dict]
-        if streamed is None:
-            selector = dict(request.labels)
-            if request.query is not None:
-                selector["query"] = request.query
-            from healthpipe.ml.data import latest_features  # here: pandas only where InfluxDB is read
+    out: list[dict | None] = _stream_answers(cfg, requests, feed) if feed is not None else [None] * len(requests)
+    for i, request in enumerate(requests):
+        if out[i] is not None:
+            continue
+        selector = dict(request.labels)
+        if request.query is not None:
+            selector["query"] = request.query
+        from healthpipe.ml.data import latest_features  # here: pandas only where InfluxDB is read
 
-            rows = latest_features(selector, window=request.window, cfg=cfg, cache=cache.get() if cache else None,
-                                   at_ms=request.at_ms)
-            series = [_as_json(row) for row in rows]
-            fresh: dict[str, object] = {"source": "influxdb", "offsets": None, "staleness_s": None}
-        else:
-            series, fresh = streamed, freshness
-        out.append({"at": request.at_ms if series else None, "window": request.window, "series": series,
-                    "freshness": fresh})
-    return out
+        rows = latest_features(selector, window=request.window, cfg=cfg, cache=cache.get() if cache else None,
+                               at_ms=request.at_ms)
+        out[i] = {"at": request.at_ms if rows else None, "window": request.window,
+                  "series": [_as_json(row) for row in rows],
+                  "freshness": {"source": "influxdb", "offsets": None, "staleness_s": None}}
+    return out  # type: ignore[return-value]
 
 
 _NOT_LABELS = {"series_id", "ts", "query", "metric", "metric_type", *feature_fn.NAMES}
@@ -242,9 +270,7 @@ def parse_batch(cfg: HealthpipeConfig, body: bytes) -> list[FeatureRequest]:
     return out
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # socketserver's 5 drops connections when many clients arrive at once
+INFLUX_READERS = 8  # requests reading InfluxDB at once (the rest queue): each holds a connection to it
 
 
 class FeatureServer:
@@ -271,109 +297,86 @@ class FeatureServer:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.requests = Counter("healthpipe_features_requests_total", "/features requests by outcome", ["outcome"],
                                 registry=self.registry)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = observability.CLIENT_TIMEOUT_SECONDS
-            # keep-alive: a model server asks again on the same connection (HTTP/1.0 opened one per request,
-            # and at 32 clients the listen backlog overflowed into 1 s SYN retries: B8's p99 of 1,025 ms)
-            protocol_version = "HTTP/1.1"
-            # headers and body go out as two writes: with Nagle on, the body waited for the client's delayed ACK
-            # (40 ms an answer on a kept-alive connection)
-            disable_nagle_algorithm = True
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                url = urlparse(self.path)
-                if url.path in ("/features", "/metrics") and not server.authorized(self.headers.get("Authorization")):
-                    server.requests.labels("unauthorized").inc()
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Bearer realm="healthpipe features"')
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if url.path == "/features":
-                    self._answer(lambda: answer(server.cfg, parse_qs(url.query), server.cache, server.feed))
-                elif url.path == "/metrics":
-                    self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
-                elif url.path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
-                elif url.path == "/readyz":
-                    why = server.not_ready()
-                    self._send(503 if why else 200, f"{why or 'ok'}\n".encode(), "text/plain")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def do_POST(self) -> None:  # noqa: N802
-                url = urlparse(self.path)
-                keep_alive = not self.close_connection  # what the client asked for (Connection: close or not)
-                self.close_connection = True  # until the body is read: an early answer leaves it unread
-                if url.path != "/features":
-                    self._send(404, b"not found\n", "text/plain")
-                    return
-                if not server.authorized(self.headers.get("Authorization")):
-                    server.requests.labels("unauthorized").inc()
-                    self._send(401, b"", "text/plain", {"WWW-Authenticate": 'Bearer realm="healthpipe features"'})
-                    return
-                declared = self.headers.get("Content-Length") or "0"
-                length = int(declared) if declared.isdigit() else -1
-                if length > MAX_BODY_BYTES:
-                    server.requests.labels("bad_request").inc()
-                    self._send(413, json.dumps({"error": f"body over {MAX_BODY_BYTES} bytes"}).encode(),
-                               "application/json")
-                    return
-                if length < 0:
-                    server.requests.labels("bad_request").inc()
-                    self._send(400, b'{"error": "Content-Length: not a length"}', "application/json")
-                    return
-                body = self.rfile.read(length)
-                self.close_connection = not keep_alive
-                self._answer(lambda: {"results": answer_many(server.cfg, parse_batch(server.cfg, body),
-                                                             server.cache, server.feed)})
-
-            def _answer(self, compute: Callable[[], dict]) -> None:
-                t0 = time.perf_counter()
-                try:
-                    body, status = compute(), 200
-                    server.requests.labels("ok").inc()
-                except ConfigError as exc:
-                    body, status = {"error": str(exc)}, 400
-                    server.requests.labels("bad_request").inc()
-                except Retryable as exc:
-                    body, status = {"error": str(exc)}, 503
-                    server.requests.labels("unavailable").inc()
-                except HealthpipeError as exc:
-                    body, status = {"error": str(exc)}, 500
-                    server.requests.labels("error").inc()
-                except Exception:  # a bug, not the client's fault: it still gets an answer, the log the trace
-                    log.exception("features_request_failed path=%s", self.path)
-                    body, status = {"error": "internal error (logged)"}, 500
-                    server.requests.labels("error").inc()
-                server.latency.observe(time.perf_counter() - t0)
-                self._send(status, msgspec.json.encode(body), "application/json")
-
-            def _send(self, status: int, body: bytes, content_type: str,
-                      headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                if self.close_connection:
-                    self.send_header("Connection", "close")  # the client must not send the next request here
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = _Server((host, port), Handler)
+        # the requests that read InfluxDB wait on the network: off the event loop, a bounded number at a time
+        self.influx_pool = ThreadPoolExecutor(INFLUX_READERS, thread_name_prefix="features-influxdb")
         f = cfg.features
-        if f.tls_cert_file and f.tls_key_file:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(f.tls_cert_file, f.tls_key_file)
-            # the handshake in the handler thread (with its client timeout), not in the one accepting connections
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
+        self.http = BackgroundHTTPServer(self.app, host, port, name="features",
+                                         tls_cert_file=f.tls_cert_file, tls_key_file=f.tls_key_file)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app: the routes, the token, and the answers (the module's docstring)."""
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        post = method == "POST"  # an early answer to a POST leaves its body unread: that connection is closed
+        if path not in ("/features", "/metrics", "/healthz", "/readyz"):
+            await respond(send, 404, b"not found\n", "text/plain", close=post)
+            return
+        if method not in ("GET", "POST") or (post and path != "/features"):
+            await respond(send, 405, b"method not allowed\n", "text/plain",
+                          {"Allow": "GET, POST" if path == "/features" else "GET"}, close=True)
+            return
+        if path in ("/features", "/metrics") and not self.authorized(header(scope, b"authorization")):
+            self.requests.labels("unauthorized").inc()
+            await respond(send, 401, b"", "text/plain", {"WWW-Authenticate": 'Bearer realm="healthpipe features"'},
+                          close=post)
+            return
+        if path == "/metrics":
+            await respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            await respond(send, 200, b"ok\n", "text/plain")
+        elif path == "/readyz":
+            why = self.not_ready()
+            await respond(send, 503 if why else 200, f"{why or 'ok'}\n".encode(), "text/plain")
+        elif post:
+            await self._post(scope, receive, send)
+        else:
+            params = parse_qs(scope["query_string"].decode("latin-1"))
+            await self._answer(send, lambda: [parse_params(self.cfg, params)], single=True)
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = header(scope, b"content-length")
+        if declared is not None and not declared.isdigit():
+            self.requests.labels("bad_request").inc()
+            await respond(send, 400, b'{"error": "Content-Length: not a length"}', "application/json", close=True)
+            return
+        try:
+            if declared is not None and int(declared) > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"body over {MAX_BODY_BYTES} bytes")
+            body = await read_body(receive, MAX_BODY_BYTES)
+        except (BodyTooLarge, ClientTimeout) as exc:
+            self.requests.labels("bad_request").inc()
+            status = 413 if isinstance(exc, BodyTooLarge) else 408
+            await respond(send, status, msgspec.json.encode({"error": str(exc)}), "application/json", close=True)
+            return
+        await self._answer(send, lambda: parse_batch(self.cfg, body), single=False)
+
+    async def _answer(self, send: Send, parse: Callable[[], list[FeatureRequest]], single: bool) -> None:
+        """Answer from memory, on the loop, when the stream store covers every request; otherwise in the pool."""
+        t0 = time.perf_counter()
+        try:
+            requests = parse()
+            answers = answer_from_stream(self.cfg, requests, self.feed)
+            if answers is None:
+                answers = await asyncio.get_running_loop().run_in_executor(
+                    self.influx_pool, answer_many, self.cfg, requests, self.cache, self.feed)
+            body, status = (answers[0] if single else {"results": answers}), 200
+            self.requests.labels("ok").inc()
+        except ConfigError as exc:
+            body, status = {"error": str(exc)}, 400
+            self.requests.labels("bad_request").inc()
+        except Retryable as exc:
+            body, status = {"error": str(exc)}, 503
+            self.requests.labels("unavailable").inc()
+        except HealthpipeError as exc:
+            body, status = {"error": str(exc)}, 500
+            self.requests.labels("error").inc()
+        except Exception:  # a bug, not the client's fault: it still gets an answer, the log the trace
+            log.exception("features_request_failed")
+            body, status = {"error": "internal error (logged)"}, 500
+            self.requests.labels("error").inc()
+        self.latency.observe(time.perf_counter() - t0)
+        await respond(send, status, msgspec.json.encode(body), "application/json")
 
     def not_ready(self) -> str | None:
         """Why /readyz fails, or None: the stream store filling, or behind the topic for too long."""
@@ -397,21 +400,25 @@ class FeatureServer:
 
     @property
     def port(self) -> int:
-        return self.httpd.server_address[1]
+        return self.http.port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.http.address
 
     def start(self) -> FeatureServer:
-        # a thread per connection, and glibc gives threads heaps of their own, each kept at its peak: two heaps are
-        # enough for the feed and the requests under one GIL (its effect is unmeasured: the B8 run quoted for it
-        # compared two identical servers, BENCHMARKS.md)
+        # threads (the feed's, the InfluxDB readers') and glibc gives threads heaps of their own, each kept at its
+        # peak: two heaps are enough under one GIL (its effect is unmeasured: the B8 run quoted for it compared two
+        # identical servers, BENCHMARKS.md)
         allocator.limit_arenas(2)
         if self.feed is not None:
             self.feed.start()
-        threading.Thread(target=self.httpd.serve_forever, name="features", daemon=True).start()
+        self.http.start()
         log.info("features_serving port=%d", self.port)
         return self
 
     def stop(self) -> None:
         if self.feed is not None:
             self.feed.stop()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.stop()
+        self.influx_pool.shutdown(wait=False, cancel_futures=True)

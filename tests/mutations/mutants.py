@@ -358,6 +358,18 @@ MUTANTS = [
            "unit",
            [("healthpipe/ml/serve.py", "        if not token:\n            return True\n",
              "        return True\n")]),
+    Mutant("features_influx_read_on_the_loop", "the feature server reads InfluxDB on its event loop (every other "
+           "request waits behind the read)",
+           ["tests/unit/test_feature_server_http.py::test_a_request_waiting_on_influxdb_does_not_hold_up_the_others"],
+           "unit",
+           [("healthpipe/ml/serve.py", """                answers = await asyncio.get_running_loop().run_in_executor(
+                    self.influx_pool, answer_many, self.cfg, requests, self.cache, self.feed)""",
+             """                answers = answer_many(self.cfg, requests, self.cache, self.feed)""")]),
+    Mutant("http_head_without_a_deadline", "a connection's request head has no deadline (uvicorn's own timer is "
+           "for idle kept-alive connections only)",
+           ["tests/unit/test_feature_server_http.py::test_a_client_trickling_its_request_head_is_cut_off"], "unit",
+           [("healthpipe/common/http_server.py", """        super().connection_made(transport)
+        self._arm()""", """        super().connection_made(transport)""")]),
     Mutant("features_stream_starts_at_the_end", "the feature server's stream starts at the topic's end instead of "
            "the consumer group's committed offsets (what InfluxDB does not have yet is never read)",
            ["tests/integration/test_features_stream.py::"

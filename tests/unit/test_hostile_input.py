@@ -52,7 +52,7 @@ def test_the_server_answers_400_for_an_unrepresentable_instant_and_500_for_a_bug
     try:
         status, body = _get(server.port, "query=availability&at=inf")
         assert status == 400 and "inf" in body["error"], body
-        monkeypatch.setattr("healthpipe.ml.serve.answer", lambda *a, **k: 1 / 0)
+        monkeypatch.setattr("healthpipe.ml.serve.answer_many", lambda *a, **k: 1 / 0)
         status, body = _get(server.port, "query=availability")
         assert status == 500 and "ZeroDivision" not in body["error"], body  # the trace goes to the log only
     finally:
@@ -97,9 +97,9 @@ def test_an_idle_client_is_dropped_instead_of_holding_a_thread(monkeypatch, kind
 def test_features_listens_on_loopback_unless_told_otherwise():
     server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0)
     try:
-        assert server.httpd.server_address[0] == "127.0.0.1"
+        assert server.address[0] == "127.0.0.1"
     finally:
-        server.httpd.server_close()
+        server.stop()
 
 
 @pytest.mark.parametrize("params, named", [

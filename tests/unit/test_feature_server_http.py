@@ -1,0 +1,81 @@
+"""The feature server's HTTP layer (one event loop, healthpipe/common/http_server.py): what waits on InfluxDB runs
+off the loop, and a client that trickles its request is cut off."""
+
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from healthpipe.common import observability
+from healthpipe.common.config import HealthpipeConfig
+from healthpipe.ml import serve
+from healthpipe.ml.serve import FeatureServer
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_request_waiting_on_influxdb_does_not_hold_up_the_others(monkeypatch):
+    """With the stream store off every /features request reads InfluxDB; while one waits (here: 3 s, stood in for
+    by a slow answer_many), probes and /metrics are still answered at once, and the slow one completes."""
+    released = threading.Event()
+    entered = threading.Event()
+
+    def slow_answer_many(*args, **kwargs):
+        entered.set()
+        released.wait(3)
+        return [{"at": None, "window": "5m", "series": [], "freshness": {"source": "influxdb"}}]
+
+    monkeypatch.setattr(serve, "answer_many", slow_answer_many)
+    server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0).start()
+    base = f"http://127.0.0.1:{server.port}"
+    slow: dict = {}
+
+    def ask() -> None:
+        with urllib.request.urlopen(f"{base}/features?query=availability", timeout=10) as r:
+            slow["status"], slow["body"] = r.status, r.read()
+
+    try:
+        asker = threading.Thread(target=ask)
+        asker.start()
+        assert entered.wait(5), "the slow request never reached answer_many"
+        t0 = time.monotonic()
+        for path in ("/healthz", "/readyz", "/metrics"):
+            with urllib.request.urlopen(base + path, timeout=10) as r:
+                assert r.status == 200
+        waited = time.monotonic() - t0
+        still_out = not released.is_set() and asker.is_alive()
+        released.set()
+        asker.join(10)
+        assert still_out, "the slow request was not outstanding while the probes were answered"
+        assert waited < 1.5, f"the probes waited {waited:.1f}s behind a request reading InfluxDB"
+        assert slow["status"] == 200 and b'"influxdb"' in slow["body"]
+    finally:
+        released.set()
+        server.stop()
+
+
+def test_a_client_trickling_its_request_head_is_cut_off(monkeypatch):
+    """One byte every 0.1 s never lets a connection go idle (uvicorn's own timer is only for idle kept-alive
+    connections): the head must be whole within the client time-out, or the server hangs up."""
+    monkeypatch.setattr(observability, "CLIENT_TIMEOUT_SECONDS", 0.5)
+    server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            t0, cut = time.monotonic(), False
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:  # 23 s if never cut
+                try:
+                    s.sendall(bytes([byte]))
+                    time.sleep(0.1)
+                    cut = s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:  # nothing to read: still connected
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    cut = True
+                if cut:
+                    break
+            assert cut, "the server kept a connection whose request head never ended"
+            assert time.monotonic() - t0 < 3
+    finally:
+        server.stop()
