@@ -6,8 +6,9 @@ written to a fresh bucket as the consumer writes it, then live deliveries: every
 topic of its own, stamped with the second it was sent (the scrape time), and a real consumer (a ConsumerThread)
 writing them to InfluxDB. Both servers run as their own `healthpipe features serve` processes.
 
-- latency: closed-loop clients on 1, 8 and 32 connections (threads of this process, http.client), each for
-  `--seconds`; two request shapes: one series (`match[instance]=node-k`, k random: what an inference service asks)
+- latency: closed-loop clients on 1, 8 and 32 connections (bench/http_load.py: one asyncio loop in a process of
+  its own, so the clients do not share the GIL of this process's producer and consumer), each for `--seconds`;
+  two request shapes: one series (`match[instance]=node-k`, k random: what an inference service asks)
   and the whole query (every series; 10,000 series only on one connection, it is a bulk read); p50, p99,
   requests/s, and the server's CPU-s per request (/proc of its process);
 - freshness: a delivered sample's scrape time to its first appearance in an answer (a probe asks for node-0 every
@@ -20,10 +21,9 @@ writing them to InfluxDB. Both servers run as their own `healthpipe features ser
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import requests
 
-from bench.support import RESULTS, cpu_seconds, status_mb
+from bench.support import RESULTS, ROOT, cpu_seconds, status_mb
 from healthpipe.common.kafka import ensure_topics
 from healthpipe.common.messages import SeriesWindow, headers
 from healthpipe.sinks.influx.transformer import DataTransformer
@@ -91,32 +91,14 @@ class Deliveries:
             self.sent[ts] = time.time()
 
 
-def closed_loop(port: int, connections: int, seconds: float, path) -> tuple[list[float], int]:  # noqa: ANN001
-    """`connections` clients, each asking `path()` as soon as the last answer came: latencies (s), errors."""
-    latencies: list[float] = []
-    errors = [0]
-    deadline = time.monotonic() + seconds
-
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while time.monotonic() < deadline:
-            t0 = time.perf_counter()
-            conn.request("GET", path())
-            answer = conn.getresponse()
-            answer.read()
-            took = time.perf_counter() - t0
-            if answer.status == 200:
-                latencies.append(took)
-            else:
-                errors[0] += 1
-        conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, errors[0]
+def closed_loop(port: int, connections: int, seconds: float, path: str, keys: int) -> tuple[list[float], int]:
+    """`connections` clients, each asking `path` ({k}: a random integer below `keys`) as soon as the last answer
+    came, from a process of their own (bench/http_load.py): latencies (s), errors."""
+    done = subprocess.run([sys.executable, "-m", "bench.http_load", "--port", str(port), "--connections",
+                           str(connections), "--seconds", str(seconds), "--path", path, "--keys", str(keys)],
+                          cwd=ROOT, capture_output=True, check=True, timeout=seconds + 120)
+    result = json.loads(done.stdout)
+    return result["latencies_s"], result["errors"]
 
 
 def freshness(port: int, deliveries: Deliveries, probes: int) -> list[float]:
@@ -173,11 +155,10 @@ def one_size(services, n: int, seconds: float, tmp: Path, code: Path | None = No
             time.sleep(5)  # a few deliveries applied: the store's own memory, before any request
             rss_ready = {name: round(status_mb(proc.pid, "VmRSS"), 1) for name, (proc, _) in servers.items()}
             rows = []
-            shapes = [("one series", lambda: f"/features?query=bench&match%5Binstance%5D=node-{random.randrange(n)}"
-                                                 f"&window=5m")]
-            shapes.append(("all series", lambda: "/features?query=bench&window=5m"))
+            shapes = [("one series", "/features?query=bench&match%5Binstance%5D=node-{k}&window=5m", n),
+                      ("all series", "/features?query=bench&window=5m", 0)]
             point = 0
-            for shape, path in shapes:
+            for shape, path, keys in shapes:
                 for connections in (1, 8, 32):
                     if shape == "all series" and n > 1000 and connections > 1:
                         continue
@@ -187,7 +168,7 @@ def one_size(services, n: int, seconds: float, tmp: Path, code: Path | None = No
                     point += 1
                     for name, (proc, port) in (order if point % 2 else order[::-1]):
                         cpu0 = cpu_seconds(proc.pid)
-                        latencies, errors = closed_loop(port, connections, seconds, path)
+                        latencies, errors = closed_loop(port, connections, seconds, path, keys)
                         cpu = cpu_seconds(proc.pid) - cpu0
                         rows.append({"server": name, "shape": shape, "connections": connections, **quantiles(latencies),
                                      "requests_per_s": round(len(latencies) / seconds, 1), "errors": errors,

@@ -370,6 +370,10 @@ MUTANTS = [
            ["tests/unit/test_feature_server_http.py::test_a_client_trickling_its_request_head_is_cut_off"], "unit",
            [("healthpipe/common/http_server.py", """        super().connection_made(transport)
         self._arm()""", """        super().connection_made(transport)""")]),
+    Mutant("http_nagle_on", "the HTTP server's socket made by socket.create_server (proto 0: asyncio leaves Nagle on)",
+           ["tests/unit/test_feature_server_http.py::test_answers_go_out_without_nagle"], "unit",
+           [("healthpipe/common/http_server.py", "        self.socket = _listen(host, port)\n",
+             "        self.socket = socket.create_server((host, port), backlog=BACKLOG)\n")]),
     Mutant("features_stream_starts_at_the_end", "the feature server's stream starts at the topic's end instead of "
            "the consumer group's committed offsets (what InfluxDB does not have yet is never read)",
            ["tests/integration/test_features_stream.py::"

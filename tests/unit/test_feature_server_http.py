@@ -79,3 +79,23 @@ def test_a_client_trickling_its_request_head_is_cut_off(monkeypatch):
             assert time.monotonic() - t0 < 3
     finally:
         server.stop()
+
+
+def test_answers_go_out_without_nagle():
+    """Every accepted connection has TCP_NODELAY: an answer's head and body are two writes, and with Nagle on the
+    body waited for the client's delayed ACK (40 ms an answer on a kept-alive connection)."""
+    import http.client
+
+    server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok\n"
+        connections = server.http._server.server_state.connections  # uvicorn's: the protocols of open connections
+        assert connections
+        for protocol in connections:
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), "Nagle left on"
+        conn.close()
+    finally:
+        server.stop()
