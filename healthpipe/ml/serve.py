@@ -270,7 +270,7 @@ def parse_batch(cfg: HealthpipeConfig, body: bytes) -> list[FeatureRequest]:
     return out
 
 
-INFLUX_READERS = 8  # requests reading InfluxDB at once (the rest queue): each holds a connection to it
+OFF_LOOP_THREADS = 8  # requests answered off the event loop at once (the rest queue)
 
 
 class FeatureServer:
@@ -297,8 +297,9 @@ class FeatureServer:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.requests = Counter("healthpipe_features_requests_total", "/features requests by outcome", ["outcome"],
                                 registry=self.registry)
-        # the requests that read InfluxDB wait on the network: off the event loop, a bounded number at a time
-        self.influx_pool = ThreadPoolExecutor(INFLUX_READERS, thread_name_prefix="features-influxdb")
+        # requests that read InfluxDB (they wait on the network) or ask for many series (a bulk read of 10,000
+        # windows takes ~130 ms): off the event loop, which keeps answering the one-series requests meanwhile
+        self.pool = ThreadPoolExecutor(OFF_LOOP_THREADS, thread_name_prefix="features-pool")
         f = cfg.features
         self.http = BackgroundHTTPServer(self.app, host, port, name="features",
                                          tls_cert_file=f.tls_cert_file, tls_key_file=f.tls_key_file)
@@ -352,14 +353,17 @@ class FeatureServer:
         await self._answer(send, lambda: parse_batch(self.cfg, body), single=False)
 
     async def _answer(self, send: Send, parse: Callable[[], list[FeatureRequest]], single: bool) -> None:
-        """Answer from memory, on the loop, when the stream store covers every request; otherwise in the pool."""
+        """Answer on the loop, from memory, when the stream store covers a request for some series; in the pool a
+        bulk request (a whole query, or a batch) and one the store does not cover (it reads InfluxDB). In the pool a
+        long computation gives the GIL back to the loop every 5 ms (the interpreter's switch interval)."""
         t0 = time.perf_counter()
         try:
             requests = parse()
-            answers = answer_from_stream(self.cfg, requests, self.feed)
+            bulk = len(requests) > 1 or not requests[0].labels
+            answers = None if bulk else answer_from_stream(self.cfg, requests, self.feed)
             if answers is None:
                 answers = await asyncio.get_running_loop().run_in_executor(
-                    self.influx_pool, answer_many, self.cfg, requests, self.cache, self.feed)
+                    self.pool, answer_many, self.cfg, requests, self.cache, self.feed)
             body, status = (answers[0] if single else {"results": answers}), 200
             self.requests.labels("ok").inc()
         except ConfigError as exc:
@@ -421,4 +425,4 @@ class FeatureServer:
         if self.feed is not None:
             self.feed.stop()
         self.http.stop()
-        self.influx_pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -363,8 +363,14 @@ MUTANTS = [
            ["tests/unit/test_feature_server_http.py::test_a_request_waiting_on_influxdb_does_not_hold_up_the_others"],
            "unit",
            [("healthpipe/ml/serve.py", """                answers = await asyncio.get_running_loop().run_in_executor(
-                    self.influx_pool, answer_many, self.cfg, requests, self.cache, self.feed)""",
+                    self.pool, answer_many, self.cfg, requests, self.cache, self.feed)""",
              """                answers = answer_many(self.cfg, requests, self.cache, self.feed)""")]),
+    Mutant("features_bulk_on_the_loop", "the feature server computes a whole-query (bulk) answer on its event loop "
+           "(one-series requests wait behind it)",
+           ["tests/unit/test_feature_server_http.py::test_a_bulk_request_does_not_hold_up_one_series_requests"],
+           "unit",
+           [("healthpipe/ml/serve.py", "            bulk = len(requests) > 1 or not requests[0].labels\n",
+             "            bulk = False\n")]),
     Mutant("http_head_without_a_deadline", "a connection's request head has no deadline (uvicorn's own timer is "
            "for idle kept-alive connections only)",
            ["tests/unit/test_feature_server_http.py::test_a_client_trickling_its_request_head_is_cut_off"], "unit",

@@ -99,3 +99,45 @@ def test_answers_go_out_without_nagle():
         conn.close()
     finally:
         server.stop()
+
+
+def test_a_bulk_request_does_not_hold_up_one_series_requests(monkeypatch):
+    """A whole-query request (every series: ~130 ms at 10,000 series) is computed off the loop; a one-series
+    request the store covers is answered meanwhile. The store is stood in for: computing a whole-query answer
+    (wherever it runs) takes until released, a one-series one is at once."""
+    released = threading.Event()
+    entered = threading.Event()
+
+    def compute(requests) -> list[dict]:
+        if not requests[0].labels:
+            entered.set()
+            released.wait(3)
+        return [{"at": 1, "window": "5m", "series": [], "freshness": {"source": "stream"}} for _ in requests]
+
+    monkeypatch.setattr(serve, "answer_from_stream", lambda cfg, requests, feed: compute(requests))
+    monkeypatch.setattr(serve, "answer_many", lambda cfg, requests, cache, feed: compute(requests))
+    server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0).start()
+    base = f"http://127.0.0.1:{server.port}/features?query=availability"
+    bulk: dict = {}
+
+    def ask_all() -> None:
+        with urllib.request.urlopen(base, timeout=10) as r:
+            bulk["status"] = r.status
+
+    try:
+        asker = threading.Thread(target=ask_all)
+        asker.start()
+        assert entered.wait(5), "the bulk request never started computing"
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"{base}&match%5Binstance%5D=node-1", timeout=10) as r:
+            assert r.status == 200 and b'"stream"' in r.read()
+        waited = time.monotonic() - t0
+        outstanding = not released.is_set() and asker.is_alive()
+        released.set()
+        asker.join(10)
+        assert outstanding, "the bulk request was not outstanding while the one-series one was answered"
+        assert waited < 1.5, f"the one-series request waited {waited:.1f}s behind a bulk one"
+        assert bulk["status"] == 200
+    finally:
+        released.set()
+        server.stop()
