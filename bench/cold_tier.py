@@ -242,14 +242,15 @@ def prometheus_bytes(series: Series, work: Path) -> dict:
             "chunks_bytes_per_sample": chunks / n}
 
 
-def bytes_report(hours: list[float]) -> dict:
+def bytes_report(hours: list[float], end_s: float | None = None) -> dict:
     """Both sets; with several `hours`, the real set at each length (the same end: each shorter set the newest part
-    of the longer), the longest reported in full, every length in `real_by_hours`."""
+    of the longer), the longest reported in full, every length in `real_by_hours`. `end_s`: the real set's end
+    (default a minute ago), for a collection that stopped and was started again: a window must not span the gap."""
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="hp-b6b-") as tmp:
         sets = {}
         if _running("prometheus"):
-            end_s = time.time() - 60  # a minute back: every target's last scrape is in
+            end_s = end_s or time.time() - 60  # a minute back: every target's last scrape is in
             out["real_by_hours"] = []
             for h in sorted(hours):
                 series, start_s, _ = real_samples(h, end_s)
@@ -405,6 +406,8 @@ def main() -> int:
     parser.add_argument("what", choices=["collect", "collect-stop", "bytes", "formats"])
     parser.add_argument("--hours", type=float, nargs="+", default=[6.0],
                         help="bytes: the real set's length (default 6); several: the ratio against the length")
+    parser.add_argument("--end", type=float, default=None, metavar="UNIX_SECONDS",
+                        help="bytes: the real set ends here (default a minute ago)")
     parser.add_argument("--samples", type=int, default=1_000_000, help="formats: samples per run")
     parser.add_argument("--runs", type=int, default=2, help="formats: runs")
     args = parser.parse_args()
@@ -413,7 +416,7 @@ def main() -> int:
     if args.what == "collect-stop":
         return collect_stop()
     RESULTS.mkdir(exist_ok=True)
-    report = bytes_report(args.hours) if args.what == "bytes" else formats_report(args.samples, args.runs)
+    report = bytes_report(args.hours, args.end) if args.what == "bytes" else formats_report(args.samples, args.runs)
     if args.what == "bytes":
         plot(report, Path(__file__).resolve().parents[1] / "docs" / "perf" / "cold-tier-bytes.png")
     (RESULTS / f"cold-tier-{args.what}-{int(time.time())}.json").write_text(json.dumps(report, indent=2))

@@ -206,7 +206,8 @@ def plot(path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = json.loads(path.read_text())["b8"]
+    result = json.loads(path.read_text())
+    sizes, base_label = result["b8"], result.get("base_label", "before (--code)")
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     colours = {100: "tab:blue", 1000: "tab:orange", 10000: "tab:green"}
     for ax, shape in zip(panels, ("one series", "all series"), strict=True):
@@ -218,7 +219,7 @@ def plot(path: Path) -> Path:
                     continue
                 xs = [r["connections"] for r in rows]
                 label = f"{size['series']:,} series, " + {"stream": "stream store", "influxdb": "InfluxDB",
-                                                           "stream-base": "stream store before (--code)"}[server]
+                                                           "stream-base": f"stream store, {base_label}"}[server]
                 ax.plot(xs, [r["p99_ms"] for r in rows], style, color=colours.get(size["series"]), label=label)
                 ax.plot(xs, [r["p50_ms"] for r in rows], style, color=colours.get(size["series"]), alpha=0.35)
         ax.axhline(5, color="grey", lw=0.8, ls=":")
@@ -229,7 +230,7 @@ def plot(path: Path) -> Path:
         ax.set_xlabel("concurrent connections (closed loop)")
         ax.set_title(f"/features, {shape} a request, window 5m")
         ax.grid(True, which="both", alpha=0.3)
-    panels[0].set_ylabel("latency, ms (p99 solid; p50 faint); targets 5 and 20 ms dotted")
+    panels[0].set_ylabel("latency, ms (p99 strong; p50 faint); targets 5 and 20 ms grey")
     panels[0].legend(fontsize=7, loc="upper left")  # the left panel has every (size, server) pair
     fig.tight_layout()
     out = PLOTS / "features-latency.png"
@@ -243,6 +244,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10, help="per (shape, connections, server)")
     parser.add_argument("--code", type=Path, default=None, help="also run the stream server of this checkout "
                         "(`git worktree add /tmp/base <commit>`), as stream-base, side by side")
+    parser.add_argument("--base-label", default="before (--code)", help="what the --code server is, for the plot")
     parser.add_argument("--plot", type=Path, default=None, metavar="RESULTS_JSON",
                         help="only draw docs/perf/features-latency.png from a results file")
     args = parser.parse_args()
@@ -254,7 +256,8 @@ def main() -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="hp-b8-") as tmp:
-        result = {"b8": [one_size(services, n, args.seconds, Path(tmp), args.code) for n in args.series]}
+        result = {"b8": [one_size(services, n, args.seconds, Path(tmp), args.code) for n in args.series],
+                  "base_label": args.base_label}
     path = RESULTS / f"features-{int(time.time())}.json"
     path.write_text(json.dumps(result, indent=2))
     # the picture in BENCHMARKS.md shows every default size: a partial run must not replace it
