@@ -14,14 +14,13 @@ line, or a byte a second, would hold its connection for ever.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -32,7 +31,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-T = TypeVar("T")
 
 BACKLOG = 128  # the listen queue: many clients connecting at once must not overflow it into SYN retries (1 s)
 
@@ -118,7 +116,6 @@ class BackgroundHTTPServer:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -130,49 +127,14 @@ class BackgroundHTTPServer:
         return self.address[1]
 
     def start(self, timeout: float = 30) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.socket]}, name=self.name,
+                                        daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:  # a failed start (a bad certificate) ends the thread: say so here
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: the HTTP server did not start (see the log)")
             time.sleep(0.01)
-
-    def _run(self) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._server.serve(sockets=[self.socket])
-
-        asyncio.run(serve())  # what uvicorn's own run does with loop="asyncio", with the loop kept for `call`
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """fn() run on the server's loop, between requests, and its result; run here when the loop is not running.
-
-        For work that changes what requests read and would otherwise run in another thread: a thread holding the
-        GIL makes the loop wait for it at every socket read and write (up to the 5 ms switch interval each), so
-        the loop's requests queue behind it. On the loop, a slice of that work delays the requests only by its own
-        length."""
-        loop = self._loop
-        if loop is None or loop.is_closed() or threading.current_thread() is self._thread:
-            return fn()
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 (handed to the caller, whatever it is)
-                done.set_exception(exc)
-
-        try:
-            loop.call_soon_threadsafe(run)
-        except RuntimeError:  # the loop closed meanwhile
-            return fn()
-        while True:
-            try:
-                return done.result(timeout=1)
-            except concurrent.futures.TimeoutError:
-                if loop.is_closed() and not done.done():  # stopped before it ran `run`: it never will
-                    return fn()
 
     def stop(self, timeout: float = 10) -> None:
         self._server.should_exit = True

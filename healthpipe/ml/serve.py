@@ -303,8 +303,6 @@ class FeatureServer:
         f = cfg.features
         self.http = BackgroundHTTPServer(self.app, host, port, name="features",
                                          tls_cert_file=f.tls_cert_file, tls_key_file=f.tls_key_file)
-        if self.feed is not None:
-            self.feed.run_on = self.http.call  # the store changes between requests, on the loop (http_server.call)
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app: the routes, the token, and the answers (the module's docstring)."""

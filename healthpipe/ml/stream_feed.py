@@ -27,8 +27,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
-from functools import partial
 
 import requests
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
@@ -48,7 +46,6 @@ from healthpipe.sinks.influx.transformer import DataTransformer, series_key
 log = logging.getLogger(__name__)
 
 FILL_SLICE_MS = 60_000
-APPLY_SLICE = 64  # messages decoded and applied at a time: on the server's loop, a request waits at most one slice
 
 
 class StreamBroken(HealthpipeError):
@@ -70,9 +67,6 @@ class StreamFeed:
         self.skipped = 0  # messages the consumer dead-letters (undecodable)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # where the store is changed (decode, apply, trim), a slice at a time: here, or on the server's event loop
-        # (FeatureServer: BackgroundHTTPServer.call), so that requests never wait for this thread's GIL turns
-        self.run_on: Callable[[Callable[[], None]], None] = _here
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -165,8 +159,8 @@ class StreamFeed:
         at_end: dict[int, int] = {}  # partition → the end offset its last EOF reported
         next_check = 0.0
         while not self._stop.is_set():
+            windows: list[SeriesWindow] = []
             offsets = dict(self.offsets)
-            messages = []
             # the first message as soon as it comes, then what else is there without waiting: consume(500, 0.1)
             # waited out its 0.1 s unless 500 had arrived (half the store's freshness at 100 messages a second)
             first = consumer.poll(0.1)
@@ -182,24 +176,17 @@ class StreamFeed:
                     continue
                 p, offset = msg.partition() or 0, msg.offset() or 0
                 offsets[p] = offset + 1
-                messages.append(msg)
-            for first_msg in range(0, len(messages), APPLY_SLICE):
-                self.run_on(partial(self._decode_and_apply, messages[first_msg:first_msg + APPLY_SLICE]))
+                try:
+                    windows.append(decode(msg.value(), msg.headers(), self.cfg.consumer.max_message_bytes))
+                except Malformed:
+                    self.skipped += 1
+            if windows:
+                self.apply(windows)
             self.offsets = offsets  # published after the store has their samples (answers read it first)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + 1.0
                 self._check_caught_up(admin, topic, partitions, at_end)
-                self.store.trim(self.run_on)
-
-    def _decode_and_apply(self, messages: list) -> None:
-        windows: list[SeriesWindow] = []
-        for msg in messages:
-            try:
-                windows.append(decode(msg.value(), msg.headers(), self.cfg.consumer.max_message_bytes))
-            except Malformed:
-                self.skipped += 1
-        if windows:
-            self.apply(windows)
+                self.store.trim()
 
     def apply(self, windows: list[SeriesWindow]) -> None:
         """The windows' samples, as the consumer writes them, into the store."""
@@ -229,10 +216,6 @@ class StreamFeed:
         # EOF event says where the reader stands
         if all(max(self.offsets.get(p, 0), at_end.get(p, 0)) >= ends[p] for p in partitions):
             self.caught_up_at = asked_at
-
-
-def _here(fn: Callable[[], None]) -> None:
-    fn()
 
 
 def _give_back_memory() -> None:

@@ -380,15 +380,6 @@ MUTANTS = [
            ["tests/unit/test_feature_server_http.py::test_answers_go_out_without_nagle"], "unit",
            [("healthpipe/common/http_server.py", "        self.socket = _listen(host, port)\n",
              "        self.socket = socket.create_server((host, port), backlog=BACKLOG)\n")]),
-    Mutant("features_feed_off_the_loop", "the feature server's feed changes the store in its own thread (requests "
-           "on the loop wait for its GIL turns), not through the HTTP server's loop",
-           ["tests/unit/test_feature_server_http.py::test_the_feed_changes_the_store_on_the_servers_loop"], "unit",
-           [("healthpipe/ml/serve.py", "            self.feed.run_on = self.http.call", "            pass")]),
-    Mutant("http_call_runs_here", "BackgroundHTTPServer.call runs its function in the calling thread",
-           ["tests/unit/test_feature_server_http.py::test_the_feed_changes_the_store_on_the_servers_loop"], "unit",
-           [("healthpipe/common/http_server.py",
-             "        if loop is None or loop.is_closed() or threading.current_thread() is self._thread:",
-             "        if True:")]),
     Mutant("features_stream_starts_at_the_end", "the feature server's stream starts at the topic's end instead of "
            "the consumer group's committed offsets (what InfluxDB does not have yet is never read)",
            ["tests/integration/test_features_stream.py::"

@@ -141,26 +141,3 @@ def test_a_bulk_request_does_not_hold_up_one_series_requests(monkeypatch):
     finally:
         released.set()
         server.stop()
-
-
-def test_the_feed_changes_the_store_on_the_servers_loop(monkeypatch):
-    """The feed's decode/apply and trim run through BackgroundHTTPServer.call: on the loop's thread once it runs
-    (so requests never wait on the feed thread's GIL turns), here before it does, and errors reach the caller."""
-    server = FeatureServer(HealthpipeConfig(), port=0)
-    assert server.feed is not None and server.feed.run_on == server.http.call
-    where: list[str] = []
-
-    def record() -> str:
-        where.append(threading.current_thread().name)
-        return "done"
-
-    assert server.http.call(record) == "done"  # the loop is not running yet: here
-    server.http.start()
-    try:
-        assert server.http.call(record) == "done"
-        with pytest.raises(ZeroDivisionError):
-            server.http.call(lambda: 1 / 0)
-    finally:
-        server.http.stop()
-    assert server.http.call(record) == "done"  # stopped: here again, not a hang
-    assert where == [threading.current_thread().name, "features", threading.current_thread().name]
