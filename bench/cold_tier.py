@@ -311,12 +311,12 @@ def plot(report: dict, path: Path) -> None:
         for r in curve:
             ax.annotate(f"{r['today_vs_prometheus']:.2f}×", (r["hours"], r["today_bytes_per_sample"]), fontsize=8,
                         textcoords="offset points", xytext=(0, -12), ha="center")
-        ax.set_xlabel("hours of 1 s scrapes (the newest part of the real set)")
+        ax.set_xlabel("hours of 1 s scrapes (each the newest part of the longest)")
         ax.set_ylabel("bytes per sample")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        ax.set_title("real set against its length (ratio to Prometheus labelled)", fontsize=10)
+        ax.set_title("real set by length (labels: cold tier ÷ Prometheus)", fontsize=10)
     for ax, name in zip(axes[0], sets, strict=False):
         data = report[name]
         names = list(data["cold"])
@@ -327,6 +327,7 @@ def plot(report: dict, path: Path) -> None:
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.invert_yaxis()
         ax.axvline(prom, color="black", linestyle="--")
+        ax.set_xlim(0, max(*values, prom) * 1.3)  # room for the labels right of the longest bar and the line
         ax.text(prom, len(names) - 0.4, f" Prometheus TSDB {prom:.2f}", fontsize=8, va="bottom")
         for i, v in enumerate(values):
             ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
