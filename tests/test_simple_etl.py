@@ -16,6 +16,8 @@ NOW = 1_800_000_000.0
 
 
 class FakePublisher:
+    outcome_unknown = False  # every transaction here commits or fails knowingly
+
     def __init__(self):
         self.transactions = []
 

@@ -36,6 +36,9 @@ class TransactionalPublisher:
         self._in_transaction = False
         self._needs_init = False
         self.transactions_begun = 0  # a transaction's number: which one a fault hit (tests, /metrics)
+        # a commit that failed without a known outcome (it timed out; the abort after it conflicted with it, or
+        # failed): Kafka may still complete it, and only the watermark topic says whether it did
+        self.outcome_unknown = False
 
     def init(self) -> None:
         """Register the transactional id; this fences and aborts a crashed predecessor's open transaction.
@@ -49,13 +52,18 @@ class TransactionalPublisher:
                 raise Fatal(f"Kafka refused transactional id {self.transactional_id!r}: {err}") from None
             raise PublishError(f"Kafka transactions not available: {err}") from None
 
+    def ensure_initialized(self) -> None:
+        """The init a failed abort deferred (a fresh producer while Kafka was away); PublishError (Retryable)
+        while Kafka is still away. Once it returns, no transaction of ours is pending at the coordinator."""
+        if self._needs_init:
+            self.init()
+            self._needs_init = False
+
     def publish(self, query: str, windows: Iterable[SeriesWindow], watermark_ms: int | None) -> int:
         """Publish `windows` and (if given) the query's new watermark atomically; return messages sent."""
         self._failed_deliveries = 0
         sent = 0
-        if self._needs_init:
-            self.init()  # PublishError (Retryable) while Kafka is still away
-            self._needs_init = False
+        self.ensure_initialized()
         try:
             self.producer.begin_transaction()
             self._in_transaction = True
@@ -104,6 +112,7 @@ class TransactionalPublisher:
                 # Retriable: the outcome is unknown and the commit may be retried as is.
                 if err.retriable() and time.monotonic() < deadline:
                     continue
+                self.outcome_unknown = True
                 raise
         self._in_transaction = False
         # commit_transaction already fails on a failed delivery; this guards the invariant anyway.

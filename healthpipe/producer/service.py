@@ -113,13 +113,33 @@ class ProducerService:
         assert self.publisher is not None, "call initialize() first"
         t0 = time.perf_counter()
         self._cycle_prometheus_now = None
-        published = {}
+        published: dict[str, int] = {}
+        if self.publisher.outcome_unknown and not self._reload_watermarks():
+            return published
         for q in self.cfg.extract.queries:
             if self._stop.is_set():
                 break
             published[q.name] = self._run_query(q)
         self.metrics.cycle_seconds.observe(time.perf_counter() - t0)
         return published
+
+    def _reload_watermarks(self) -> bool:
+        """After a commit whose outcome only Kafka knows, the watermarks as committed (False: Kafka still away).
+
+        Our own copy still has the window's start: had the commit gone through after all (the coordinator
+        completes a transaction it has begun to commit, whatever the client saw), publishing from it would put
+        that window on the topic twice. The init fences first, so the old transaction is complete when read."""
+        assert self.publisher is not None
+        try:
+            self.publisher.ensure_initialized()
+            self.watermarks = watermarks.load(self.cfg)
+        except Retryable as exc:
+            self._kafka_ok = False
+            log.error("watermarks_reload_failed error=%s", exc)
+            return False
+        self.publisher.outcome_unknown = False
+        log.warning("watermarks_reloaded after a commit of unknown outcome: %s", self.watermarks)
+        return True
 
     def run_continuous(self, interval: float | None = None) -> None:
         """Cycles every `interval` seconds until stop(); a cycle that overruns starts the next at once."""

@@ -380,6 +380,16 @@ MUTANTS = [
            ["tests/unit/test_feature_server_http.py::test_answers_go_out_without_nagle"], "unit",
            [("healthpipe/common/http_server.py", "        self.socket = _listen(host, port)\n",
              "        self.socket = socket.create_server((host, port), backlog=BACKLOG)\n")]),
+    Mutant("producer_trusts_its_watermark_after_an_unknown_commit", "after a commit that timed out (it may still "
+           "complete), the producer publishes from its own watermark instead of the watermark topic's",
+           ["tests/unit/test_producer_unknown_commit.py"], "unit",
+           [("healthpipe/producer/service.py",
+             "        if self.publisher.outcome_unknown and not self._reload_watermarks():",
+             "        if False:")]),
+    Mutant("publisher_forgets_an_unknown_commit", "a commit that timed out is not marked as of unknown outcome",
+           ["tests/unit/test_producer_unknown_commit.py::test_a_commit_that_times_out_leaves_the_outcome_unknown"],
+           "unit",
+           [("healthpipe/producer/publisher.py", "                self.outcome_unknown = True\n", "")]),
     Mutant("features_stream_starts_at_the_end", "the feature server's stream starts at the topic's end instead of "
            "the consumer group's committed offsets (what InfluxDB does not have yet is never read)",
            ["tests/integration/test_features_stream.py::"

@@ -55,6 +55,7 @@ class LimitedPrometheus:
 
 class Transactions:
     in_transaction = False
+    outcome_unknown = False
     transactions_begun = 0
 
     def __init__(self, events: list[tuple] | None = None):
