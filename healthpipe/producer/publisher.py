@@ -6,7 +6,9 @@ Order of one publish (each step must succeed before the next):
 3. produce the query's new watermark to the compacted watermark topic;
 4. commit: librdkafka flushes and fails the commit if any delivery failed.
 Any failure aborts the transaction: neither the data nor the watermark becomes visible to
-read_committed consumers, and the next cycle reads the same window again.
+read_committed consumers, and the next cycle reads the same window again. Except a commit that timed out:
+Kafka may complete it after all (the abort then conflicts with it), so its outcome is unknown
+(`outcome_unknown`) and the service reloads the watermarks from the topic before the next window.
 """
 
 from __future__ import annotations
