@@ -6,8 +6,8 @@ Order of one publish (each step must succeed before the next):
 3. produce the query's new watermark to the compacted watermark topic;
 4. commit: librdkafka flushes and fails the commit if any delivery failed.
 Any failure aborts the transaction: neither the data nor the watermark becomes visible to
-read_committed consumers, and the next cycle reads the same window again. Except a commit that timed out:
-Kafka may complete it after all (the abort then conflicts with it), so its outcome is unknown
+read_committed consumers, and the next cycle reads the same window again. Except a commit that failed (it
+timed out): Kafka may complete it after all (the abort then conflicts with it), so its outcome is unknown
 (`outcome_unknown`) and the service reloads the watermarks from the topic before the next window.
 """
 
@@ -38,8 +38,8 @@ class TransactionalPublisher:
         self._in_transaction = False
         self._needs_init = False
         self.transactions_begun = 0  # a transaction's number: which one a fault hit (tests, /metrics)
-        # a commit that failed without a known outcome (it timed out; the abort after it conflicted with it, or
-        # failed): Kafka may still complete it, and only the watermark topic says whether it did
+        # a commit that failed (it timed out, and the abort after it may conflict with it): Kafka may still
+        # complete it, and only the watermark topic says whether it did
         self.outcome_unknown = False
 
     def init(self) -> None:

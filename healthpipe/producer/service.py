@@ -138,7 +138,7 @@ class ProducerService:
             log.error("watermarks_reload_failed error=%s", exc)
             return False
         self.publisher.outcome_unknown = False
-        log.warning("watermarks_reloaded after a commit of unknown outcome: %s", self.watermarks)
+        log.warning("watermarks_reloaded reason=commit_outcome_unknown watermarks=%s", self.watermarks)
         return True
 
     def run_continuous(self, interval: float | None = None) -> None:
