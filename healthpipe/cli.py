@@ -1,19 +1,21 @@
 """The `healthpipe` command: one entry point, a subcommand per job.
 
 The pipeline's own commands (producer, consumer, backfill, replay, ...) live with their packages
-(`<package>/command.py`) and run the same way through `python -m <package>`; this module only gathers them
-and adds the operations tooling (the native stack, `up`/`down`/`status`, `check`, the demo app). Heavy
-imports happen inside each command's `run`, so `healthpipe --help` stays fast.
+(`<package>/command.py`); this module only gathers them and adds the operations tooling (the native stack,
+`up`/`down`/`status`, `check`, the demo app). Heavy imports happen inside each command's `run`, so
+`healthpipe --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from healthpipe.common.command import add_config_argument, execute
 from healthpipe.ml import command as ml_command
@@ -270,5 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     return execute(args.run, args)
 
 
+def run() -> NoReturn:
+    """The process's entry (the console script, `python -m healthpipe`, the image): `main`, then the exit.
+
+    An error exit can leave Kafka clients open, and their librdkafka threads then meet a finalizing interpreter: CI
+    saw a consumer with a wrong password print its error and then die of SIGSEGV (exit -11, not 2). So an error
+    exit prints and flushes, then ends the process with os._exit, without the interpreter's teardown."""
+    code = main()
+    if code:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,7 +1,7 @@
 """What every healthpipe command shares: the --config argument, and errors turned into exit codes.
 
 Each runnable package (producer, consumer, ...) has a `command` module with `add_arguments(parser)` and
-`run(args) -> int`; `python -m <package>` and `healthpipe <name>` (healthpipe/cli.py) both go through `execute`.
+`run(args) -> int`; `healthpipe <name>` (healthpipe/cli.py) goes through `execute`.
 
 Exit codes (scripts branch on them): 0 done; 1 failed, or a difference found (verify); 2 invalid config or
 arguments; 3 a service needed could not be reached (Prometheus, Kafka, InfluxDB, the archive store).
@@ -29,10 +29,3 @@ def execute(run: Callable[[argparse.Namespace], int | None], args: argparse.Name
         return exit_code(exc)
     except KeyboardInterrupt:
         return 130
-
-
-def main(prog: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-         run: Callable[[argparse.Namespace], int | None], argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(parser)
-    return execute(run, parser.parse_args(argv))
