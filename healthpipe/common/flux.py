@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import requests
+import urllib3
 
 from healthpipe.common.config import InfluxSettings, QuerySettings
 from healthpipe.common.errors import Fatal, SinkUnavailable
@@ -86,6 +87,34 @@ def query_predicate(query: QuerySettings, names: set[str] | None = None,
     return where
 
 
+def _points_flux(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int,
+                 last_every_ms: int | None) -> str:
+    window = ""
+    if last_every_ms:
+        # aggregateWindow's `last` is pushed down into InfluxDB's storage (window() |> last() is not: measured
+        # 1.3 s against 27 s for 4.3 M points); it stamps each window's last value with the window's end
+        window = f'|> aggregateWindow(every: {last_every_ms}ms, offset: 1ms, fn: last, createEmpty: false) '
+    # group() makes one table of every series (one CSV header), each series' rows still together, in time order
+    return (f'from(bucket: {flux_string(settings.bucket)}) '
+            f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
+            f'{window}|> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
+
+
+def _points_frame(table: pa.Table, last_every_ms: int | None) -> pd.DataFrame:
+    """A points table (tag columns, `_time`, `_value`) as read_frame's frame."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tags = table.drop_columns(["_time", "_value"])
+    tags = pa.table({c: tags[c].dictionary_encode() if not pa.types.is_dictionary(tags[c].type) else tags[c]
+                     for c in tags.column_names})
+    out = tags.unify_dictionaries().to_pandas()  # tags → categoricals
+    ts = pc.divide(table["_time"].cast(pa.int64()), 1_000_000).to_numpy()  # ns → ms
+    out["ts"] = ts - 1 if last_every_ms else ts
+    out["value"] = table["_value"].to_numpy()
+    return out
+
+
 def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int,
                last_every_ms: int | None = None, timeout: float = 300,
                session: requests.Session | None = None) -> pd.DataFrame:
@@ -95,25 +124,63 @@ def read_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: 
     reduction, so fewer rows travel. Tag columns are categoricals (a day of 500 series is 720,000 rows)."""
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    window = ""
-    if last_every_ms:
-        # aggregateWindow's `last` is pushed down into InfluxDB's storage (window() |> last() is not: measured
-        # 1.3 s against 27 s for 4.3 M points); it stamps each window's last value with the window's end
-        window = f'|> aggregateWindow(every: {last_every_ms}ms, offset: 1ms, fn: last, createEmpty: false) '
-
-    flux = (f'from(bucket: {flux_string(settings.bucket)}) '
-            f"|> range(start: {iso(start_ms + 1)}, stop: {iso(end_ms + 1)}) |> filter(fn: (r) => {predicate}) "
-            f'{window}|> drop(columns: ["_start", "_stop", "_field", "_measurement"]) |> group()')
+    flux = _points_flux(settings, predicate, start_ms, end_ms, last_every_ms)
     table = _query_table(settings, flux, timeout, session, pa.float64())
     if table is None:
         return pd.DataFrame(columns=["ts", "value"])
-    out = table.drop_columns(["_time", "_value"]).unify_dictionaries().to_pandas()  # tags → categoricals
-    ts = pc.divide(table["_time"].cast(pa.int64()), 1_000_000).to_numpy()  # ns → ms
-    out["ts"] = ts - 1 if last_every_ms else ts
-    out["value"] = table["_value"].to_numpy()
-    return out
+    return _points_frame(table, last_every_ms)
+
+
+def read_frames(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int, rows: int,
+                last_every_ms: int | None = None, timeout: float = 300,
+                session: requests.Session | None = None) -> Iterator[pd.DataFrame]:
+    """read_frame's points as frames of about `rows` rows (more when one series alone has more), each series whole
+    in one frame: the answer is parsed as it arrives, so memory holds a frame, not the answer. One minute of a
+    million series is a million rows; read whole, the export's chunk of it took 900 MB (B13)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    flux = _points_flux(settings, predicate, start_ms, end_ms, last_every_ms)
+    with _post_query(settings, flux, timeout, session, stream=True) as resp:
+        resp.raw.decode_content = True  # the body as InfluxDB meant it, whatever Content-Encoding carried it
+        first_line = resp.raw.readline().decode().strip()
+        if not first_line:
+            return
+        header = next(csv.reader([first_line]))
+        keep = [c for c in header if c not in NOT_TAGS or c in ("_time", "_value")]
+        tags = [c for c in keep if c not in ("_time", "_value")]
+        # tag values are text, whatever they look like (see _query_table); plain strings here, so that the rows of
+        # the last series can be found by comparing values, and dictionary-encoded per frame
+        types = {c: pa.string() for c in tags} | {"_time": pa.timestamp("ns", tz="UTC"), "_value": pa.float64()}
+        reader = pacsv.open_csv(resp.raw, read_options=pacsv.ReadOptions(column_names=header),
+                                convert_options=pacsv.ConvertOptions(include_columns=keep, column_types=types,
+                                                                     strings_can_be_null=False))
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        try:
+            for batch in reader:
+                pending.append(batch)
+                held += batch.num_rows
+                if held < rows or not tags:
+                    continue
+                table = pa.Table.from_batches(pending)
+                # the last series may go on in the next batch: it stays behind, every series before it is whole
+                same = pc.equal(table[tags[0]], table[tags[0]][-1])
+                for c in tags[1:]:
+                    same = pc.and_(same, pc.equal(table[c], table[c][-1]))
+                differs = np.flatnonzero(~np.asarray(same))
+                if not len(differs):
+                    continue  # one series so far: keep reading
+                cut = int(differs[-1]) + 1
+                yield _points_frame(table.slice(0, cut), last_every_ms)
+                rest = table.slice(cut).combine_chunks()
+                pending, held = rest.to_batches(), rest.num_rows
+        except (OSError, pa.ArrowException, requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise SinkUnavailable(f"InfluxDB at {settings.url}: the answer broke off: {exc}") from None
+        if held:
+            yield _points_frame(pa.Table.from_batches(pending), last_every_ms)
 
 
 def count_frame(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int,
@@ -183,11 +250,19 @@ def read_series(settings: InfluxSettings, predicate: str, start_ms: int, end_ms:
 
 
 def _query_csv(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None) -> bytes:
-    """Flux's CSV answer (a header row, no annotations); typed errors for what the caller must do."""
+    """Flux's CSV answer (a header row, no annotations), whole."""
+    with _post_query(settings, flux, timeout, session) as resp:
+        return resp.content
+
+
+def _post_query(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None,
+                stream: bool = False) -> requests.Response:
+    """The answer to a Flux query asked for as CSV (a header row, no annotations), status 200; typed errors for
+    what the caller must do. `stream`: the body is left to be read."""
     try:
         resp = (session or requests).post(
             f"{settings.url}/api/v2/query", params={"org": settings.org}, timeout=timeout, verify=settings.tls_verify,
-            json={"query": flux, "dialect": {"header": True, "annotations": []}},
+            json={"query": flux, "dialect": {"header": True, "annotations": []}}, stream=stream,
             headers={"Authorization": f"Token {settings.token.get_secret_value()}", "Accept": "application/csv"})
     except requests.exceptions.SSLError as exc:
         raise Fatal(f"TLS with InfluxDB at {settings.url} failed ({exc}): is load.influxdb.ca_file the CA that "
@@ -195,11 +270,14 @@ def _query_csv(settings: InfluxSettings, flux: str, timeout: float, session: req
     except requests.RequestException as exc:
         raise SinkUnavailable(f"InfluxDB at {settings.url} cannot be read: {exc}") from None
     if resp.status_code in (401, 403, 404):
+        resp.close()
         raise Fatal(f"InfluxDB at {settings.url} refused the query (HTTP {resp.status_code}): check "
                     f"load.influxdb.token / org / bucket {settings.bucket!r}")
     if resp.status_code != 200:
-        raise SinkUnavailable(f"InfluxDB at {settings.url}: HTTP {resp.status_code} {resp.text[:200]}")
-    return resp.content
+        detail = resp.text[:200]
+        resp.close()
+        raise SinkUnavailable(f"InfluxDB at {settings.url}: HTTP {resp.status_code} {detail}")
+    return resp
 
 
 def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None,

@@ -65,13 +65,17 @@ CHUNK_ROWS = 300_000  # rows a chunk aims at: memory is bounded by this, whateve
 
 def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, step_ms: int | None,
            as_of_ms: int | None = None, rate_counters: bool = False, feature_window_ms: int | None = None,
-           now_ms: int | None = None, chunk_rows: int = CHUNK_ROWS,
-           snapshot_id: int | None = None) -> Iterator[tuple[Part, pd.DataFrame]]:
-    """The export, chunk by chunk per query and tier: memory bounded by about `chunk_rows` rows, or by one minute
-    of every series where a minute holds more. Chunks are whole UTC minutes, the first one minute long, each next
-    one sized from the rows the last one had (1 minute to 7 days; doubled after an empty one). Whole hours, as
-    before, held every series' hour at once: 1.85 GB for 100,000 series (B13)."""
+           now_ms: int | None = None, chunk_rows: int | None = None, snapshot_id: int | None = None,
+           whole_chunks: bool = False) -> Iterator[tuple[Part, pd.DataFrame, bool]]:
+    """The export, chunk by chunk per query and tier: (the chunk, a frame of it, whether it is the chunk's last).
+    Chunks are whole UTC minutes, the first one minute long, each next one sized from the rows the last one had
+    (1 minute to 7 days; doubled after an empty one), aiming at `chunk_rows` rows. A chunk read from InfluxDB comes
+    in frames of about `chunk_rows` rows, each series whole in one of them: a minute of a million series is a
+    million rows (whole, 900 MB; B13). `whole_chunks`: one frame a chunk (the wide shape: a file's rows are its
+    whole time range). Memory is bounded by `chunk_rows` rows, whatever the range and the series count (whole
+    hours, as before, held every series' hour at once: 1.85 GB for 100,000 series, B13)."""
     now_ms = now_ms or int(time.time() * 1000)
+    chunk_rows = chunk_rows or CHUNK_ROWS
     cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms  # nothing newer than as-of is read at all
     parts = plan(cfg, start_ms, end_ms, step_ms, now_ms, snapshot_id)  # once: every query reads one snapshot
     most = MAX_CHUNK_MS // MINUTE_MS
@@ -82,18 +86,34 @@ def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
             while a < part.end_ms:
                 b = min((a // MINUTE_MS + minutes) * MINUTE_MS, part.end_ms)
                 chunk = Part(part.tier, a, b, part.detail, part.snapshot_id)
-                frame = _chunk(cfg, q, chunk, step_ms, cut_ms, rate_counters, feature_window_ms,
-                               continued=a > start_ms)
-                yield chunk, frame
-                if len(frame):
-                    minutes = int(min(most, max(1, chunk_rows * (b - a) / len(frame) / MINUTE_MS)))
+                frames = _chunk(cfg, q, chunk, step_ms, cut_ms, rate_counters, feature_window_ms,
+                                continued=a > start_ms, rows=None if whole_chunks else chunk_rows)
+                rows = 0
+                for frame, last in _with_last(frames):
+                    rows += len(frame)
+                    yield chunk, frame, last
+                if rows:
+                    minutes = int(min(most, max(1, chunk_rows * (b - a) / rows / MINUTE_MS)))
                 else:  # nothing there: a quiet stretch is crossed in a few reads, not one a minute
                     minutes = min(most, minutes * 2)
                 a = b
 
 
+def _with_last(frames: Iterator[pd.DataFrame]) -> Iterator[tuple[pd.DataFrame, bool]]:
+    """Each frame, and whether it is the last one."""
+    previous = None
+    for frame in frames:
+        if previous is not None:
+            yield previous, False
+        previous = frame
+    if previous is not None:
+        yield previous, True
+
+
 def _chunk(cfg: HealthpipeConfig, q: QuerySettings, part: Part, step_ms: int | None, cut_ms: int,
-           rate_counters: bool, feature_window_ms: int | None, continued: bool = False) -> pd.DataFrame:
+           rate_counters: bool, feature_window_ms: int | None, continued: bool = False,
+           rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The chunk's rows, in frames that each hold whole series (at least one frame)."""
     lookback = feature_window_ms or (shape.STALENESS_MS if step_ms else 0)
     if step_ms and rate_counters:
         lookback += step_ms  # the previous grid observation of a counter, for its first rate
@@ -103,10 +123,17 @@ def _chunk(cfg: HealthpipeConfig, q: QuerySettings, part: Part, step_ms: int | N
         lookback = max(lookback, shape.STALENESS_MS)
     read_to = min(part.end_ms, cut_ms)
     if read_to <= part.start_ms - lookback:
-        return shape.finish(pd.DataFrame())
+        yield shape.finish(pd.DataFrame())
+        return
     pushdown = step_ms if (step_ms and not feature_window_ms and part.tier != "cold") else None
-    raw = read(cfg, q, Part(part.tier, part.start_ms - lookback, read_to, snapshot_id=part.snapshot_id),
-               last_every_ms=pushdown)
+    for raw in read(cfg, q, Part(part.tier, part.start_ms - lookback, read_to, snapshot_id=part.snapshot_id),
+                    last_every_ms=pushdown, rows=rows):
+        yield _shaped(cfg, q, raw, part, step_ms, pushdown, rate_counters, feature_window_ms)
+
+
+def _shaped(cfg: HealthpipeConfig, q: QuerySettings, raw: pd.DataFrame, part: Part, step_ms: int | None,
+            pushdown: int | None, rate_counters: bool, feature_window_ms: int | None) -> pd.DataFrame:
+    """Whole series read for a chunk (with their lookback), as the export's rows of that chunk."""
     frame = shape.identify(raw, q)
     if step_ms and not pushdown and not feature_window_ms:
         frame = shape.reduce_to_step(frame, step_ms)  # raw (cold) samples: the same reduction InfluxDB does
@@ -181,8 +208,8 @@ def load_frame(from_, to, queries: list[str] | None = None, step: str | None = N
     start_ms, end_ms, as_of_ms = _ms(from_), _ms(to), _ms(as_of)
     assert start_ms is not None and end_ms is not None
     check_range(start_ms, end_ms, as_of_ms)
-    frames = [f for _, f in chunks(cfg, cfg.select_queries(queries), start_ms, end_ms, _step_ms(step), as_of_ms,
-                                   rate_counters) if len(f)]
+    frames = [f for _, f, _ in chunks(cfg, cfg.select_queries(queries), start_ms, end_ms, _step_ms(step), as_of_ms,
+                                      rate_counters) if len(f)]
     frame = pd.concat(frames, ignore_index=True) if frames else shape.finish(pd.DataFrame())
     return shape.wide(frame) if wide else frame
 

@@ -7,9 +7,10 @@
     DIR/completeness.png                           series × time heatmap of coverage
 
 Everything is written under a temporary directory next to DIR and renamed into place at the end: an export
-that fails or is interrupted leaves no DIR that looks complete. Memory is bounded by two chunks (one written while
-the next is read; ~300,000 rows each, healthpipe.ml.data.CHUNK_ROWS, or one minute of every series where that
-holds more), whatever the range.
+that fails or is interrupted leaves no DIR that looks complete. Memory is bounded by two frames (one written while
+the next is read; ~300,000 rows each, healthpipe.ml.data.CHUNK_ROWS, each series whole in one), whatever the range
+and the series count. With --wide a frame is a whole chunk (one minute of every series at least): a wide file holds
+every series of its time range.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ def export(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
 
 def _one_ahead(items: Iterator[T]) -> Iterator[T]:
     """The items, the next one produced in a thread while the caller works on this one: InfluxDB answers the
-    next chunk's query while this chunk is written (memory: two chunks)."""
+    next frame's query while this one is written (memory: two frames)."""
     end: Any = object()
     with ThreadPoolExecutor(1, thread_name_prefix="export-read") as pool:
         upcoming = pool.submit(next, items, end)
@@ -285,13 +286,14 @@ def _write_with(coverage: Coverage, cfg, queries, start_ms, end_ms, tmp: Path, s
     tiers: dict[tuple[str, str], dict] = {}
     rows_total = part = 0
     stream = _one_ahead(data.chunks(cfg, queries, start_ms, end_ms, step_ms, as_of_ms, rate_counters,
-                                    feature_window_ms, snapshot_id=snapshot_id))
+                                    feature_window_ms, snapshot_id=snapshot_id, whole_chunks=wide))
     read_snapshots = set()
     span = max(1, (end_ms - start_ms) * len(queries))
     done = 0
     steps = Steps()
-    for chunk_part, frame in stream:
-        done += chunk_part.end_ms - chunk_part.start_ms
+    for chunk_part, frame, last_of_chunk in stream:
+        if last_of_chunk:
+            done += chunk_part.end_ms - chunk_part.start_ms
         if chunk_part.snapshot_id is not None:
             read_snapshots.add(chunk_part.snapshot_id)
         key = (chunk_part.tier, chunk_part.detail)

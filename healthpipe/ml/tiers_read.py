@@ -10,6 +10,7 @@ Which tier serves which part of a range (`plan`):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from healthpipe.common.config import HealthpipeConfig, QuerySettings, WarmTier
+from healthpipe.common.config import HealthpipeConfig, InfluxSettings, QuerySettings, WarmTier
 from healthpipe.common.errors import ConfigError, SinkUnavailable
-from healthpipe.common.flux import query_predicate, read_frame
+from healthpipe.common.flux import query_predicate, read_frame, read_frames
 from healthpipe.common.messages import SeriesWindow
 from healthpipe.schema import stored_tags
 from healthpipe.sinks.influx.transformer import DataTransformer
@@ -82,20 +83,36 @@ def _iceberg(cfg: HealthpipeConfig):
     return IcebergTable(cfg.archive, Store(cfg.archive))
 
 
-def read(cfg: HealthpipeConfig, query: QuerySettings, part: Part, last_every_ms: int | None = None) -> pd.DataFrame:
-    """The query's samples in part (start, end] from the part's tier."""
+def read(cfg: HealthpipeConfig, query: QuerySettings, part: Part, last_every_ms: int | None = None,
+         rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The query's samples in part (start, end] from the part's tier, as frames each holding whole series: of about
+    `rows` rows each from InfluxDB (None: one frame); the archive's in one frame."""
     if part.tier == "hot":
-        return read_frame(cfg.load.influxdb, query_predicate(query), part.start_ms, part.end_ms, last_every_ms)
-    if part.tier == "warm":
+        yield from _influx(cfg.load.influxdb, query_predicate(query), part.start_ms, part.end_ms, last_every_ms, rows)
+    elif part.tier == "warm":
         warm = warm_for(cfg, last_every_ms)
         assert warm is not None
         settings = cfg.load.influxdb.model_copy(update={"bucket": warm.bucket})
         # a warm point at window start W holds the last sample of [W, W + every): observed by W + every - 1 ms
-        frame = read_frame(settings, query_predicate(query, field="last"), part.start_ms - warm.every.ms,
-                           part.end_ms - warm.every.ms)
-        frame["ts"] = frame["ts"] + warm.every.ms  # observed at the window's end, like a hot step window
-        return frame
-    return read_cold(cfg, query, part.start_ms, part.end_ms, part.snapshot_id)
+        for frame in _influx(settings, query_predicate(query, field="last"), part.start_ms - warm.every.ms,
+                             part.end_ms - warm.every.ms, None, rows):
+            frame["ts"] = frame["ts"] + warm.every.ms  # observed at the window's end, like a hot step window
+            yield frame
+    else:
+        yield read_cold(cfg, query, part.start_ms, part.end_ms, part.snapshot_id)
+
+
+def _influx(settings: InfluxSettings, predicate: str, start_ms: int, end_ms: int, last_every_ms: int | None,
+            rows: int | None) -> Iterator[pd.DataFrame]:
+    if rows is None:
+        yield read_frame(settings, predicate, start_ms, end_ms, last_every_ms)
+        return
+    empty = True
+    for frame in read_frames(settings, predicate, start_ms, end_ms, rows, last_every_ms):
+        empty = False
+        yield frame
+    if empty:
+        yield pd.DataFrame(columns=["ts", "value"])
 
 
 def _predicate(kind: Any, column: str, literal: object) -> Any:

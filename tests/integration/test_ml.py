@@ -79,7 +79,12 @@ def test_export_writes_the_raw_samples_a_manifest_and_completeness(loaded, tmp_p
     assert not list(tmp_path.glob(".raw.tmp-*"))  # the temporary directory was renamed away
 
 
-def test_the_grid_takes_the_last_observation_within_the_lookback(loaded):
+@pytest.mark.parametrize("frame_rows", [None, 40], ids=["whole chunks", "frames of 40 rows"])
+def test_the_grid_takes_the_last_observation_within_the_lookback(loaded, frame_rows, monkeypatch):
+    """With frames of 40 rows a chunk is read from InfluxDB in several frames, each of whole series: a series split
+    across two would be put on the grid twice."""
+    if frame_rows:
+        monkeypatch.setattr(data, "CHUNK_ROWS", frame_rows)
     cfg, start, end = loaded
     step = 10_000
     frame = data.load_frame(start / 1000, end / 1000, queries=["request_rate"], step="10s", cfg=cfg)
@@ -185,8 +190,10 @@ def test_rate_counters_equal_an_independent_computation_from_prometheus(loaded, 
     """`export --rate-counters`, value for value, against rates computed here from Prometheus' raw counter samples:
     (v - previous) / seconds between them, a decrease counted as a reset (the new value in full), each series'
     first sample in the range dropped. 1e-12 relative. Chunks of at most one minute, so that the range always
-    crosses chunk boundaries (a rate was lost at each one: found when a run crossed 20:00 UTC)."""
+    crosses chunk boundaries (a rate was lost at each one: found when a run crossed 20:00 UTC), each read in frames
+    of about 50 rows (each series whole in one)."""
     monkeypatch.setattr(data, "MAX_CHUNK_MS", 60_000)
+    monkeypatch.setattr(data, "CHUNK_ROWS", 50)
     cfg, start, end = loaded
     out = tmp_path / "rates"
     export(cfg, cfg.select_queries(["requests"]), start, end, out, rate_counters=True, progress=False)

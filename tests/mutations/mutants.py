@@ -427,4 +427,10 @@ MUTANTS = [
            ["tests/secure/test_hostile_queries.py"], "secure",
            [("healthpipe/ml/serve.py", 'if not LABEL_NAME.fullmatch(name) or name == "query"]',
              'if name == "query"]')]),
+    Mutant("export_frames_split_a_series", "the export's streaming reader cuts a frame one row early: the last row "
+           "of a series goes into the next frame with the series after it",
+           ["tests/integration/test_flux_readers.py::test_read_frames_streams_the_answer_in_frames_of_whole_series",
+            "tests/integration/test_ml.py::test_the_grid_takes_the_last_observation_within_the_lookback"],
+           "integration",
+           [("healthpipe/common/flux.py", "cut = int(differs[-1]) + 1", "cut = int(differs[-1])")]),
 ]
