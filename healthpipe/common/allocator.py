@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
 
+@functools.cache  # find_library runs ldconfig: once
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if not name:

@@ -60,7 +60,9 @@ def check_range(start_ms: int, end_ms: int, as_of_ms: int | None) -> None:
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 MAX_CHUNK_MS = 7 * 24 * HOUR_MS
-CHUNK_ROWS = 300_000  # rows a chunk aims at: memory is bounded by this, whatever the range and the series count
+CHUNK_ROWS = 300_000  # rows a chunk aims at
+FRAME_ROWS = 100_000  # rows of a frame read from InfluxDB: memory is bounded by this, whatever the range and the
+# series count (at a million series, frames of 300,000 rows peaked at 602 MB, of 100,000 at 562; B13)
 
 
 def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, end_ms: int, step_ms: int | None,
@@ -68,12 +70,13 @@ def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
            now_ms: int | None = None, chunk_rows: int | None = None, snapshot_id: int | None = None,
            whole_chunks: bool = False) -> Iterator[tuple[Part, pd.DataFrame, bool]]:
     """The export, chunk by chunk per query and tier: (the chunk, a frame of it, whether it is the chunk's last).
+
     Chunks are whole UTC minutes, the first one minute long, each next one sized from the rows the last one had
-    (1 minute to 7 days; doubled after an empty one), aiming at `chunk_rows` rows. A chunk read from InfluxDB comes
-    in frames of about `chunk_rows` rows, each series whole in one of them: a minute of a million series is a
-    million rows (whole, 900 MB; B13). `whole_chunks`: one frame a chunk (the wide shape: a file's rows are its
-    whole time range). Memory is bounded by `chunk_rows` rows, whatever the range and the series count (whole
-    hours, as before, held every series' hour at once: 1.85 GB for 100,000 series, B13)."""
+    (1 minute to 7 days; doubled after an empty one), aiming at `chunk_rows` rows. A chunk read from InfluxDB
+    comes in frames of about FRAME_ROWS rows (at most `chunk_rows`), each series whole in one of them: a minute
+    of a million series is a million rows (whole, 900 MB; B13). `whole_chunks`: one frame a chunk (the wide
+    shape: a file's rows are its whole time range). Memory is bounded by a frame's rows, whatever the range and
+    the series count (whole hours, as before, held every series' hour at once: 1.85 GB for 100,000 series)."""
     now_ms = now_ms or int(time.time() * 1000)
     chunk_rows = chunk_rows or CHUNK_ROWS
     cut_ms = min(end_ms, as_of_ms) if as_of_ms is not None else end_ms  # nothing newer than as-of is read at all
@@ -87,7 +90,7 @@ def chunks(cfg: HealthpipeConfig, queries: list[QuerySettings], start_ms: int, e
                 b = min((a // MINUTE_MS + minutes) * MINUTE_MS, part.end_ms)
                 chunk = Part(part.tier, a, b, part.detail, part.snapshot_id)
                 frames = _chunk(cfg, q, chunk, step_ms, cut_ms, rate_counters, feature_window_ms,
-                                continued=a > start_ms, rows=None if whole_chunks else chunk_rows)
+                                continued=a > start_ms, rows=None if whole_chunks else min(chunk_rows, FRAME_ROWS))
                 rows = 0
                 for frame, last in _with_last(frames):
                     rows += len(frame)

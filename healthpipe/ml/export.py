@@ -8,8 +8,9 @@
 
 Everything is written under a temporary directory next to DIR and renamed into place at the end: an export
 that fails or is interrupted leaves no DIR that looks complete. Memory is bounded by two frames (one written while
-the next is read; ~300,000 rows each, healthpipe.ml.data.CHUNK_ROWS, each series whole in one), whatever the range
-and the series count. With --wide a frame is a whole chunk (one minute of every series at least): a wide file holds
+the next is read; ~100,000 rows each, healthpipe.ml.data.FRAME_ROWS, each series whole in one; glibc is asked to give
+back what a written frame freed) and the completeness table (~60 bytes a series), whatever the range and the series
+count. With --wide a frame is a whole chunk (one minute of every series at least): a wide file holds
 every series of its time range.
 """
 
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from healthpipe.common import allocator
 from healthpipe.common.config import HealthpipeConfig, QuerySettings
 from healthpipe.common.errors import ConfigError
 from healthpipe.common.progress import Steps
@@ -53,20 +55,24 @@ def healthpipe_version() -> str:
 
 # one record of the picture's spill file: (series row × BINS + bin, grid points expected, present)
 BIN_RECORD = np.dtype([("cell", "<i8"), ("expected", "<i4"), ("present", "<i4")])
+TABLE_BLOCK = 100_000  # completeness.csv rows built at once
 SPILL_READ = 1 << 20  # records read back at once when the picture is drawn (16 MB)
 
 
 class Coverage:
     """Per series, as chunks stream by: grid points expected and present, longest gap.
 
-    A few numbers per series are kept in arrays (~40 bytes, and the series id in a dict), filled without a
-    per-series Python loop. The per time-bin counts only the picture needs go to an anonymous file, one record per
-    (series, bin) a chunk touched, and are read back at the end for the at most PICTURE_ROWS series it draws: kept
-    in memory as a (series × BINS) matrix they took 1.2 GB at 1,000,000 series (B13's export curve)."""
+    A few numbers per series are kept in arrays (~60 bytes with its id, bytes in a sorted array: a dict of str ids
+    took ~150 MB at 1,000,000 series), filled without a per-series Python loop. The per time-bin counts only the
+    picture needs go to an anonymous file, one record per (series, bin) a chunk touched, and are read back at the
+    end for the at most PICTURE_ROWS series it draws: kept in memory as a (series × BINS) matrix they took 1.2 GB
+    at 1,000,000 series (B13's export curve). The table is written in blocks of TABLE_BLOCK series."""
 
     def __init__(self, start_ms: int, end_ms: int, step_ms: int | None, spill_dir: Path | None = None) -> None:
         self.start_ms, self.end_ms, self.step_ms = start_ms, end_ms, step_ms
-        self.rows: dict[str, int] = {}  # series_id → its row in the arrays below
+        self.n = 0  # series seen; series i (its row) is ids[i], and so on
+        self.ids = np.zeros(0, dtype="S16")  # ASCII ids as bytes (series ids are 16 hex digits)
+        self.by_id = np.zeros(0, dtype=np.int64)  # the rows in id order: ids[by_id] is sorted
         self.kinds: dict[str, int] = {}  # "query:metric" → its code; a series' name is that and its id's start
         self.kind_of = np.zeros(0, dtype=np.int32)
         self.expected = np.zeros(0, dtype=np.int64)
@@ -89,30 +95,48 @@ class Coverage:
         span = max(1, self.end_ms - self.start_ms)
         return np.clip(((ts - self.start_ms - 1) * BINS) // span, 0, BINS - 1)
 
+    def rows_of_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's row (ids as bytes or ASCII str), -1 for an id not seen."""
+        ids = np.asarray(ids).astype(bytes)
+        width = f"S{max(ids.dtype.itemsize, self.ids.dtype.itemsize, 1)}"
+        ids, known = ids.astype(width), self.ids[self.by_id].astype(width)
+        rows = np.full(len(ids), -1, dtype=np.int64)
+        if len(known):
+            at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+            found = known[at] == ids
+            rows[found] = self.by_id[at[found]]
+        return rows
+
     def _rows_of(self, frame: pd.DataFrame) -> np.ndarray:
         """Each frame row's series row, new series given rows (and kinds) as they first appear."""
         codes, uniques = pd.factorize(frame["series_id"].to_numpy())
-        _, firsts = np.unique(codes, return_index=True)
-        kinds = (frame["query"].astype(str).to_numpy()[firsts] + ":" + frame["metric"].astype(str).to_numpy()[firsts])
-        row_of_code = np.empty(len(uniques), dtype=np.int64)
-        new_kinds = []
-        for code, sid in enumerate(uniques):
-            sid = str(sid)
-            row = self.rows.get(sid)
-            if row is None:
-                row = self.rows[sid] = len(self.rows)
-                new_kinds.append(self.kinds.setdefault(kinds[code], len(self.kinds)))
-            row_of_code[code] = row
-        n = len(self.rows)
-        if n > len(self.last_seen):
-            more = max(n - len(self.last_seen), len(self.last_seen))  # doubling: amortised growth
-            self.kind_of = np.concatenate([self.kind_of, np.zeros(more, dtype=np.int32)])
-            self.expected = np.concatenate([self.expected, np.zeros(more, dtype=np.int64)])
-            self.present = np.concatenate([self.present, np.zeros(more, dtype=np.int64)])
-            self.last_seen = np.concatenate([self.last_seen, np.full(more, self.start_ms, dtype=np.int64)])
-            self.longest_gap_ms = np.concatenate([self.longest_gap_ms, np.zeros(more, dtype=np.int64)])
-        self.kind_of[n - len(new_kinds):n] = new_kinds
-        return row_of_code[codes]
+        ids = np.asarray(uniques, dtype=object).astype(bytes)
+        if ids.dtype.itemsize > self.ids.dtype.itemsize:  # a longer id than any before (not a series id's 16)
+            self.ids = self.ids.astype(ids.dtype)
+        rows = self.rows_of_ids(ids)
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            n = self.n + len(new)
+            rows[new] = np.arange(self.n, n)
+            if n > len(self.last_seen):
+                more = max(n - len(self.last_seen), len(self.last_seen))  # doubling: amortised growth
+                self.ids = np.concatenate([self.ids, np.zeros(more, dtype=self.ids.dtype)])
+                self.kind_of = np.concatenate([self.kind_of, np.zeros(more, dtype=np.int32)])
+                self.expected = np.concatenate([self.expected, np.zeros(more, dtype=np.int64)])
+                self.present = np.concatenate([self.present, np.zeros(more, dtype=np.int64)])
+                self.last_seen = np.concatenate([self.last_seen, np.full(more, self.start_ms, dtype=np.int64)])
+                self.longest_gap_ms = np.concatenate([self.longest_gap_ms, np.zeros(more, dtype=np.int64)])
+            self.ids[self.n:n] = ids[new]
+            _, firsts = np.unique(codes, return_index=True)
+            kinds = frame["query"].astype(str).to_numpy()[firsts[new]] + ":" + \
+                frame["metric"].astype(str).to_numpy()[firsts[new]]
+            kind_codes, kind_names = pd.factorize(kinds)
+            codes_of_names = np.array([self.kinds.setdefault(k, len(self.kinds)) for k in kind_names], dtype=np.int32)
+            self.kind_of[self.n:n] = codes_of_names[kind_codes]
+            self.n = n
+            by_id = np.concatenate([self.by_id, rows[new]])
+            self.by_id = by_id[np.argsort(self.ids[by_id], kind="stable")]
+        return rows[codes]
 
     def add(self, frame: pd.DataFrame, value_column: str) -> None:
         if frame.empty:
@@ -120,7 +144,7 @@ class Coverage:
         ts = frame["ts"].dt.as_unit("ms").astype("int64").to_numpy()
         present = frame[value_column].notna().to_numpy()
         rows = self._rows_of(frame)
-        n = len(self.rows)
+        n = self.n
         self.expected[:n] += np.bincount(rows, minlength=n)
         self.present[:n] += np.bincount(rows[present], minlength=n)
         # the picture's counts: one record per (series, bin) this chunk touched
@@ -143,34 +167,39 @@ class Coverage:
             self.last_seen[r[last_of_series]] = t[last_of_series]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.n
 
-    def _name(self, sid: str, kind_names: list[str]) -> str:
-        return f"{kind_names[self.kind_of[self.rows[sid]]]}:{sid[:6]}"
+    def _names(self, rows: np.ndarray) -> list[str]:
+        kind_names = list(self.kinds)
+        return [f"{kind_names[k]}:{i[:6].decode()}" for k, i in zip(self.kind_of[rows], self.ids[rows], strict=True)]
 
     def share_present(self) -> np.ndarray:
         """Per series row: the share of its grid points present (for raw exports: 1 if any sample, else 0)."""
-        n = len(self.rows)
+        n = self.n
         if self.step_ms:
             return self.present[:n] / np.maximum(self.expected[:n], 1)
         return (self.present[:n] > 0).astype(float)
 
-    def table(self) -> pd.DataFrame:
-        n = len(self.rows)
-        sids = np.array(list(self.rows), dtype=object)
-        order = np.argsort(sids, kind="stable")
-        rows = np.fromiter((self.rows[s] for s in sids[order]), dtype=np.int64, count=n)
-        gap = np.maximum(self.longest_gap_ms[:n], self.end_ms - self.last_seen[:n])[rows]
-        kind_names = list(self.kinds)
-        return pd.DataFrame({"series_id": sids[order],
-                             "name": [self._name(s, kind_names) for s in sids[order]],
-                             "expected": self.expected[rows] if self.step_ms else [""] * n,
+    def _table(self, rows: np.ndarray) -> pd.DataFrame:
+        gap = np.maximum(self.longest_gap_ms[rows], self.end_ms - self.last_seen[rows])
+        return pd.DataFrame({"series_id": self.ids[rows].astype(str).astype(object), "name": self._names(rows),
+                             "expected": self.expected[rows] if self.step_ms else [""] * len(rows),
                              "present": self.present[rows], "longest_gap_s": gap / 1000},
                             columns=["series_id", "name", "expected", "present", "longest_gap_s"])
 
+    def table(self) -> pd.DataFrame:
+        """One row per series, in series_id order."""
+        return self._table(self.by_id)
+
+    def write_csv(self, path: Path) -> None:
+        """table() as CSV, built and written TABLE_BLOCK series at a time."""
+        with path.open("w", newline="") as out:
+            for i in range(0, max(self.n, 1), TABLE_BLOCK):
+                self._table(self.by_id[i:i + TABLE_BLOCK]).to_csv(out, index=False, header=i == 0)
+
     def _bin_counts(self, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(expected, present) per bin of the given series rows, in their order: the spill file read back."""
-        place = np.full(len(self.rows), -1, dtype=np.int64)
+        place = np.full(self.n, -1, dtype=np.int64)
         place[rows] = np.arange(len(rows))
         expected = np.zeros((len(rows), BINS), dtype=np.int64)
         present = np.zeros((len(rows), BINS), dtype=np.int64)
@@ -194,32 +223,32 @@ class Coverage:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        sids = sorted(self.rows)
+        rows = self.by_id  # in series_id order
         worst_of = None
-        if len(sids) > PICTURE_ROWS:  # the least complete ones: what a reader of the picture looks for
+        if len(rows) > PICTURE_ROWS:  # the least complete ones: what a reader of the picture looks for
             share = self.share_present()
-            worst_of, sids = len(sids), sorted(sids, key=lambda s: (share[self.rows[s]], s))[:PICTURE_ROWS]
-        if not sids:
-            sids, matrix = ["(no series)"], np.zeros((1, BINS))
+            worst_of, rows = len(rows), rows[np.lexsort((np.arange(len(rows)), share[rows]))[:PICTURE_ROWS]]
+        if not len(rows):
+            labels, matrix = ["(no series)"], np.zeros((1, BINS))
         else:
-            expected, present = self._bin_counts([self.rows[s] for s in sids])
+            labels = []
+            expected, present = self._bin_counts(rows.tolist())
             matrix = (np.divide(present, np.maximum(expected, 1)) if self.step_ms else (present > 0).astype(float))
-        height = min(12.0, 1.5 + 0.18 * len(sids))
+        count = len(labels) or len(rows)
+        height = min(12.0, 1.5 + 0.18 * count)
         fig, ax = plt.subplots(figsize=(11, height), dpi=DPI)
         image = ax.imshow(matrix, aspect="auto", cmap="RdYlGn", vmin=0, vmax=1, interpolation="nearest",
-                          extent=(0, BINS, len(sids), 0))
+                          extent=(0, BINS, count, 0))
         # name at most LABELS rows: thousands of tick labels are unreadable, and drawing them was 40% of an export
-        every = -(-len(sids) // LABELS)
-        named = np.arange(0, len(sids), every)
+        every = -(-count // LABELS)
+        named = np.arange(0, count, every)
         ax.set_yticks(named + 0.5)
-        kind_names = list(self.kinds)
-        ax.set_yticklabels([self._name(sids[i], kind_names) if sids[i] in self.rows else sids[i] for i in named],
-                           fontsize=6 if len(named) > 30 else 8)
+        ax.set_yticklabels(labels or self._names(rows[named]), fontsize=6 if len(named) > 30 else 8)
         if worst_of is not None:
-            ax.set_ylabel(f"the {len(sids):,} least complete of {worst_of:,} series, every {every}th named",
+            ax.set_ylabel(f"the {count:,} least complete of {worst_of:,} series, every {every}th named",
                           fontsize=8)
         elif every > 1:
-            ax.set_ylabel(f"{len(sids)} series, every {every}th named", fontsize=8)
+            ax.set_ylabel(f"{count} series, every {every}th named", fontsize=8)
         ticks = np.linspace(0, BINS, 5)
         ax.set_xticks(ticks)
         ax.set_xticklabels([iso(int(self.start_ms + t / BINS * (self.end_ms - self.start_ms)))[:16] for t in ticks],
@@ -317,10 +346,12 @@ def _write_with(coverage: Coverage, cfg, queries, start_ms, end_ms, tmp: Path, s
                 files.append({"path": str(path.relative_to(tmp)), "rows": len(table),
                               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
                 rows_total += len(table)
+            del frame, rows, table
+            allocator.trim()  # what this frame took, back to the system (without: +40 MB peak at 1M series, B13)
         if progress:
             steps("export", min(done, span) * 100 // span, 100, f"% of the range, {rows_total} rows")
     steps.close()
-    coverage.table().to_csv(tmp / "completeness.csv", index=False)
+    coverage.write_csv(tmp / "completeness.csv")
     coverage.picture(tmp / "completeness.png", f"coverage {iso(start_ms)} .. {iso(end_ms)}"
                      + (f", step {step_ms // 1000}s" if step_ms else ""))
     return {"rows": rows_total, "files": files, "tiers": list(tiers.values()),
