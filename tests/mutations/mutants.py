@@ -103,7 +103,8 @@ MUTANTS = [
            [("healthpipe/ml/export.py", "np.where(first_of_series, self.last_seen[r],", "np.where(first_of_series, t,")]),
     Mutant("completeness_picture_draws_the_first_series", "past PICTURE_ROWS series the picture draws the first ones "
            "by id, not the least complete", ["tests/unit/test_completeness_picture.py"], "unit",
-           [("healthpipe/ml/export.py", "key=lambda s: (share[self.rows[s]], s))", "key=lambda s: s)")]),
+           [("healthpipe/ml/export.py", "rows[np.lexsort((np.arange(len(rows)), share[rows]))[:PICTURE_ROWS]]",
+             "rows[:PICTURE_ROWS]")]),
     Mutant("completeness_picture_reads_one_block", "the picture reads back only the first block of its spilled "
            "per-bin counts", ["tests/unit/test_completeness_picture.py"], "unit",
            [("healthpipe/ml/export.py", "while block := self._bins_file.read(", "if block := self._bins_file.read(")]),
