@@ -35,6 +35,8 @@ class TestSimpleETL(unittest.TestCase):
         self.service = ProducerService(self.config, clock=lambda: NOW)
         self.service.publisher = FakePublisher()
         self.service.extractor.now_ms = lambda: int(NOW * 1000)  # Prometheus' clock agrees with ours
+        # a raw query's first window asks Prometheus how many series it holds: one, here (no Prometheus in a unit test)
+        self.service.extractor.count_series = lambda q, window: 1
 
     def test_pipeline_initialization(self):
         self.assertIsInstance(self.service.extractor, PrometheusExtractor)
