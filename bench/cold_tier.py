@@ -311,7 +311,7 @@ def plot(report: dict, path: Path) -> None:
         for r in curve:
             ax.annotate(f"{r['today_vs_prometheus']:.2f}×", (r["hours"], r["today_bytes_per_sample"]), fontsize=8,
                         textcoords="offset points", xytext=(0, -12), ha="center")
-        ax.set_xlabel("hours of 1 s scrapes (each the newest part of the longest)")
+        ax.set_xlabel("hours back from the set's end (each the newest part of the longest)")
         ax.set_ylabel("bytes per sample")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -411,15 +411,21 @@ def main() -> int:
                         help="bytes: the real set ends here (default a minute ago)")
     parser.add_argument("--samples", type=int, default=1_000_000, help="formats: samples per run")
     parser.add_argument("--runs", type=int, default=2, help="formats: runs")
+    parser.add_argument("--plot", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="bytes: draw the picture of an earlier run's results, measuring nothing")
     args = parser.parse_args()
     if args.what == "collect":
         return collect()
     if args.what == "collect-stop":
         return collect_stop()
+    picture = Path(__file__).resolve().parents[1] / "docs" / "perf" / "cold-tier-bytes.png"
+    if args.what == "bytes" and args.plot:
+        plot(json.loads(args.plot.read_text()), picture)
+        return 0
     RESULTS.mkdir(exist_ok=True)
     report = bytes_report(args.hours, args.end) if args.what == "bytes" else formats_report(args.samples, args.runs)
     if args.what == "bytes":
-        plot(report, Path(__file__).resolve().parents[1] / "docs" / "perf" / "cold-tier-bytes.png")
+        plot(report, picture)
     (RESULTS / f"cold-tier-{args.what}-{int(time.time())}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0
