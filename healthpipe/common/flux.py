@@ -154,12 +154,17 @@ def read_frames(settings: InfluxSettings, predicate: str, start_ms: int, end_ms:
         # tag values are text, whatever they look like (see _query_table); plain strings here, so that the rows of
         # the last series can be found by comparing values, and dictionary-encoded per frame
         types = {c: pa.string() for c in tags} | {"_time": pa.timestamp("ns", tz="UTC"), "_value": pa.float64()}
-        reader = pacsv.open_csv(resp.raw, read_options=pacsv.ReadOptions(column_names=header),
-                                convert_options=pacsv.ConvertOptions(include_columns=keep, column_types=types,
-                                                                     strings_can_be_null=False))
         pending: list[pa.RecordBatch] = []
         held = 0
         try:
+            try:
+                reader = pacsv.open_csv(resp.raw, read_options=pacsv.ReadOptions(column_names=header),
+                                        convert_options=pacsv.ConvertOptions(include_columns=keep, column_types=types,
+                                                                             strings_can_be_null=False))
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV" in str(exc):  # a header and no row: nothing to read
+                    return
+                raise
             for batch in reader:
                 pending.append(batch)
                 held += batch.num_rows
