@@ -148,8 +148,7 @@ def read_frames(settings: InfluxSettings, predicate: str, start_ms: int, end_ms:
         first_line = resp.raw.readline().decode().strip()
         if not first_line:
             return
-        header = next(csv.reader([first_line]))
-        keep = [c for c in header if c not in NOT_TAGS or c in ("_time", "_value")]
+        header, keep = _header_and_columns(first_line)
         tags = [c for c in keep if c not in ("_time", "_value")]
         # tag values are text, whatever they look like (see _query_table); plain strings here, so that the rows of
         # the last series can be found by comparing values, and dictionary-encoded per frame
@@ -285,6 +284,12 @@ def _post_query(settings: InfluxSettings, flux: str, timeout: float, session: re
     return resp
 
 
+def _header_and_columns(first_line: str) -> tuple[list[str], list[str]]:
+    """A points answer's CSV header, and the columns kept from it: the tags, `_time` and `_value`."""
+    header = next(csv.reader([first_line]))
+    return header, [c for c in header if c not in NOT_TAGS or c in ("_time", "_value")]
+
+
 def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: requests.Session | None,
                  value_type: pa.DataType) -> pa.Table | None:
     """Flux's CSV answer (None when empty) as a table of the tag columns (dictionary-encoded: a tag value is
@@ -297,8 +302,7 @@ def _query_table(settings: InfluxSettings, flux: str, timeout: float, session: r
     first_line = (body if newline < 0 else body[:newline]).decode().strip()
     if not first_line:
         return None
-    header = next(csv.reader([first_line]))
-    keep = [c for c in header if c not in NOT_TAGS or c in ("_time", "_value")]
+    header, keep = _header_and_columns(first_line)
     # Tag values are text, whatever they look like: without a type, pyarrow would infer `status="200"` as the
     # integer 200 (and `code="007"` as 7), so a frame's tags would differ from the labels Prometheus and the
     # archive have. Dictionary-encoded: a tag value is stored once, not once per row.
