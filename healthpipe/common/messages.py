@@ -67,7 +67,10 @@ class SeriesWindow:
         return orjson.dumps({
             "v": SCHEMA_VERSION, "query": self.query, "metric_type": self.metric_type,
             "labels": dict(self.labels), "window": [self.start_ms, self.end_ms],
-            "samples": self.samples if isinstance(self.samples, list) else list(self.samples),
+            "samples": (self.samples if isinstance(self.samples, list)
+                        # JSON text already: written as it is (the receiver's compiled samples)
+                        else orjson.Fragment(bytes(self.samples.text)) if isinstance(self.samples, RawSamples)
+                        else list(self.samples)),
         })
 
     def split(self, max_samples: int, max_bytes: int) -> Iterator[SeriesWindow]:

@@ -161,9 +161,8 @@ class ReceiveService:
         query, p = self.cfg.receive.query, self.cfg.producer
         hdrs = headers()
         for series in decoded.series:
-            # (timestamp, text) tuples: min and max compare the timestamps first, in C
-            window = SeriesWindow(query, self.cfg.receive.metric_type, series.labels, min(series.samples)[0] - 1,
-                                  max(series.samples)[0], series.samples)
+            window = SeriesWindow(query, self.cfg.receive.metric_type, series.labels, series.first_ms - 1,
+                                  series.last_ms, series.samples)
             key = window.key  # every part of a series has its key
             for part in window.split(p.max_samples_per_message, p.max_message_bytes):
                 acks.expect(1)

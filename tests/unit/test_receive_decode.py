@@ -68,15 +68,15 @@ def test_a_1_0_request_becomes_series_with_prometheus_values():
                              types={"up": v1.MetricMetadata.GAUGE}))
     got = received(body)
     assert got.message == d.V1 and got.samples == 3
-    assert got.series[0] == d.Series(UP, [(1000, "1"), (2000, "0")])
-    assert got.series[1] == d.Series({"__name__": "x"}, [(1000, "0.25")])  # empty value: no label
+    assert got.series[0] == d.Series(UP, [(1000, "1"), (2000, "0")], 1000, 2000)
+    assert got.series[1] == d.Series({"__name__": "x"}, [(1000, "0.25")], 1000, 1000)  # empty value: no label
 
 
 def test_a_2_0_request_resolves_its_symbols():
     body = snappy(request_v2([(UP, [(1000, 1.5)])], kind=v2.Metadata.METRIC_TYPE_COUNTER))
     got = received(body, f"application/x-protobuf;proto={d.V2}")
     assert got.message == d.V2
-    assert got.series == [d.Series(UP, [(1000, "1.5")])]
+    assert got.series == [d.Series(UP, [(1000, "1.5")], 1000, 1000)]
 
 
 @pytest.mark.parametrize("value, text", [
