@@ -165,10 +165,10 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return labels
 
 
-def _series(labels: dict[str, str], series: Message, decoded: Decoded) -> None:
-    """The series into `decoded` with its samples, unless none is left (staleness markers only)."""
-    # the compiled loop reads the series' own bytes (upb writes them in C): no Python object per sample
-    if _compiled is not None and (done := _compiled.samples_json(series.SerializeToString())) is not None:
+def _series(labels: dict[str, str], series: Message, raw: bytes | None, decoded: Decoded) -> None:
+    """The series into `decoded` with its samples, unless none is left (staleness markers only). `raw`: its bytes,
+    for the compiled loop (None where it is not built)."""
+    if raw is not None and _compiled is not None and (done := _compiled.samples_json(raw)) is not None:
         text, count, first, last, stale = done
         decoded.stale_markers += stale
         if count:
@@ -181,7 +181,7 @@ def _series(labels: dict[str, str], series: Message, decoded: Decoded) -> None:
 
 def _samples(samples: Sequence, decoded: Decoded) -> list[tuple[int, str]]:
     # The hot loop of a request in Python (profiled: three quarters of its CPU; _samples.c does the same without a
-    # tuple and a str per sample): repr is already the shortest round-trip text; only a trailing ".0", an
+    # Python object per sample): repr is already the shortest round-trip text; only a trailing ".0", an
     # exponent, NaN and the infinities need format_value's rules.
     out = []
     for s in samples:
@@ -225,22 +225,25 @@ def _decode_v1(body: bytes) -> Decoded:
     _foreign_fields(request, V1, V2)
     decoded = Decoded(V1, [])
     for ts in request.timeseries:
-        labels = _labels((label.name, label.value) for label in ts.labels)
+        # the compiled loops read the series' own bytes (upb writes them in C): no Python object per label or sample
+        raw = ts.SerializeToString() if _compiled is not None else None
+        pairs = _compiled.label_pairs(raw) if raw is not None and _compiled is not None else None
+        labels = _labels(pairs if pairs is not None else ((label.name, label.value) for label in ts.labels))
         decoded.histograms += len(ts.histograms)
         decoded.exemplars += len(ts.exemplars)
-        _series(labels, ts, decoded)
+        _series(labels, ts, raw, decoded)
     return decoded
 
 
 def _decode_v2(body: bytes) -> Decoded:
     request = v2.Request.FromString(body)
     _foreign_fields(request, V2, V1)
-    symbols = request.symbols
+    symbols = list(request.symbols)  # a str each once, not at every reference
     if symbols and symbols[0] != "":
         raise BadRequest("bad_symbols", "symbols[0] must be the empty string (remote write 2.0)")
     decoded = Decoded(V2, [])
     for ts in request.timeseries:
-        refs = ts.labels_refs
+        refs = list(ts.labels_refs)
         if len(refs) % 2:
             raise BadRequest("bad_symbol_ref", f"labels_refs holds an odd number of references ({len(refs)})")
         if refs and max(refs) >= len(symbols):
@@ -249,5 +252,5 @@ def _decode_v2(body: bytes) -> Decoded:
         labels = _labels((symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2))
         decoded.histograms += len(ts.histograms)
         decoded.exemplars += len(ts.exemplars)
-        _series(labels, ts, decoded)
+        _series(labels, ts, ts.SerializeToString() if _compiled is not None else None, decoded)
     return decoded

@@ -111,7 +111,8 @@ def test_a_request_is_the_same_series_and_messages_with_and_without_the_compiled
     # odd series: any double (most have one whose text needs an exponent); even: the decimals counters hold
     values = [random_doubles(rng, 30) if i % 2 else [round(rng.uniform(-1e6, 1e6), 3) for _ in range(30)]
               for i in range(40)]
-    series = [({**UP, "instance": f"h{i}:9100"},
+    # labels as they come: unicode, quotes, an empty value (the label's absence), in any order
+    series = [({"instance": f"h{i}:9100", **UP, "zone": "zürich \"1\" ✓", "empty": "", "n": str(i)},
                [(1000 * k + i, v) for k, v in enumerate(values[i])] + [(99_000, STALE)]) for i in range(40)]
     body = snappy(request_v1(series) if message == d.V1 else request_v2(series))
     content_type = f"application/x-protobuf;proto={message}"

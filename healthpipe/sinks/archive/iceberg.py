@@ -280,7 +280,10 @@ class IcebergTable:
             properties = self._carried(table) | {OFFSETS_PREFIX + group: _text(offsets)}
             try:
                 paths = [self.uri(f) for r in fresh for f in r.files]
-                self.call("committing a snapshot", table.add_files, paths, snapshot_properties=properties)
+                # no check_duplicate_files: it opens every data manifest of the table at every commit (a cost that
+                # grows with the table); the offsets above already leave out a range, so a file, the table holds
+                self.call("committing a snapshot", table.add_files, paths, snapshot_properties=properties,
+                          check_duplicate_files=False)
             except CommitFailedException as exc:
                 log.info("archive_commit_raced attempt=%d error=%s", attempt + 1, exc)
                 time.sleep(0.05 * (attempt + 1))
