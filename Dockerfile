@@ -1,4 +1,4 @@
-# The pipeline image: the `healthpipe` package as one wheel, its C fast path included, installed into a venv
+# The pipeline image: the `healthpipe` package as one wheel, its C fast paths included, installed into a venv
 # that is the only thing the runtime stage receives (no sources, no compiler, nothing that shadows
 # site-packages). The base is an argument so that a machine without Docker Hub can build on a base of its own
 # (scripts/docker/base-image.sh); both stages must use the same base, since the venv is copied between them.
@@ -17,10 +17,12 @@ ENV PATH=/opt/healthpipe/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CH
 WORKDIR /src
 COPY pyproject.toml setup.py README.md constraints.txt ./
 COPY healthpipe ./healthpipe
-# the wheel must carry the compiled fast path: a wheel without it would run the slow path unnoticed
+# the wheel must carry the compiled fast paths (the consumer's, the receiver's): a wheel without one would run the
+# slow path unnoticed
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && python3 -c "import zipfile, glob, sys; names = zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]).namelist(); \
-sys.exit(0 if any(n.startswith('healthpipe/schema/_fastline') and n.endswith('.so') for n in names) else 'no fast path')"
+sys.exit(0 if all(any(n.startswith(m) and n.endswith('.so') for n in names) \
+for m in ('healthpipe/schema/_fastline', 'healthpipe/receive/_samples')) else 'no fast path')"
 # the dependencies at the versions of the lock file (constraints.txt, `make lock`); pip compiles the bytecode
 # as it installs, so no container start compiles it again. Test suites inside dependencies are never imported;
 # pyarrow's C++ headers neither, and its libraries ship with symbols (163 -> 123 MB stripped). Only pyarrow's:
@@ -30,7 +32,8 @@ RUN pip install -c constraints.txt /wheels/*.whl \
     && find /opt/healthpipe/lib -depth -type d -name tests -path '*site-packages/*/tests' -exec rm -rf {} + \
     && (cd /opt/healthpipe/lib/python3*/site-packages/pyarrow && rm -rf include src _pyarrow_cpp_tests*.so \
         && find . -maxdepth 1 -name '*.so*' -type f -exec strip --strip-unneeded {} +) \
-    && python3 -c "import healthpipe.schema as s; assert s.fastline.__file__.endswith('.so'), s.fastline"
+    && python3 -c "import healthpipe.schema as s, healthpipe.receive.decode as d; \
+assert s.fastline.__file__.endswith('.so') and d._compiled.__file__.endswith('.so'), (s.fastline, d._compiled)"
 
 FROM ${PYTHON_IMAGE} AS runtime
 COPY --from=build /usr/bin/tini-static /usr/bin/tini

@@ -11,6 +11,7 @@ receiver does not speak is `Unsupported` (415). Nothing here touches Kafka.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
@@ -151,10 +152,16 @@ def _is_stale(value: float) -> bool:
     return math.isnan(value) and struct.unpack("<Q", struct.pack("<d", value))[0] == STALE_NAN_BITS
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_label_name(name: str) -> bool:
+    # the same few names in every series of every request: a cache lookup is a sixth of the match's cost
+    return LABEL_NAME.fullmatch(name) is not None
+
+
 def _labels(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for name, value in pairs:
-        if not LABEL_NAME.fullmatch(name):
+        if not _is_label_name(name):
             raise BadRequest("bad_label_name", f"label name {name!r} is not [a-zA-Z_][a-zA-Z0-9_]*")
         if name in labels:
             raise BadRequest("duplicate_label", f"label {name!r} appears twice in one series")

@@ -19,8 +19,9 @@ from tests.support.pipeline import committed_all, free_port, process_env, scrape
 pytestmark = pytest.mark.docker
 
 INSIDE = """
-import json, os, sys, healthpipe, healthpipe.schema as schema
-print(json.dumps({"fastline": schema.fastline.__file__, "package": healthpipe.__file__, "uid": os.getuid(),
+import json, os, sys, healthpipe, healthpipe.schema as schema, healthpipe.receive.decode as receive
+print(json.dumps({"fastline": schema.fastline.__file__, "receive_samples": receive._compiled.__file__,
+                  "package": healthpipe.__file__, "uid": os.getuid(),
                   "config_exists": os.path.exists(os.environ["HEALTHPIPE_CONFIG"]),
                   "app": os.path.exists("/app"), "pid1": open("/proc/1/cmdline").read().split("\\0")[0]}))
 """
@@ -30,6 +31,7 @@ def test_the_image_loads_the_fast_path_from_the_installed_wheel_as_a_user(image)
     out = docker("run", "--rm", "--network", "none", "--entrypoint", "tini", image, "--", "python3", "-c", INSIDE)
     seen = json.loads(out.stdout)
     assert seen["fastline"].endswith(".so"), seen  # the compiled extension, not the Python engine
+    assert seen["receive_samples"].endswith(".so"), seen  # and the receiver's
     assert seen["package"].startswith("/opt/healthpipe/lib/") and "site-packages" in seen["package"], seen
     assert not seen["app"], "sources copied into /app would shadow the installed package"
     assert seen["uid"] != 0, seen
