@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.run import b2_consumer, prefill
 from bench.support import (
     RESULTS,
+    ROOT,
     clean_env,
     compile_bytecode,
     cpu_seconds,
@@ -51,13 +52,17 @@ from tests.support.services import native_or_exit
 FILE_AGE_S = 1
 
 
-def run_archive(cfg, tmp: Path, transactional: bool = False) -> dict:
+def run_archive(cfg, tmp: Path, transactional: bool = False, code: Path | None = None) -> dict:
+    """`healthpipe archive` as its own process until it has committed every offset; `code`: run it from another
+    checkout (one new enough to know every archive key written here)."""
     config_file = write_config(cfg, tmp / "archive.yaml")
-    compile_bytecode()
+    compile_bytecode(code or ROOT)
     env = clean_env(HEALTHPIPE_LOAD__INFLUXDB__TOKEN=cfg.load.influxdb.token.get_secret_value(),
                     HEALTHPIPE_PIPELINE__LOG_LEVEL="WARNING")
+    if code is not None:
+        env["PYTHONPATH"] = str(code)  # ahead of the editable install of this checkout
     t0 = time.perf_counter()
-    proc = subprocess.Popen(process_command("archive", config_file), env=env,
+    proc = subprocess.Popen(process_command("archive", config_file, code), env=env, cwd=code,
                             stdout=subprocess.DEVNULL, stderr=open(RESULTS / "archive-bench.log", "ab"))  # noqa: SIM115
     try:
         run_until_committed(proc, cfg, cfg.archive.group_id, "archive (see bench/results/archive-bench.log)",

@@ -341,7 +341,9 @@ def plot(report: dict, path: Path) -> None:
 
 # --- parquet against iceberg ----------------------------------------------------------------------------------------
 
-def formats_report(samples: int, runs: int) -> dict:
+def formats_report(samples: int, runs: int, code: Path | None = None) -> dict:
+    """Parquet, Iceberg and the InfluxDB consumer on the same topic; with `code`, also the Iceberg archiver of that
+    checkout ("iceberg_base"), for a change to it measured side by side."""
     from bench.archive import run_archive
     from bench.run import b2_consumer, prefill
     from healthpipe.sinks.archive.compact import compact
@@ -357,8 +359,8 @@ def formats_report(samples: int, runs: int) -> dict:
         for run in range(runs):
             cfg, ledger = prefill(services, samples, seed=6000 + run)
             row: dict = {"run": run}
-            order = ["parquet", "iceberg", "consumer"]
-            for name in order[run % 3:] + order[:run % 3]:  # who goes first rotates
+            order = ["parquet", "iceberg", "consumer"] + (["iceberg_base"] if code else [])
+            for name in order[run % len(order):] + order[:run % len(order)]:  # who goes first rotates
                 if name == "consumer":
                     with temporary_bucket(cfg.load.influxdb, "bench-b6b") as bucket:
                         target = cfg.model_copy(update={"load": cfg.load.model_copy(update={"influxdb": bucket})})
@@ -366,11 +368,11 @@ def formats_report(samples: int, runs: int) -> dict:
                     continue
                 folder = Path(tmp) / f"{name}-{run}"
                 archive = {"target": str(folder), "max_file_rows": 100_000, "max_file_age_seconds": 1,
-                           "format": name, "group_id": f"bench-{name}-{run}-{os.getpid()}",
+                           "format": name.removesuffix("_base"), "group_id": f"bench-{name}-{run}-{os.getpid()}",
                            "iceberg": {"catalog_uri": f"sqlite:///{folder}.db"}}
                 mine = services.config(kafka={"topic": cfg.kafka.topic}, archive=archive)
-                result = run_archive(mine, Path(tmp))
-                if name == "iceberg":
+                result = run_archive(mine, Path(tmp), code=code if name == "iceberg_base" else None)
+                if name.startswith("iceberg"):
                     got = test_archive_iceberg.archived(mine)
                     table = IcebergTable(mine.archive, Store(mine.archive))
                     size = sum(p.bytes for p in table.partitions())
@@ -388,6 +390,11 @@ def formats_report(samples: int, runs: int) -> dict:
                 shutil.rmtree(folder, ignore_errors=True)
             row["iceberg_vs_parquet_samples_per_s"] = row["iceberg"]["samples_per_s"] / row["parquet"]["samples_per_s"]
             row["iceberg_vs_parquet_cpu"] = row["iceberg"]["cpu_s_per_million"] / row["parquet"]["cpu_s_per_million"]
+            if code:
+                row["iceberg_vs_base_samples_per_s"] = (row["iceberg"]["samples_per_s"]
+                                                        / row["iceberg_base"]["samples_per_s"])
+                row["iceberg_vs_base_cpu"] = (row["iceberg"]["cpu_s_per_million"]
+                                              / row["iceberg_base"]["cpu_s_per_million"])
             for name in ("parquet", "iceberg"):
                 row[f"{name}_vs_consumer_samples_per_s"] = (row[name]["samples_per_s"]
                                                             / row["consumer"]["samples_per_s"])
@@ -396,7 +403,9 @@ def formats_report(samples: int, runs: int) -> dict:
     return {"samples": samples, "runs": rows,
             **{f"median_{k}": statistics.median(r[k] for r in rows) for k in (
                 "iceberg_vs_parquet_samples_per_s", "iceberg_vs_parquet_cpu", "parquet_vs_consumer_samples_per_s",
-                "iceberg_vs_consumer_samples_per_s")},
+                "iceberg_vs_consumer_samples_per_s", *(["iceberg_vs_base_samples_per_s", "iceberg_vs_base_cpu"]
+                                                       if code else []))},
+            "code": str(code) if code else None,
             "iceberg_peak_rss_mb_max": max(r["iceberg"]["peak_rss_mb"] for r in rows),
             "compaction_s_per_million_rows": statistics.median(
                 r["iceberg"]["compaction_s_per_million_rows"] for r in rows)}
@@ -411,6 +420,9 @@ def main() -> int:
                         help="bytes: the real set ends here (default a minute ago)")
     parser.add_argument("--samples", type=int, default=1_000_000, help="formats: samples per run")
     parser.add_argument("--runs", type=int, default=2, help="formats: runs")
+    parser.add_argument("--code", type=Path, default=None, metavar="CHECKOUT",
+                        help="formats: also run the Iceberg archiver of this checkout (a worktree of the commit "
+                             "before a change), side by side")
     parser.add_argument("--plot", type=Path, default=None, metavar="RESULTS_JSON",
                         help="bytes: draw the picture of an earlier run's results, measuring nothing")
     args = parser.parse_args()
@@ -423,7 +435,10 @@ def main() -> int:
         plot(json.loads(args.plot.read_text()), picture)
         return 0
     RESULTS.mkdir(exist_ok=True)
-    report = bytes_report(args.hours, args.end) if args.what == "bytes" else formats_report(args.samples, args.runs)
+    if args.what == "bytes":
+        report = bytes_report(args.hours, args.end)
+    else:
+        report = formats_report(args.samples, args.runs, args.code)
     if args.what == "bytes":
         plot(report, picture)
     (RESULTS / f"cold-tier-{args.what}-{int(time.time())}.json").write_text(json.dumps(report, indent=2))
