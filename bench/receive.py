@@ -199,7 +199,8 @@ def main() -> int:
     out = {"bench": "B11 receive", "requests": args.requests, "samples_per_request": SERIES * POINTS,
            "runs": rows, "summary": summary, "id": uuid.uuid4().hex[:8],
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (RESULTS / "receive.json").write_text(json.dumps(out, indent=2) + "\n")
+    RESULTS.mkdir(exist_ok=True)  # a fresh clone has none (git-ignored)
+    (RESULTS / f"receive-{int(time.time())}.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 
