@@ -7,9 +7,10 @@ PYTEST := $(VENV)/bin/pytest
 .PHONY: proto install stack-up stack-down stack-status test test-unit test-integration test-chaos test-cluster test-secure test-docker test-compose compose-images lint lock image mutations \
         up down logs status bench bench-full clean
 
-# Installs at the versions of the lock file (constraints.txt); `make lock` updates it from pyproject.toml.
+# Installs at the versions of the lock file (constraints.txt); `make lock` updates it from pyproject.toml. The C
+# sources are prerequisites too: the editable install compiles them in place, and a changed one must be rebuilt.
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt setup.py $(wildcard healthpipe/*/_*.c)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
