@@ -43,47 +43,13 @@ class BodyTooLarge(Exception):
     """The request body is over the app's limit."""
 
 
-class HeadWithBody:
-    """A transport that holds an answer's head, which uvicorn writes on its own, until the body's write: one send
-    an answer instead of two (the second send was a tenth of the features server's CPU under load, B8). Anything
-    else (a `100 Continue`, a close, the end of a response) writes what it holds first."""
-
-    CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-    def __init__(self, transport: asyncio.Transport):
-        self._transport = transport
-        self._head = b""
-
-    def write(self, data: bytes) -> None:
-        if not self._head and data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n") \
-                and data != self.CONTINUE:
-            self._head = data
-            return
-        if self._head:
-            data, self._head = self._head + data, b""
-        self._transport.write(data)
-
-    def flush(self) -> None:
-        if self._head:
-            head, self._head = self._head, b""
-            self._transport.write(head)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:  # everything else is the transport's
-        return getattr(self._transport, name)
-
-
 class HeadDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing a connection whose request head is not complete in time; each answer
-    goes out in one write (HeadWithBody)."""
+    """uvicorn's httptools protocol, closing a connection whose request head is not complete in time."""
 
     _head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]
+        super().connection_made(transport)
         self._arm()
 
     def on_headers_complete(self) -> None:
@@ -91,7 +57,6 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
-        self.transport.flush()  # type: ignore[attr-defined]  # a head whose body never came (none is left held)
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request on this kept-alive connection: the same deadline

@@ -328,10 +328,6 @@ MUTANTS = [
            ["tests/unit/test_receive_samples.py"], "unit",
            [("healthpipe/receive/decode.py", "RawSamples(text, count), first, last)",
              "RawSamples(text, count), first + 1, last)")]),
-    Mutant("answer_head_and_body_in_two_writes", "HeadWithBody never holds an answer's head (two sends an answer)",
-           ["tests/unit/test_feature_server_http.py::test_an_answer_is_one_write_on_the_socket"], "unit",
-           [("healthpipe/common/http_server.py", "        if not self._head and data.startswith(b\"HTTP/1.1 \")",
-             "        if False and data.startswith(b\"HTTP/1.1 \")")]),
     Mutant("alert_names_a_metric_nobody_exports", "an alert rule's PromQL names a metric the code does not export",
            ["tests/unit/test_dashboards.py"], "unit",
            [("config/prometheus/alerts.yml", "expr: healthpipe_verify_missing_samples > 0",
@@ -388,8 +384,8 @@ MUTANTS = [
     Mutant("http_head_without_a_deadline", "a connection's request head has no deadline (uvicorn's own timer is "
            "for idle kept-alive connections only)",
            ["tests/unit/test_feature_server_http.py::test_a_client_trickling_its_request_head_is_cut_off"], "unit",
-           [("healthpipe/common/http_server.py", """        super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]
-        self._arm()""", """        super().connection_made(HeadWithBody(transport))  # type: ignore[arg-type]""")]),
+           [("healthpipe/common/http_server.py", """        super().connection_made(transport)
+        self._arm()""", """        super().connection_made(transport)""")]),
     Mutant("http_nagle_on", "the HTTP server's socket made by socket.create_server (proto 0: asyncio leaves Nagle on)",
            ["tests/unit/test_feature_server_http.py::test_answers_go_out_without_nagle"], "unit",
            [("healthpipe/common/http_server.py", "        self.socket = _listen(host, port)\n",

@@ -82,8 +82,8 @@ def test_a_client_trickling_its_request_head_is_cut_off(monkeypatch):
 
 
 def test_answers_go_out_without_nagle():
-    """Every accepted connection has TCP_NODELAY: a write right after another (before HeadWithBody, an answer's head
-    and body) waited for the client's delayed ACK with Nagle on (40 ms an answer on a kept-alive connection)."""
+    """Every accepted connection has TCP_NODELAY: an answer's head and body are two writes, and with Nagle on the
+    body waited for the client's delayed ACK (40 ms an answer on a kept-alive connection)."""
     import http.client
 
     server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0).start()
@@ -99,64 +99,6 @@ def test_answers_go_out_without_nagle():
         conn.close()
     finally:
         server.stop()
-
-
-class CountingTransport:
-    """A transport's stand-in that records what is written to it."""
-
-    def __init__(self, transport=None):
-        self.transport, self.writes, self.closed = transport, [], False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(bytes(data))
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def __getattr__(self, name):
-        return getattr(self.transport, name)
-
-
-def test_an_answer_is_one_write_on_the_socket():
-    """uvicorn writes an answer's head and body separately; HeadWithBody joins them (one send a request), and
-    the answers are whole on a kept-alive connection."""
-    import http.client
-
-    server = FeatureServer(HealthpipeConfig(features={"stream": False}), port=0).start()
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", "/healthz")
-        assert conn.getresponse().read() == b"ok\n"
-        (protocol,) = server.http._server.server_state.connections
-        counting = CountingTransport(protocol.transport._transport)
-        protocol.transport._transport = counting
-        for path, status in (("/healthz", 200), ("/readyz", 200), ("/nowhere", 404), ("/metrics", 200)):
-            conn.request("GET", path)
-            answer = conn.getresponse()
-            assert answer.status == status and answer.read()
-        assert len(counting.writes) == 4, [w[:40] for w in counting.writes]
-        assert all(w.startswith(b"HTTP/1.1 ") for w in counting.writes)
-        conn.close()
-    finally:
-        server.stop()
-
-
-def test_what_is_not_an_answer_head_is_written_at_once():
-    from healthpipe.common.http_server import HeadWithBody
-
-    inner = CountingTransport()
-    t = HeadWithBody(inner)
-    t.write(HeadWithBody.CONTINUE)  # the client waits for it before it sends the body: never held
-    t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-    assert inner.writes == [HeadWithBody.CONTINUE]
-    t.write(b"ok")
-    t.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
-    t.close()  # a head with no body after it (the app failed): written before the close
-    assert inner.writes == [HeadWithBody.CONTINUE, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                            b"HTTP/1.1 500 Internal Server Error\r\n\r\n"]
-    assert inner.closed
 
 
 def test_a_bulk_request_does_not_hold_up_one_series_requests(monkeypatch):
