@@ -1,15 +1,18 @@
 """B11: remote-write receive throughput, healthpipe receive against Telegraf, side by side in one run:
-`python -m bench.receive [--requests 400] [--runs 2] [--code DIR]`.
+`python -m bench.receive [--requests 400] [--runs 2] [--code DIR] [--pka BINARY]`.
 
 A bench client posts pre-built remote-write 1.0 requests of 2,000 samples (100 series x 20 samples, snappy
 protobuf, as Prometheus sends them) from 1 and from 4 concurrent connections ("shards") to each receiver, each run
 as its own process on the native stack's Kafka, and reports samples/s (wall time from the first request to the
-last answer) and the receiver's CPU seconds per million samples (/proc). The order of the two alternates per run.
+last answer) and the receiver's CPU seconds per million samples (/proc). The order alternates per run.
 
 Telegraf: http_listener_v2 with the prometheusremotewrite parser into outputs.kafka (acks=-1), built by
-scripts/stack/build-telegraf.sh. Not the same guarantee: Telegraf answers 204 once it has parsed the request and
-sends to Kafka afterwards (a crash in between loses the batch); healthpipe answers after Kafka acknowledged. Its
-prometheusremotewrite parser speaks 1.0 only, so both get 1.0. Completeness: every sample in the topic, counted.
+scripts/stack/build-telegraf.sh. With `--pka BINARY`, also Telefonica's prometheus-kafka-adapter
+(scripts/stack/build-pka.sh; acks=all, zstd, JSON, a message a sample; GIN_MODE=release and LOG_LEVEL=warn, so
+that it does not log every request). Not the same guarantee: Telegraf answers 204 once it has parsed the request
+and sends to Kafka afterwards (a crash in between loses the batch), PKA once it has handed the records to
+librdkafka; healthpipe answers after Kafka acknowledged. Telegraf's parser and PKA speak 1.0 only, so all get 1.0.
+Completeness: every sample in the topic, counted.
 """
 
 from __future__ import annotations
@@ -105,11 +108,12 @@ def drive(url: str, payloads: list[bytes], shards: int) -> float:
     return time.perf_counter() - t0
 
 
-def one(kind: str, services, payloads: list[bytes], shards: int, tmp: Path, code: Path | None = None) -> dict:
+def one(kind: str, services, payloads: list[bytes], shards: int, tmp: Path, code: Path | None = None,
+        pka: Path | None = None) -> dict:
     cfg = services.config(pipeline={"log_level": "WARNING"})
     ensure_topics(cfg)
     port = free_port()
-    url = f"http://127.0.0.1:{port}/api/v1/write"
+    url = f"http://127.0.0.1:{port}/{'receive' if kind == 'pka' else 'api/v1/write'}"
     cwd = None
     if kind in ("healthpipe", "base"):  # base: the receiver of another checkout (--code), for a before/after ratio
         cfg.receive.port = port
@@ -118,6 +122,10 @@ def one(kind: str, services, payloads: list[bytes], shards: int, tmp: Path, code
         env = clean_env()
         if kind == "base":
             cwd, env = code, clean_env(PYTHONPATH=str(code))
+    elif kind == "pka":
+        command = [str(pka)]
+        env = clean_env(KAFKA_BROKER_LIST=cfg.kafka.bootstrap_servers, KAFKA_TOPIC=cfg.kafka.topic, PORT=str(port),
+                        KAFKA_ACKS="all", KAFKA_COMPRESSION="zstd", GIN_MODE="release", LOG_LEVEL="warn")
     else:
         conf = tmp / f"telegraf-{port}.conf"
         conf.write_text(TELEGRAF_CONF.format(port=port, brokers=cfg.kafka.bootstrap_servers, topic=cfg.kafka.topic))
@@ -148,7 +156,9 @@ def _count_samples(cfg, kind: str) -> int:
 
     total = 0
     for msg in read_topic(cfg, cfg.kafka.topic, committed_only=False, timeout=300):
-        if kind != "telegraf":
+        if kind == "pka":
+            total += 1  # a message a sample
+        elif kind != "telegraf":
             total += len(json.loads(msg.value())["samples"])
         else:
             total += msg.value().count(b"\n") or 1
@@ -161,6 +171,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--code", type=Path, default=None,
                         help="also run the receiver of this checkout (e.g. a worktree of the commit before a change)")
+    parser.add_argument("--pka", type=Path, default=None, metavar="BINARY",
+                        help="also run prometheus-kafka-adapter (scripts/stack/build-pka.sh prints its path)")
     args = parser.parse_args()
     services = from_environment()
     if services is None:
@@ -172,9 +184,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         for run in range(args.runs):
             for shards in (1, 4):
-                order = ["healthpipe", "telegraf", *(["base"] if args.code else [])]
+                order = ["healthpipe", "telegraf", *(["base"] if args.code else []), *(["pka"] if args.pka else [])]
                 for kind in order if run % 2 == 0 else order[::-1]:
-                    row = one(kind, services, payloads, shards, Path(d), args.code) | {"run": run}
+                    row = one(kind, services, payloads, shards, Path(d), args.code, args.pka) | {"run": run}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     summary = {}
@@ -190,6 +202,12 @@ def main() -> int:
             "healthpipe_cpu_s_per_million": statistics.median(hc),
             "telegraf_cpu_s_per_million": statistics.median(tc),
             "cpu_ratio": round(statistics.median(hc) / statistics.median(tc), 2)}
+        if args.pka:
+            pp, pc = pick("pka", "samples_per_s"), pick("pka", "cpu_s_per_million")
+            summary[f"{shards}_shards"] |= {
+                "pka_samples_per_s": statistics.median(pp), "pka_cpu_s_per_million": statistics.median(pc),
+                "throughput_vs_pka": round(statistics.median(hp) / statistics.median(pp), 2),
+                "cpu_vs_pka": round(statistics.median(hc) / statistics.median(pc), 2)}
         if args.code:
             bp, bc = pick("base", "samples_per_s"), pick("base", "cpu_s_per_million")
             summary[f"{shards}_shards"] |= {
