@@ -145,8 +145,11 @@ def one(kind: str, services, payloads: list[bytes], shards: int, tmp: Path, code
             proc.wait(60)
     samples = len(payloads) * SERIES * POINTS
     in_topic = _count_samples(cfg, kind)
-    assert in_topic >= samples, f"{kind}: {in_topic} of {samples} samples in Kafka"
-    return {"kind": kind, "shards": shards, "samples": samples, "seconds": round(seconds, 3),
+    # PKA answers before librdkafka has sent, and does not flush when it is stopped: what it held then is lost
+    # (counted, not asserted: that loss is one of the things B11 shows)
+    assert kind == "pka" or in_topic >= samples, f"{kind}: {in_topic} of {samples} samples in Kafka"
+    return {"kind": kind, "shards": shards, "samples": samples, "lost": max(0, samples - in_topic),
+            "seconds": round(seconds, 3),
             "samples_per_s": round(samples / seconds), "cpu_s_per_million": round(cpu / samples * 1e6, 3)}
 
 
