@@ -205,18 +205,12 @@ def main() -> int:
             "healthpipe_cpu_s_per_million": statistics.median(hc),
             "telegraf_cpu_s_per_million": statistics.median(tc),
             "cpu_ratio": round(statistics.median(hc) / statistics.median(tc), 2)}
-        if args.pka:
-            pp, pc = pick("pka", "samples_per_s"), pick("pka", "cpu_s_per_million")
+        for other in [kind for kind, asked in (("pka", args.pka), ("base", args.code)) if asked]:
+            op, oc = pick(other, "samples_per_s"), pick(other, "cpu_s_per_million")
             summary[f"{shards}_shards"] |= {
-                "pka_samples_per_s": statistics.median(pp), "pka_cpu_s_per_million": statistics.median(pc),
-                "throughput_vs_pka": round(statistics.median(hp) / statistics.median(pp), 2),
-                "cpu_vs_pka": round(statistics.median(hc) / statistics.median(pc), 2)}
-        if args.code:
-            bp, bc = pick("base", "samples_per_s"), pick("base", "cpu_s_per_million")
-            summary[f"{shards}_shards"] |= {
-                "base_samples_per_s": statistics.median(bp), "base_cpu_s_per_million": statistics.median(bc),
-                "throughput_vs_base": round(statistics.median(hp) / statistics.median(bp), 2),
-                "cpu_vs_base": round(statistics.median(hc) / statistics.median(bc), 2)}
+                f"{other}_samples_per_s": statistics.median(op), f"{other}_cpu_s_per_million": statistics.median(oc),
+                f"throughput_vs_{other}": round(statistics.median(hp) / statistics.median(op), 2),
+                f"cpu_vs_{other}": round(statistics.median(hc) / statistics.median(oc), 2)}
     out = {"bench": "B11 receive", "requests": args.requests, "samples_per_request": SERIES * POINTS,
            "runs": rows, "summary": summary, "id": uuid.uuid4().hex[:8],
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
