@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from healthpipe.common.errors import HealthpipeError
 from healthpipe.common.messages import RawSamples
+from healthpipe.common.promql import LABEL_NAME
 from healthpipe.receive.proto import remote_write_v1_pb2 as v1
 from healthpipe.receive.proto import remote_write_v2_pb2 as v2
 
@@ -37,9 +37,6 @@ V2 = "io.prometheus.write.v2.Request"
 # Prometheus' staleness marker: a NaN with this bit pattern, written when a series disappears. The query API never
 # returns it, so neither does the pipeline (it would be an extra point nobody can verify); counted, not stored.
 STALE_NAN_BITS = 0x7FF0000000000002
-# Label names as InfluxDB tags and Flux identifiers see them: Prometheus' classic rule (its UTF-8 names are refused
-# with a reason rather than stored under a name no query could spell)
-LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 class BadRequest(HealthpipeError):
     """The body can never be accepted (HTTP 400). `reason`: a short code for the metrics."""
@@ -154,7 +151,9 @@ def _is_stale(value: float) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _is_label_name(name: str) -> bool:
-    # the same few names in every series of every request: a cache lookup is a sixth of the match's cost
+    # Label names as InfluxDB tags and Flux identifiers see them: Prometheus' classic rule, the one the producer's
+    # selectors check (its UTF-8 names are refused with a reason rather than stored under a name no query could
+    # spell). Cached: the same few names in every series of every request, a lookup a sixth of the match's cost.
     return LABEL_NAME.fullmatch(name) is not None
 
 
